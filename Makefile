@@ -1,0 +1,35 @@
+# sixview: `make demo` and `make test` create .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+IMAGES ?=
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test lint models bench clean
+
+# Runtime only (no TensorFlow): what a user of the shipped models needs.
+$(VENV)/.runtime: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -q -e '.[cpu,demo]'
+	touch $@
+
+# Everything: training, conversion, tracking, tests.
+$(VENV)/.dev: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -q -e '.[cpu,train,track,demo,dev]'
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	$(PY) -m edge.demo --images "$(IMAGES)" --out $(DEMO_OUT)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check edge convert training benchmarks tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,129 @@
+"""The dual engine: Standard for thumbnails, HD for real photos, loaded lazily.
+
+`Engine.classify` takes decoded images and returns one `Verdict` per image;
+preparing the views (`Engine.prepare`) is separate so that a scan can do it in
+worker threads while the main thread runs the model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .decode import Decoded
+from .merge import Decision, decide_image, resolve_thresholds
+from .model import Model, model_file, open_model
+from .preprocess import BatchBuffer, render_views
+from .tiling import View, view_boxes
+
+ENGINES = ("auto", "standard", "hd")
+THUMBNAIL_MAX_SIDE = 64  # short side <= this: a CIFAR-like thumbnail -> Standard
+DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def route(width: int, height: int, engine: str = "auto") -> str:
+    """The role that should see an image: `engine`, or by context when 'auto'."""
+    if engine != "auto":
+        return engine
+    return "standard" if min(width, height) <= THUMBNAIL_MAX_SIDE else "hd"
+
+
+@dataclass
+class Prepared:
+    """An image's views, rendered for its engine, waiting for inference."""
+
+    role: str
+    width: int
+    height: int
+    views: list[View]
+    pixels: np.ndarray  # (views, h, w, 3) uint8 BGR
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    """One image's result: the decision plus how it was reached."""
+
+    decision: Decision
+    role: str
+    provider: str
+    precision: str
+    tiling: bool
+    thresholds: dict[str, float]
+    views: list[View]
+    timings_ms: dict[str, float]
+
+
+class Engine:
+    """Standard and HD models behind one call; each opened on first use."""
+
+    def __init__(self, models_dir: Path | str = DEFAULT_MODELS, engine: str = "auto",
+                 device: str = "auto", precision: str = "auto", threads: int = 0,
+                 tiling: bool = True, threshold: float | None = None):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}")
+        self.models_dir, self.engine, self.device = Path(models_dir), engine, device
+        self.precision, self.threads = precision, threads
+        self.tiling, self.threshold = tiling, threshold
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+        self._buffers: dict[str, BatchBuffer] = {}
+
+    def model(self, role: str) -> Model:
+        """The model for a role, opened once (thread-safe)."""
+        with self._lock:
+            if role not in self._models:
+                path = model_file(self.models_dir, role, self.device, self.precision)
+                m = open_model(path, self.device, self.threads)
+                if self.precision == "auto" and m.provider == "cpu" and m.meta.precision == "fp16":
+                    # a GPU provider was listed but did not start: FP16 on a CPU is only slower
+                    m = open_model(model_file(self.models_dir, role, "cpu"), "cpu", self.threads)
+                if m.meta.role != role:
+                    raise ValueError(f"{path}: metadata says role {m.meta.role!r}, expected {role!r}")
+                self._models[role] = m
+            return self._models[role]
+
+    def prepare(self, decoded: Decoded, timings_ms: dict[str, float] | None = None) -> Prepared:
+        """Route an image and render its views for that engine's model."""
+        t0 = time.perf_counter()
+        role = route(decoded.width, decoded.height, self.engine)
+        meta = self.model(role).meta
+        h, w = decoded.bgr.shape[:2]
+        views = view_boxes(w, h, meta.view_fraction, self.tiling)
+        pixels = render_views(decoded.bgr, views, meta.input_size)
+        timings = dict(timings_ms or {})
+        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return Prepared(role, decoded.width, decoded.height, views, pixels, timings)
+
+    def classify(self, items: list[Prepared]) -> list[Verdict]:
+        """Run prepared images (any mix of roles), one model call per role."""
+        out: list[Verdict | None] = [None] * len(items)
+        for role in {p.role for p in items}:
+            idx = [i for i, p in enumerate(items) if p.role == role]
+            model = self.model(role)
+            buf = self._buffers.setdefault(role, BatchBuffer(6 * len(idx), model.meta.input_size))
+            buf.clear()
+            rows = [buf.add(items[i].pixels) for i in idx]
+            t0 = time.perf_counter()
+            scores = model(buf.batch())
+            infer_ms = (time.perf_counter() - t0) * 1e3 / len(idx)
+            meta = model.meta
+            thresholds = resolve_thresholds(meta.threshold_vector(), self.threshold)
+            for i, r in zip(idx, rows, strict=True):
+                t1 = time.perf_counter()
+                p = items[i]
+                names = tuple(v.name for v in p.views)
+                decision = decide_image(scores[r], meta.classes, names, thresholds, meta.fallback_min_score)
+                timings = {**p.timings_ms, "infer": infer_ms, "postprocess": (time.perf_counter() - t1) * 1e3}
+                out[i] = Verdict(decision, role, model.provider, meta.precision, self.tiling,
+                                 {c: round(float(t), 6) for c, t in zip(meta.classes, thresholds, strict=True)},
+                                 p.views, timings)
+        return out  # type: ignore[return-value]
+
+    def classify_image(self, decoded: Decoded) -> Verdict:
+        """Convenience: prepare and classify one image."""
+        return self.classify([self.prepare(decoded)])[0]

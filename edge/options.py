@@ -1,0 +1,51 @@
+"""Command-line options shared by the runtime commands, and their error handling."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .engine import DEFAULT_MODELS, ENGINES, Engine
+from .metadata import MetadataError
+from .model import ModelError
+from .providers import DEVICES, ProviderError
+
+SETUP_ERRORS = (ModelError, MetadataError, ProviderError)
+
+
+def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--models --engine --device --precision --threads --tiling --threshold."""
+    opts = [
+        click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=DEFAULT_MODELS, show_default="the shipped models/",
+                     help="Folder with standard*.onnx and hd*.onnx."),
+        click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+                     help="auto: thumbnails (short side <= 64 px) -> standard, photos -> hd."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="auto: the best provider that starts; an explicit GPU that does not start is an error."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto",
+                     show_default=True, help="auto: FP16 on CUDA/TensorRT, INT8 (if shipped) or FP32 on CPU."),
+        click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="ONNX Runtime intra-op threads (0: one per physical core)."),
+        click.option("--tiling/--no-tiling", default=True, show_default=True,
+                     help="Six views (whole, four corners, centre) or the whole image only."),
+        click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+                     help="One threshold for every class, overriding the model's."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(opts), f)
+
+
+def make_engine(models_dir: Path, engine: str, device: str, precision: str, threads: int,
+                tiling: bool, threshold: float | None) -> Engine:
+    """An Engine from the shared options."""
+    return Engine(models_dir, engine=engine, device=device, precision=precision, threads=threads,
+                  tiling=tiling, threshold=threshold)
+
+
+def setup_error(e: Exception) -> click.UsageError:
+    """A setup error (model, metadata, provider) as one clean line, exit code 2."""
+    return click.UsageError(str(e))

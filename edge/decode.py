@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # errors only: truncated-JPEG warnings would flood a scan
+# Decoding problems are reported in each record; OpenCV's own log lines would flood a scan.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 Image.MAX_IMAGE_PIXELS = 200_000_000  # big panoramas are fine, decompression bombs are not
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,

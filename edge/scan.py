@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from .decode import DecodeError, Decoded, decode
+from .decode import Decoded, DecodeError, decode
 from .draw import draw_verdict
 from .engine import Engine, Prepared, route
 from .records import record

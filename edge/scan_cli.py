@@ -9,7 +9,8 @@ import click
 
 from .options import SETUP_ERRORS, engine_options, make_engine, setup_error
 from .records import CsvSink, JsonlSink, done_paths
-from .scan import collect, in_shard, parse_shard, scan as run_scan
+from .scan import collect, in_shard, parse_shard
+from .scan import scan as run_scan
 
 
 @click.command("scan")

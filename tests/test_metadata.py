@@ -1,0 +1,80 @@
+import json
+
+import onnx
+import pytest
+from onnx import helper
+
+from convert.toy import colour_model
+from edge.metadata import REQUIRED, MetadataError, ModelMeta
+from edge.model import ModelError, open_model
+
+
+def good_props():
+    return ModelMeta(classes=("cat", "dog"), role="hd", input_size=(64, 64),
+                     thresholds={"cat": 0.3, "dog": 0.4}, precision="fp32").to_props()
+
+
+def test_round_trip():
+    props = good_props()
+    assert set(props) == set(REQUIRED)
+    meta = ModelMeta.from_props(props)
+    assert meta.classes == ("cat", "dog") and meta.input_size == (64, 64)
+    assert meta.threshold_vector() == [0.3, 0.4]
+    assert meta.view_fraction == 0.6 and meta.fallback_min_score == 0.2
+
+
+@pytest.mark.parametrize("key", REQUIRED)
+def test_missing_key_is_named(key):
+    props = good_props()
+    del props[key]
+    with pytest.raises(MetadataError, match=f"missing: {key}"):
+        ModelMeta.from_props(props, "m.onnx")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("classes", [], "classes"), ("classes", ["a", "a"], "classes"), ("role", "medium", "role"),
+    ("input_size", [64], "input_size"), ("input_layout", "NCHW", "NHWC"),
+    ("thresholds", {"cat": 0.3}, "thresholds"), ("thresholds", {"cat": 2, "dog": 0.1}, "thresholds"),
+    ("tiling", {"view_fraction": 0}, "tiling"), ("precision", "fp8", "precision"),
+    ("sixview.format", 99, "format"),
+])
+def test_invalid_values_refused(key, value, match):
+    props = good_props()
+    props[key] = json.dumps(value)
+    with pytest.raises(MetadataError, match=match):
+        ModelMeta.from_props(props)
+
+
+def test_not_json_refused():
+    props = good_props()
+    props["classes"] = "[cat"
+    with pytest.raises(MetadataError, match="JSON"):
+        ModelMeta.from_props(props)
+
+
+def test_file_without_metadata_refused(tmp_path):
+    m = colour_model()
+    del m.metadata_props[:]
+    onnx.save(m, tmp_path / "bare.onnx")
+    with pytest.raises(MetadataError, match="not a sixview model, metadata missing: sixview.format"):
+        open_model(tmp_path / "bare.onnx", "cpu")
+
+
+def test_output_width_must_match_classes(tmp_path):
+    m = colour_model()
+    props = {p.key: p.value for p in m.metadata_props}
+    props["classes"] = json.dumps(["a", "b"])
+    props["thresholds"] = json.dumps({"a": 0.5, "b": 0.5})
+    del m.metadata_props[:]
+    helper.set_model_props(m, props)
+    onnx.save(m, tmp_path / "m.onnx")
+    with pytest.raises(MetadataError, match="3 scores for 2 classes"):
+        open_model(tmp_path / "m.onnx", "cpu")
+
+
+def test_not_onnx_and_missing_file(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"definitely not protobuf")
+    with pytest.raises(ModelError):
+        open_model(tmp_path / "junk.onnx", "cpu")
+    with pytest.raises(ModelError, match="not found"):
+        open_model(tmp_path / "nope.onnx", "cpu")

@@ -87,10 +87,11 @@ class Engine:
                 self._models[role] = m
             return self._models[role]
 
-    def prepare(self, decoded: Decoded, timings_ms: dict[str, float] | None = None) -> Prepared:
-        """Route an image and render its views for that engine's model."""
+    def prepare(self, decoded: Decoded, timings_ms: dict[str, float] | None = None,
+                role: str | None = None) -> Prepared:
+        """Route an image (or send it to `role`) and render its views for that model."""
         t0 = time.perf_counter()
-        role = route(decoded.width, decoded.height, self.engine)
+        role = role or route(decoded.width, decoded.height, self.engine)
         meta = self.model(role).meta
         h, w = decoded.bgr.shape[:2]
         views = view_boxes(w, h, meta.view_fraction, self.tiling)
@@ -99,30 +100,40 @@ class Engine:
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return Prepared(role, decoded.width, decoded.height, views, pixels, timings)
 
-    def classify(self, items: list[Prepared]) -> list[Verdict]:
-        """Run prepared images (any mix of roles), one model call per role."""
-        out: list[Verdict | None] = [None] * len(items)
-        for role in {p.role for p in items}:
+    def view_scores(self, items: list[Prepared]) -> tuple[list[np.ndarray], list[float]]:
+        """Raw per-view scores (views, classes) for each item, one model call per role,
+        and each item's share of its call's inference time in ms."""
+        scores: list[np.ndarray] = [np.empty(0)] * len(items)
+        infer_ms = [0.0] * len(items)
+        for role in sorted({p.role for p in items}):
             idx = [i for i, p in enumerate(items) if p.role == role]
             model = self.model(role)
             buf = self._buffers.setdefault(role, BatchBuffer(6 * len(idx), model.meta.input_size))
             buf.clear()
             rows = [buf.add(items[i].pixels) for i in idx]
             t0 = time.perf_counter()
-            scores = model(buf.batch())
-            infer_ms = (time.perf_counter() - t0) * 1e3 / len(idx)
+            out = model(buf.batch())
+            ms = (time.perf_counter() - t0) * 1e3 / len(idx)
+            for i, r in zip(idx, rows, strict=True):
+                scores[i], infer_ms[i] = out[r], ms
+        return scores, infer_ms
+
+    def classify(self, items: list[Prepared]) -> list[Verdict]:
+        """Run prepared images (any mix of roles) and decide each one's labels."""
+        all_scores, infer_ms = self.view_scores(items)
+        verdicts = []
+        for p, scores, ms in zip(items, all_scores, infer_ms, strict=True):
+            t1 = time.perf_counter()
+            model = self.model(p.role)
             meta = model.meta
             thresholds = resolve_thresholds(meta.threshold_vector(), self.threshold)
-            for i, r in zip(idx, rows, strict=True):
-                t1 = time.perf_counter()
-                p = items[i]
-                names = tuple(v.name for v in p.views)
-                decision = decide_image(scores[r], meta.classes, names, thresholds, meta.fallback_min_score)
-                timings = {**p.timings_ms, "infer": infer_ms, "postprocess": (time.perf_counter() - t1) * 1e3}
-                out[i] = Verdict(decision, role, model.provider, meta.precision, self.tiling,
-                                 {c: round(float(t), 6) for c, t in zip(meta.classes, thresholds, strict=True)},
-                                 p.views, timings)
-        return out  # type: ignore[return-value]
+            names = tuple(v.name for v in p.views)
+            decision = decide_image(scores, meta.classes, names, thresholds, meta.fallback_min_score)
+            timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
+            verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, self.tiling,
+                                    {c: round(float(t), 6) for c, t in zip(meta.classes, thresholds, strict=True)},
+                                    p.views, timings))
+        return verdicts
 
     def classify_image(self, decoded: Decoded) -> Verdict:
         """Convenience: prepare and classify one image."""

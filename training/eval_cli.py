@@ -1,0 +1,94 @@
+"""`sixview eval`: score the ONNX models on a labelled set (through the edge runtime)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edge.engine import Engine
+from edge.options import SETUP_ERRORS
+from edge.providers import DEVICES
+from training import eval_metrics as M
+from training.calibrate import role_files, write_thresholds
+from training.datasets import open_source
+from training.errors import UserError
+from training.eval_report import write_report
+from training.evaluate import evaluate_role, load_set
+from training.labels import parse_classes
+
+
+@click.command("eval")
+@click.argument("models_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--data", required=True, help="Labelled set: folder with labels.csv (+ boxes.csv), CIFAR-10 folder/archive.")
+@click.option("--split", default=None, help="Split to score (default: test if the set has one, else all).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score an evenly spaced subset of N images.")
+@click.option("--engines", default="standard,hd", show_default=True, help="Which models to score.")
+@click.option("--unlabelled-classes", default=None,
+              help="Classes this set does not label (masked); default: model classes absent from the set.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder (default: eval_out/<set name>).")
+@click.option("--calibrate", is_flag=True, help="Choose per-class thresholds maximising F1 on this set.")
+@click.option("--calibrated-out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where calibrated model files go (default: MODELS_DIR/calibrated).")
+@click.option("--in-place", is_flag=True, help="With --calibrate: rewrite the files in MODELS_DIR.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Images per model call.")
+def eval_cmd(models_dir: Path, data: str, split: str | None, limit: int | None, engines: str,
+             unlabelled_classes: str | None, out_dir: Path | None, calibrate: bool, calibrated_out: Path | None,
+             in_place: bool, device: str, precision: str, threads: int, batch: int) -> None:
+    """Score the models in MODELS_DIR on a labelled set: mAP and per-class AP, precision/recall/F1
+    at the model thresholds, exact match, top-1, recall by object size, each with tiling on and off.
+
+    Writes report.md, report.json and pr.png. With --calibrate, also writes models whose
+    thresholds maximise F1 on this set (never report calibrated figures on the calibrating set).
+    """
+    roles = [r.strip() for r in engines.split(",") if r.strip()]
+    if not roles or set(roles) - {"standard", "hd"}:
+        raise click.UsageError("--engines takes standard, hd or both")
+    engine = Engine(models_dir, engine=roles[0], device=device, precision=precision, threads=threads, tiling=True)
+    try:
+        source = open_source(data)
+        split = split or ("test" if "test" in source.splits else source.splits[0])
+        if split not in source.splits:
+            raise click.UsageError(f"--split {split}: this set has {', '.join(source.splits)}")
+        report: dict = {"set": f"{data} ({split})", "models": str(models_dir),
+                        "command": "sixview eval " + shlex.join(sys.argv[2:]), "roles": {}}
+        curves, calib = {}, {}
+        for role in roles:
+            meta = engine.model(role).meta
+            ds = load_set(source, split, meta.classes, limit, parse_classes(unlabelled_classes) or ())
+            res, vs = evaluate_role(engine, role, ds, batch)
+            report["roles"][role] = res
+            names = [c for c, k in zip(meta.classes, ds.known, strict=True) if k]
+            valid = ~np.isnan(vs[:, 0, 0])
+            y, s = ds.targets[valid][:, ds.known], np.nanmax(vs[valid], axis=1)[:, ds.known]
+            curves[role] = (y, s, names)
+            report.update(images=res["images"], classes=names,
+                          masked=[c for c, k in zip(meta.classes, ds.known, strict=True) if not k])
+            cal = meta.provenance.get("calibration", {}).get("set")
+            if cal:
+                report["calibrated_on"] = cal
+            if calibrate:
+                default = [meta.thresholds[c] for c in names]
+                calib[role] = dict(zip(names, M.best_f1_thresholds(y, s, default), strict=True))
+    except SETUP_ERRORS as e:
+        raise click.UsageError(str(e)) from None
+    except UserError as e:
+        raise click.UsageError(str(e)) from None
+    out_dir = out_dir or Path("eval_out") / Path(str(data).rstrip("/")).name
+    for p in write_report(report, curves, out_dir):
+        click.echo(f"wrote {p}")
+    click.echo((out_dir / "report.md").read_text().split("## Standard vs HD")[0].split("## Summary")[1].strip())
+    if calibrate:
+        dest_dir = models_dir if in_place else (calibrated_out or models_dir / "calibrated")
+        for role, th in calib.items():
+            for src in role_files(models_dir, role):
+                write_thresholds(src, dest_dir / src.name, th, report["set"])
+            click.echo(f"calibrated {role} on {report['set']}: "
+                       + ", ".join(f"{c} {t:.2f}" for c, t in th.items()) + f" -> {dest_dir}")

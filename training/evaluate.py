@@ -1,0 +1,145 @@
+"""Scoring ONNX models on a labelled set through the `edge` runtime.
+
+One tiled pass per engine gives every view's scores; "tiling off" is the
+whole-image view alone (view 0 is rendered identically either way), so both
+settings come from the same pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edge.decode import DecodeError, Decoded, decode
+from edge.engine import Engine, Prepared
+from edge.merge import decide
+from training import eval_metrics as M
+from training.datasets import DataSource, Record, norm_class
+from training.labels import align_labels
+
+
+@dataclass
+class LabelledSet:
+    """Images of one split with model-ordered targets and the known-class mask."""
+
+    name: str
+    records: list[Record]
+    targets: np.ndarray  # (N, K) in model class order
+    known: np.ndarray  # (K,) bool
+    boxes: list[tuple[int, int, float]]  # (row, class column, relative side)
+
+
+def load_set(source: DataSource, split: str, model_classes: Sequence[str], limit: int | None = None,
+             unlabelled: Sequence[str] = ()) -> LabelledSet:
+    """Read a split's records and align its labels to the model's classes by name."""
+    recs = list(source.records(split))
+    if limit:
+        recs = recs[:: max(1, len(recs) // limit)][:limit]
+    set_classes = [c for c in source.classes if c not in set(unlabelled)]
+    multi = np.array([[c in r.labels for c in set_classes] for r in recs], np.float32)
+    targets, known = align_labels(multi.reshape(len(recs), len(set_classes)), model_classes, set_classes)
+    boxes = _read_boxes(source, recs, model_classes)
+    return LabelledSet(f"{source.path}:{split}", recs, targets, known, boxes)
+
+
+def _read_boxes(source: DataSource, recs: list[Record], classes: Sequence[str]) -> list[tuple[int, int, float]]:
+    path = Path(source.path) / "boxes.csv"
+    if not path.is_file():
+        return []
+    row = {r.id: i for i, r in enumerate(recs)}
+    col = {norm_class(c): k for k, c in enumerate(classes)}
+    out, sizes = [], {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for b in csv.DictReader(fh):
+            i, k = row.get(b["path"]), col.get(norm_class(b["label"]))
+            if i is None or k is None:
+                continue
+            if i not in sizes:
+                with open(Path(source.path) / b["path"], "rb") as img:
+                    from PIL import Image
+                    sizes[i] = Image.open(img).size
+            w, h = sizes[i]
+            side = np.sqrt((float(b["x1"]) - float(b["x0"])) * (float(b["y1"]) - float(b["y0"])) / (w * h))
+            out.append((i, k, float(side)))
+    return out
+
+
+def _decoded(rec: Record, target: Callable) -> Decoded:
+    data = rec.read()
+    if isinstance(data, np.ndarray):  # pickled CIFAR: RGB pixels
+        bgr = np.ascontiguousarray(data[..., ::-1])
+        return Decoded(bgr, bgr.shape[1], bgr.shape[0])
+    return decode(data, target)
+
+
+def view_scores(engine: Engine, role: str, data: LabelledSet, batch: int = 8,
+                workers: int = 2) -> np.ndarray:
+    """(N, 6, K) per-view scores of `role` on every image (NaN rows for undecodable ones)."""
+    meta = engine.model(role).meta
+    k = len(meta.classes)
+    out = np.full((len(data.records), 6, k), np.nan, np.float32)
+
+    def prep(rec: Record) -> Prepared | None:
+        try:
+            d = _decoded(rec, lambda w, h: (meta.view_fraction, meta.input_size))
+        except (DecodeError, OSError):
+            return None
+        return engine.prepare(d, role=role)  # this engine, whatever the image's context
+
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(out), desc=role, unit="img",
+                                                     disable=None, leave=False) as bar:
+        for start in range(0, len(out), batch):
+            chunk = list(pool.map(prep, data.records[start:start + batch]))
+            ok = [j for j, p in enumerate(chunk) if p is not None]
+            if ok:
+                scores, _ = engine.view_scores([chunk[j] for j in ok])
+                for j, s in zip(ok, scores, strict=True):
+                    out[start + j, : len(s)] = s
+            bar.update(len(chunk))
+    return out
+
+
+def evaluate_scores(vs: np.ndarray, data: LabelledSet, classes: Sequence[str], thresholds: Sequence[float],
+                    fallback_min: float) -> dict[str, Any]:
+    """Metrics for tiling on (max over views) and off (whole view) from (N, 6, K) scores."""
+    valid = ~np.isnan(vs[:, 0, 0])
+    known = data.known
+    names = [c for c, kn in zip(classes, known, strict=True) if kn]
+    y = data.targets[valid][:, known]
+    th = np.asarray(thresholds, np.float32)
+    result: dict[str, Any] = {"images": int(valid.sum()), "failed": int((~valid).sum())}
+    rows = np.flatnonzero(valid)
+    remap = {int(r): j for j, r in enumerate(rows)}
+    boxes = [(remap[i], int(np.flatnonzero(known).tolist().index(k)), s) for i, k, s in data.boxes
+             if i in remap and known[k]]
+    for tiling, s_all in (("on", np.nanmax(vs[valid], axis=1)), ("off", vs[valid][:, 0])):
+        pred_all = np.zeros_like(s_all, dtype=np.int8)
+        for n, sc in enumerate(s_all):
+            pred_all[n, decide(sc, th, fallback_min)] = 1
+        s, pred = s_all[:, known], pred_all[:, known]
+        ap = M.per_class_ap(y, s, names)
+        result[f"tiling_{tiling}"] = {
+            "mAP": M.mean_ap(ap), "ap": ap, "prf": M.prf_at(y, pred, names),
+            "exact_match": M.exact_match(y, pred), "top1": M.top1_accuracy(y, s),
+            "recall_by_size": M.recall_by_size(boxes, pred) if boxes else None,
+        }
+    return result
+
+
+def evaluate_role(engine: Engine, role: str, data: LabelledSet, batch: int = 8) -> tuple[dict, np.ndarray]:
+    """Score one engine on a set; returns its metrics and the raw (N, 6, K) view scores."""
+    meta = engine.model(role).meta
+    t0 = time.perf_counter()
+    vs = view_scores(engine, role, data, batch)
+    res = evaluate_scores(vs, data, meta.classes, meta.threshold_vector(), meta.fallback_min_score)
+    res.update(seconds=time.perf_counter() - t0, model=str(engine.model(role).path),
+               thresholds=meta.thresholds, provider=engine.model(role).provider)
+    return res, vs

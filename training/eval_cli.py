@@ -23,7 +23,8 @@ from training.labels import parse_classes
 
 @click.command("eval")
 @click.argument("models_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--data", required=True, help="Labelled set: folder with labels.csv (+ boxes.csv), CIFAR-10 folder/archive.")
+@click.option("--data", required=True,
+              help="Labelled set: folder with labels.csv (+ boxes.csv), or a CIFAR-10 folder/archive.")
 @click.option("--split", default=None, help="Split to score (default: test if the set has one, else all).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score an evenly spaced subset of N images.")
 @click.option("--engines", default="standard,hd", show_default=True, help="Which models to score.")

@@ -19,11 +19,12 @@ def _f(x: float | None, pct: bool = True) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: summary, Standard-vs-HD table, per-class AP, object sizes."""
     roles = report["roles"]
+    cal = report.get("calibrated_on")
     lines = [f"# sixview evaluation: {report['set']}", "",
              f"- images: {report['images']}; classes scored: {', '.join(report['classes'])}"
              + (f"; masked (not labelled by this set): {', '.join(report['masked'])}" if report["masked"] else ""),
              f"- models: {report['models']}; command: `{report['command']}`",
-             f"- thresholds: each model's own{' (calibrated on ' + report['calibrated_on'] + ')' if report.get('calibrated_on') else ''}",
+             "- thresholds: each model's own" + (f" (calibrated on {cal})" if cal else ""),
              "", "## Summary (percent)", "",
              "| engine | tiling | mAP | exact match | micro F1 | macro F1 | top-1 | small recall | medium | large |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

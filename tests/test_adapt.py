@@ -1,0 +1,104 @@
+"""`sixview adapt`: class alignment, masking, box-aware crop labels, and a tiny end-to-end run."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from training.adapt import AdaptConfig, photo_targets, run_adapt  # noqa: E402
+from training.adapt_data import UNKNOWN, crop_targets, masked_bce  # noqa: E402
+from training.errors import DataError  # noqa: E402
+from training.train import TrainConfig, run_training  # noqa: E402
+
+pytestmark = pytest.mark.train
+COLOURS = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}  # BGR
+
+
+def test_alignment_permutation_and_mask():
+    # set order (alphabetical folders) differs from the model's; 'green' is not labelled by the set
+    labels = np.array([[1, 0], [0, 1], [1, 1]], np.float32)  # columns: blue, red
+    t, known = photo_targets(["blue", "red"], labels, ["red", "green", "blue"], [], None)
+    assert known.tolist() == [True, False, True]
+    np.testing.assert_array_equal(t, [[0, UNKNOWN, 1], [1, UNKNOWN, 0], [1, UNKNOWN, 1]])
+    with pytest.raises(DataError, match="lacks: cyan"):
+        photo_targets(["blue", "cyan"], labels, ["red", "green", "blue"], [], None)
+    t, known = photo_targets(["blue", "cyan"], labels, ["red", "green", "blue"], ["cyan"], None)
+    assert known.tolist() == [False, False, True] and t[:, 2].tolist() == [1, 0, 1]
+    t, known = photo_targets(["blue", "red"], labels, ["red", "green", "blue"], [], ["red"])
+    assert known.tolist() == [False, True, True] and (t[:, 0] == UNKNOWN).all()
+
+
+def test_crop_labels_follow_boxes():
+    base = np.array([1, 0, UNKNOWN], np.float32)
+    boxes = [(0, np.array([0, 0, 10, 10])), (1, np.array([80, 80, 100, 100]))]
+    assert crop_targets(base, boxes, (0, 0, 60, 60), whole=False).tolist() == [1, 0, UNKNOWN]
+    assert crop_targets(base, boxes, (40, 40, 100, 100), whole=False).tolist() == [0, 1, UNKNOWN]
+    assert crop_targets(base, boxes, (5, 5, 100, 100), whole=False)[0] == UNKNOWN  # a quarter of the box
+    assert crop_targets(base, boxes, (0, 0, 1, 1), whole=True).tolist() == base.tolist()
+
+
+def test_masked_bce_ignores_unknown():
+    y = np.array([[1.0, UNKNOWN], [0.0, 1.0]], np.float32)
+    p = np.array([[0.9, 0.0001], [0.2, 0.7]], np.float32)
+    got = np.asarray(masked_bce(y, p))
+    want = [-np.log(0.9), (-np.log(0.8) - np.log(0.7)) / 2]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def _thumbs(root, n=12):
+    for split in ("train", "test"):
+        for c, bgr in COLOURS.items():
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = np.random.default_rng(i).integers(90, 160, (32, 32, 3)).astype(np.uint8)
+                img[8:24, 8:24] = bgr
+                cv2.imwrite(str(root / split / c / f"{i}.png"), img)
+
+
+def _photos(root, n=16, seed=0):
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    rows, boxes = [], []
+    for i in range(n):
+        img = rng.integers(90, 160, (120, 160, 3)).astype(np.uint8)
+        labels = []
+        for c in ("blue", "red"):
+            if rng.random() < 0.5:
+                x, y = int(rng.integers(0, 110)), int(rng.integers(0, 70))
+                img[y:y + 45, x:x + 45] = COLOURS[c]
+                labels.append(c)
+                boxes.append([f"images/{i}.png", c, x, y, x + 45, y + 45])
+        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
+        rows.append([f"images/{i}.png", "|".join(labels)])
+    with open(root / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "labels"], *rows])
+    with open(root / "boxes.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "x0", "y0", "x1", "y1"], *boxes])
+    (root / "classes.txt").write_text("blue\nred\n")
+
+
+def test_tiny_adaptation_end_to_end(tmp_path):
+    _thumbs(tmp_path / "thumbs")
+    _photos(tmp_path / "photos_train", seed=1)
+    _photos(tmp_path / "photos_val", seed=2)
+    cache = str(tmp_path / "cache")
+    base = tmp_path / "std"
+    run_training(TrainConfig(data=str(tmp_path / "thumbs"), out=str(base), input_size=[32, 32], epochs=1,
+                             batch_size=16, width_scale=0.25, depths=[1, 1, 1, 1], head_width=32,
+                             mlflow_uri="off", cache_dir=cache, verbose=0))
+    out = tmp_path / "hd"
+    m = run_adapt(AdaptConfig(base=str(base), data=str(tmp_path / "photos_train"), val=str(tmp_path / "photos_val"),
+                              out=str(out), epochs=2, batch_size=8, lr=1e-4, mlflow_uri="off", cache_dir=cache,
+                              verbose=0))
+    for name in ("config.json", "best.keras", "last.keras", "history.csv", "metrics.json", "report.md"):
+        assert (out / name).is_file(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["classes"] == ["blue", "green", "red"] and cfg["known_classes"] == ["blue", "red"]
+    assert cfg["role"] == "hd" and cfg["input_size"] == [32, 32]
+    assert set(m["before"]) == {"photos", "cifar10_test"} and set(m["after"]) == {"photos", "cifar10_test"}
+    assert 0.0 <= m["val_map_after"] <= 1.0 and "green" not in m["after"]["photos"]["tiling_on"]["ap"]
+    assert "CIFAR-10 test top1" in (out / "report.md").read_text()

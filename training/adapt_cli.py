@@ -1,0 +1,55 @@
+"""`sixview adapt`: fine-tune a Standard run into the HD model on real photos."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+
+from training.errors import UserError  # noqa: E402
+
+
+@click.command("adapt")
+@click.option("--base", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="The Standard run folder (from `sixview train`).")
+@click.option("--data", required=True, help="Training photos: folder with labels.csv (+ boxes.csv) or class folders.")
+@click.option("--val", required=True, help="Held-out photos for selection and the before/after report.")
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder for the HD model.")
+@click.option("--lr", type=float, default=1e-5, show_default=True, help="AdamW learning rate (tiny: keep features).")
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--freeze-stages", type=click.IntRange(0, 4), default=0, show_default=True,
+              help="Freeze the stem and the first N-1 stages (0: all layers trainable).")
+@click.option("--ignore-class", "ignore_classes", multiple=True,
+              help="A class the set labels but the model lacks, to drop (repeatable).")
+@click.option("--unlabelled-classes", default=None,
+              help="Comma-separated model classes the set does not label (masked); "
+                   "default: model classes missing from the set's vocabulary.")
+@click.option("--cifar", default=None, help="CIFAR-10 set for the forgetting check (default: the base run's data).")
+@click.option("--patience", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: local store; 'off' disables).")
+@click.option("--cache-dir", default=None, help="Decoded-image cache (default ~/.cache/sixview).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[str, ...], **opts) -> None:
+    """Phase 3: fine-tune a Standard run on real photos (all layers, lr 1e-5) into HD.
+
+    Aligns the photo set's classes to the model's by name, masks classes the set
+    does not label, keeps the epoch with the best six-view mAP on --val, and
+    reports before/after on --val and on the CIFAR-10 test split (forgetting).
+    """
+    from training.adapt import AdaptConfig, run_adapt
+    from training.labels import parse_classes
+
+    cfg = AdaptConfig(**opts, ignore_classes=list(ignore_classes),
+                      unlabelled_classes=parse_classes(unlabelled_classes) if unlabelled_classes is not None else None)
+    try:
+        m = run_adapt(cfg, resume=resume)
+    except UserError as e:
+        raise click.UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted: resume with `sixview adapt ... --out {cfg.out} --resume`") from None
+    click.echo(f"val six-view mAP {100 * m['val_map_before']:.1f} -> {100 * m['val_map_after']:.1f}; "
+               f"report: {cfg.out}/report.md")

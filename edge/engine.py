@@ -72,6 +72,7 @@ class Engine:
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._buffers: dict[str, BatchBuffer] = {}
+        self._threshold_cache: dict[tuple[str, float | None], tuple[np.ndarray, dict[str, float]]] = {}
 
     def model(self, role: str) -> Model:
         """The model for a role, opened once (thread-safe)."""
@@ -126,14 +127,22 @@ class Engine:
             t1 = time.perf_counter()
             model = self.model(p.role)
             meta = model.meta
-            thresholds = resolve_thresholds(meta.threshold_vector(), self.threshold)
+            thresholds, named = self._thresholds(p.role)
             names = tuple(v.name for v in p.views)
             decision = decide_image(scores, meta.classes, names, thresholds, meta.fallback_min_score)
             timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
             verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, self.tiling,
-                                    {c: round(float(t), 6) for c, t in zip(meta.classes, thresholds, strict=True)},
-                                    p.views, timings))
+                                    dict(named), p.views, timings))
         return verdicts
+
+    def _thresholds(self, role: str) -> tuple[np.ndarray, dict[str, float]]:
+        """A role's thresholds (with the --threshold override) as a vector and by name, cached."""
+        key = (role, self.threshold)
+        if key not in self._threshold_cache:
+            meta = self.model(role).meta
+            vec = resolve_thresholds(meta.threshold_vector(), self.threshold)
+            self._threshold_cache[key] = (vec, {c: round(float(t), 6) for c, t in zip(meta.classes, vec, strict=True)})
+        return self._threshold_cache[key]
 
     def classify_image(self, decoded: Decoded) -> Verdict:
         """Convenience: prepare and classify one image."""

@@ -72,6 +72,9 @@ def create_session(path: Path | str | bytes, device: str = "auto", threads: int 
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    # Spinning ORT workers fight our decode/preprocess threads for the cores: on a loaded
+    # 2-core machine they doubled inference time (benchmarks/pipeline.py).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 4 if device == "auto" else 3  # auto: a failed GPU start is expected
     model = path if isinstance(path, bytes) else str(path)
     session = ort.InferenceSession(model, sess_options=opts, providers=chain)

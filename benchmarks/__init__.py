@@ -1,0 +1,1 @@
+"""Latency, pipeline and reference benchmarks (thin scripts over `edge`); see `make bench`."""

@@ -1,0 +1,190 @@
+"""What the benchmark scripts share: paths, test frames, toy models, output files.
+
+Frames are built in memory (upscaled VOC photos JPEG-encoded in memory):
+nothing derived from the data sets is ever written into the repository.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.stats import machine_info
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_MODELS = REPO / "models"
+VOC_IMAGES = REPO.parent / "shared" / "data" / "voc07_val" / "images"
+FRAME_SIZES = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder, removed when the process exits."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
+def out_dir(arg: str | None, quick: bool) -> Path:
+    """`--out`, or benchmarks/results/<machine>/ (quick runs: its git-ignored raw/quick/)."""
+    if arg:
+        d = Path(arg)
+    else:
+        d = RESULTS / str(machine_info()["name"])
+        if quick:
+            d = d / "raw" / "quick"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write `data` as indented JSON (atomically: a crash leaves the old file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; floats get 2 decimals (3 below 10)."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine_md(m: dict[str, Any]) -> str:
+    """One Markdown paragraph naming the machine and library versions."""
+    return (f"Machine `{m['name']}`: {m['cpu']}, {m['cores']} cores"
+            f" ({', '.join(m['cpu_flags']) or 'no AVX flags read'}); ONNX Runtime {m['onnxruntime']},"
+            f" numpy {m['numpy']}, OpenCV {m['opencv']}, Python {m['python']}.\n"
+            "Absolute times vary with the machine and its load; compare ratios measured in the same run.\n")
+
+
+def voc_photo(path: str | None = None) -> tuple[bytes | None, str]:
+    """JPEG bytes of a VOC photo (`path`, or the first of voc07_val) and where it came from;
+    (None, reason) when absent."""
+    if path:
+        p = Path(path)
+    else:
+        photos = sorted(VOC_IMAGES.glob("*.jpg")) if VOC_IMAGES.is_dir() else []
+        if not photos:
+            return None, f"{VOC_IMAGES} is absent"
+        p = photos[0]
+    if not p.is_file():
+        return None, f"{p} is absent"
+    return p.read_bytes(), str(p)
+
+
+def synthetic_photo(width: int = 500, height: int = 375, seed: int = 0) -> np.ndarray:
+    """A photo-like BGR image (smooth gradients, shapes, mild noise) when no photo is at hand."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([120 + 80 * np.sin(x / 37.0), 100 + 60 * np.cos(y / 23.0), 90 + 0.2 * (x + y) % 120], -1)
+    for _ in range(12):
+        c = tuple(int(v) for v in rng.integers(0, 256, 3))
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        cv2.circle(img, (cx, cy), int(rng.integers(10, height // 4)), c, -1)
+    img += rng.normal(0, 6, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of a BGR image (in memory)."""
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def upscaled_frame(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The photo's centre cropped to the frame's aspect ratio, resized (bicubic) to width x height."""
+    h, w = bgr.shape[:2]
+    if w * height > h * width:  # too wide: crop the sides
+        cw = max(1, round(h * width / height))
+        bgr = bgr[:, (w - cw) // 2:(w - cw) // 2 + cw]
+    else:
+        ch = max(1, round(w * height / width))
+        bgr = bgr[(h - ch) // 2:(h - ch) // 2 + ch]
+    return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def bench_frames(photo: str | None = None, sizes: Sequence[str] = ("voc", "1080p", "4k"),
+                log=print) -> dict[str, tuple[bytes, str]]:
+    """name -> (JPEG bytes, source): the VOC photo as is, and it upscaled to 1080p and 4K.
+    Without the photo the VOC frame is skipped (with a message) and a synthetic photo
+    stands in for the upscaled frames."""
+    data, source = voc_photo(photo)
+    frames: dict[str, tuple[bytes, str]] = {}
+    if data is None:
+        log(f"VOC photo not found ({source}): skipping the VOC frame; 1080p/4K frames come from a synthetic photo")
+        base, base_src = synthetic_photo(), "synthetic"
+    else:
+        base = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        base_src = source
+        if "voc" in sizes:
+            frames["voc"] = (data, source)
+    for name in sizes:
+        if name in FRAME_SIZES:
+            w, h = FRAME_SIZES[name]
+            frames[name] = (encode_jpeg(upscaled_frame(base, w, h)), f"{base_src} upscaled to {w}x{h}")
+    return frames
+
+
+def toy_models(role: str = "hd", input_size: tuple[int, int] = (64, 64), int8: bool = False) -> Path:
+    """A temporary models/ folder with a colour-detector `<role>.onnx` (and a copy named
+    `<role>.fp16.onnx` marked fp16, for the precision loop), for `--quick` runs."""
+    from convert.toy import save_colour_model
+
+    d = scratch_dir("sixview-bench-")
+    save_colour_model(d / f"{role}.onnx", role=role, input_size=input_size)
+    save_colour_model(d / f"{role}.fp16.onnx", role=role, input_size=input_size, precision="fp16")
+    if int8:
+        save_colour_model(d / f"{role}.int8.onnx", role=role, input_size=input_size, precision="int8")
+    return d
+
+
+def model_dir_for(path: Path, role: str, precision: str) -> Path:
+    """A temporary folder where `path` appears under the name the Engine looks for
+    (`<role>.onnx`, `<role>.int8.onnx`, ...), so any file can run through `edge.Engine`."""
+    from edge.model import PRECISION_SUFFIX
+
+    d = scratch_dir("sixview-model-")
+    link = d / f"{role}{PRECISION_SUFFIX[precision]}"
+    try:
+        link.symlink_to(path.resolve())
+    except OSError:  # no symlinks (e.g. some Windows setups): a copy does the same
+        link.write_bytes(path.read_bytes())
+    return d
+
+
+def parse_ints(text: str) -> list[int]:
+    """'1,6,24' -> [1, 6, 24]."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise ValueError(f"expected positive integers, got {text!r}")
+    return vals

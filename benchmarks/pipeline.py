@@ -1,0 +1,290 @@
+"""A six-view frame end to end, and a folder scan, against pure inference.
+
+Frames: a VOC photo (about 500x375, from ../shared/data/voc07_val/images or
+--photo) and the same photo upscaled to 1920x1080 and 3840x2160, all JPEG
+bytes in memory. Each frame runs through the runtime's own calls (the same as
+`sixview scan`): `edge.decode.decode` (reduced JPEG decoding chosen from the
+model's size), `Engine.prepare` (six views rendered), `Engine.classify`
+(batch fill, inference, merge and decision), --warmup untimed and --runs
+timed times. Per stage: mean, std, p50..p99. Pipeline efficiency =
+inference / (total - decode), goals 0.90 (VOC) and 0.85 (1080p).
+
+Then `edge.scan.scan` over a folder (default the voc07_val photos, --limit)
+with decoding in worker threads: images/s against the ideal 1000 / (inference
+ms per six-view batch, measured alone), goal 0.9.
+
+Writes pipeline.json and pipeline.md (and pipeline.png) to --out (default
+benchmarks/results/<machine>/).
+
+    python -m benchmarks.pipeline                    # shipped HD model, FP32, CPU
+    python -m benchmarks.pipeline --models DIR --engine standard --limit 100
+    python -m benchmarks.pipeline --quick            # smoke run on a toy model
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from benchmarks._common import (
+    DEFAULT_MODELS,
+    VOC_IMAGES,
+    bench_frames,
+    encode_jpeg,
+    machine_md,
+    md_table,
+    out_dir,
+    scratch_dir,
+    synthetic_photo,
+    toy_models,
+    write_json,
+)
+from edge.decode import decode, reduction_factor
+from edge.engine import Engine
+from edge.metadata import MetadataError
+from edge.model import ModelError
+from edge.providers import ProviderError
+from edge.scan import collect, scan
+from edge.stats import machine_info, pipeline_efficiency, scan_efficiency, summarize
+
+STAGES = ("decode", "preprocess", "batch", "infer", "merge", "total")
+GOALS = {"voc": 0.90, "1080p": 0.85}
+SCAN_GOAL = 0.90
+
+
+def time_frame(engine: Engine, role: str, data: bytes) -> dict[str, float]:
+    """One frame through decode -> prepare -> classify; ms per stage. `batch` is the copy
+    of the views into the float batch (inside classify, outside the model call)."""
+    meta = engine.model(role).meta
+    t0 = time.perf_counter()
+    decoded = decode(data, lambda w, h: (meta.view_fraction, meta.input_size))
+    t1 = time.perf_counter()
+    prepared = engine.prepare(decoded, role=role)
+    t2 = time.perf_counter()
+    verdict = engine.classify([prepared])[0]
+    t3 = time.perf_counter()
+    infer, merge = verdict.timings_ms["infer"], verdict.timings_ms["postprocess"]
+    classify = (t3 - t2) * 1e3
+    return {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "batch": classify - infer - merge,
+            "infer": infer, "merge": merge, "total": (t3 - t0) * 1e3}
+
+
+def infer_alone(engine: Engine, role: str, runs: int, warmup: int) -> dict[str, float | int]:
+    """The model alone on one six-view batch (random pixels): the ideal per-frame cost."""
+    model = engine.model(role)
+    h, w = model.meta.input_size
+    x = np.random.default_rng(0).uniform(0, 255, (6, h, w, 3)).astype(np.float32)
+    for _ in range(warmup):
+        model(x)
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return summarize(samples)
+
+
+def bench_frame(engine: Engine, role: str, name: str, data: bytes, source: str,
+                runs: int, warmup: int) -> dict[str, Any]:
+    """Stage timings and efficiency for one frame."""
+    meta = engine.model(role).meta
+    probe = decode(data, lambda w, h: (meta.view_fraction, meta.input_size))
+    for _ in range(warmup):
+        time_frame(engine, role, data)
+    samples = [time_frame(engine, role, data) for _ in range(runs)]
+    stages = {k: summarize([s[k] for s in samples]) for k in STAGES}
+    per_run = [pipeline_efficiency(s["infer"], s["total"], s["decode"]) for s in samples]
+    mean = {k: stages[k]["mean"] for k in STAGES}
+    eff = pipeline_efficiency(mean["infer"], mean["total"], mean["decode"])
+    rest = mean["total"] - mean["decode"]
+    return {"frame": name, "source": source, "width": probe.width, "height": probe.height,
+            "jpeg_bytes": len(data), "decoded": [probe.bgr.shape[1], probe.bgr.shape[0]],
+            "jpeg_reduction": reduction_factor(probe.width, probe.height, meta.view_fraction, meta.input_size),
+            "stages_ms": stages, "efficiency": eff, "efficiency_p50": float(np.median(per_run)),
+            "share_of_non_decode": {k: mean[k] / rest for k in ("preprocess", "batch", "infer", "merge")},
+            "goal": GOALS.get(name)}
+
+
+def scan_folder(engine: Engine, paths: list[str], workers: int, batch_images: int) -> dict[str, Any]:
+    """`edge.scan.scan` over paths (read once beforehand, so the page cache is warm)."""
+    for p in paths:
+        Path(p).read_bytes()
+    errors = []
+    summary = scan(paths, engine, lambda rec: rec["error"] and errors.append(rec["error"]),
+                   workers=workers, batch_images=batch_images)
+    ok = summary.images - summary.errors
+    per_image = {k: v / ok for k, v in summary.stage_ms.items()} if ok else {}
+    return {"images": summary.images, "errors": summary.errors, "seconds": summary.seconds,
+            "images_per_s": summary.images / summary.seconds if summary.seconds else 0.0,
+            "mean_ms_per_image": per_image, "workers": workers, "batch_images": batch_images,
+            "first_errors": errors[:3]}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The report: per-stage table, efficiency against the goals, scan throughput."""
+    s = result["settings"]
+    text = ["# Six-view pipeline\n", machine_md(result["machine"]),
+            f"\nModel `{s['model']}` ({s['precision']}, {result['provider']}, threads {s['threads'] or 'default'},"
+            f" input {s['input_size'][0]}x{s['input_size'][1]}); {s['warmup']} warm-up and {s['runs']} timed"
+            " frames each. Stage times: mean ms (p95). `batch` = copy of the views into the float batch."
+            " Efficiency = infer / (total - decode), from the means.\n\n"]
+    rows = []
+    for f in result["frames"]:
+        st = f["stages_ms"]
+        goal = f["goal"]
+        met = "" if goal is None or result["quick"] else ("yes" if f["efficiency"] >= goal else "NO")
+        rows.append([f"{f['frame']} {f['width']}x{f['height']}",
+                     f"{f['decoded'][0]}x{f['decoded'][1]}",
+                     *(f"{st[k]['mean']:.2f} ({st[k]['p95']:.2f})" for k in STAGES),
+                     f["efficiency"], goal, met])
+    text.append(md_table(["frame", "decoded at", *STAGES, "efficiency", "goal", "met"], rows))
+    a = result["infer_alone_ms"]
+    text.append(f"\nModel alone, one six-view batch: mean {a['mean']:.2f} ms, p50 {a['p50']:.2f}, "
+                f"p95 {a['p95']:.2f} ms.\n")
+    sc = result.get("scan")
+    if sc:
+        per = ", ".join(f"{k} {v:.2f}" for k, v in sc["mean_ms_per_image"].items())
+        text.append(f"\n## Scan\n\n`{sc['folder']}`: {sc['images']} images ({sc['errors']} errors) in "
+                    f"{sc['seconds']:.2f} s = **{sc['images_per_s']:.1f} images/s** with {sc['workers']} decode "
+                    f"workers, {sc['batch_images']} image(s) per batch. Ideal (model alone) "
+                    f"{sc['ideal_images_per_s']:.1f} images/s: efficiency **{sc['efficiency']:.3f}** "
+                    f"(goal {SCAN_GOAL}). Mean ms per image inside the scan: {per}.\n")
+    elif result.get("scan_skipped"):
+        text.append(f"\nScan skipped: {result['scan_skipped']}\n")
+    return "".join(text)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Stacked bars: where a frame's time goes, per frame size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = result["frames"]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    bottom = np.zeros(len(frames))
+    for k in ("decode", "preprocess", "batch", "infer", "merge"):
+        v = np.array([f["stages_ms"][k]["mean"] for f in frames])
+        ax.bar([f["frame"] for f in frames], v, bottom=bottom, label=k)
+        bottom += v
+    for i, f in enumerate(frames):
+        ax.text(i, bottom[i], f"eff {f['efficiency']:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("ms per frame (mean)")
+    ax.set_title(f"sixview frame stages, {result['settings']['model']} on {result['machine']['cpu']}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _scan_paths(args: argparse.Namespace, log) -> tuple[list[str], str]:
+    folder = Path(args.scan_dir) if args.scan_dir else VOC_IMAGES
+    if folder.is_dir():
+        return collect([str(folder)])[: args.limit], str(folder)
+    if args.scan_dir:
+        raise FileNotFoundError(f"scan folder not found: {folder}")
+    # No VOC folder (e.g. CI): a few synthetic photos in a temporary folder, never in the repository.
+    tmp = scratch_dir("sixview-scan-")
+    for i in range(min(args.limit, 8)):
+        (tmp / f"synthetic_{i}.jpg").write_bytes(encode_jpeg(synthetic_photo(seed=i)))
+    log(f"{folder} is absent: scanning {min(args.limit, 8)} synthetic photos instead")
+    return collect([str(tmp)]), f"{tmp} (synthetic)"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="models folder (default: models/)")
+    p.add_argument("--engine", choices=("standard", "hd"), default="hd", help="which model sees the frames")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="model file (default fp32)")
+    p.add_argument("--device", default="cpu", help="auto|cpu|cuda|tensorrt (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's default)")
+    p.add_argument("--photo", default=None, help="the VOC-sized photo (default: first of voc07_val/images)")
+    p.add_argument("--frames", default="voc,1080p,4k", help="which frames (default voc,1080p,4k)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed frames (default 10)")
+    p.add_argument("--runs", type=int, default=100, help="timed frames per size (default 100)")
+    p.add_argument("--scan-dir", default=None, help="folder to scan (default ../shared/data/voc07_val/images)")
+    p.add_argument("--limit", type=int, default=300, help="images to scan at most (default 300)")
+    p.add_argument("--workers", type=int, default=2, help="scan decode threads (default 2, as sixview scan)")
+    p.add_argument("--scan-batch", type=int, default=1, help="images per model call in the scan (default 1)")
+    p.add_argument("--no-scan", action="store_true", help="skip the scan throughput measurement")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: toy model, 2 warm-up and 5 timed frames, scan of 8 images")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.warmup, args.runs, args.limit = 2, 5, min(args.limit, 8)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the pipeline benchmark; return the exit code."""
+    args = parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    models_dir = toy_models(args.engine, (128, 128)) if args.quick else args.models
+    engine = Engine(models_dir, engine=args.engine, device=args.device, precision=args.precision,
+                    threads=args.threads)
+    role = args.engine
+    try:
+        t0 = time.perf_counter()
+        model = engine.model(role)
+        session_ms = (time.perf_counter() - t0) * 1e3
+    except (ModelError, MetadataError, ProviderError, ValueError) as e:
+        log(f"error: {e}")
+        return 2
+    out = out_dir(args.out, args.quick)
+    machine = machine_info()
+    frames = bench_frames(args.photo, [f.strip() for f in args.frames.split(",")], log)
+    log(f"pipeline: {model.path.name} ({model.meta.precision}, {model.provider}) on {machine['cpu']}")
+    alone = infer_alone(engine, role, args.runs, args.warmup)
+    results = []
+    for name, (data, source) in frames.items():
+        r = bench_frame(engine, role, name, data, source, args.runs, args.warmup)
+        st = r["stages_ms"]
+        log(f"  {name:<6} {r['width']}x{r['height']}: " + ", ".join(f"{k} {st[k]['mean']:.2f}" for k in STAGES)
+            + f" ms; efficiency {r['efficiency']:.3f}")
+        results.append(r)
+    result: dict[str, Any] = {
+        "benchmark": "pipeline", "quick": args.quick, "machine": machine, "provider": model.provider,
+        "settings": {"model": model.path.name, "role": role, "precision": model.meta.precision,
+                     "input_size": list(model.meta.input_size), "view_fraction": model.meta.view_fraction,
+                     "threads": args.threads, "warmup": args.warmup, "runs": args.runs},
+        "session_ms": session_ms, "infer_alone_ms": alone, "frames": results, "scan": None}
+    if args.no_scan:
+        result["scan_skipped"] = "--no-scan"
+    else:
+        try:
+            paths, folder = _scan_paths(args, log)
+        except FileNotFoundError as e:
+            log(f"error: {e}")
+            return 2
+        sc = scan_folder(engine, paths, args.workers, args.scan_batch)
+        sc["folder"] = folder
+        sc["ideal_images_per_s"] = 1e3 / alone["mean"]
+        sc["efficiency"] = scan_efficiency(sc["images_per_s"], alone["mean"])
+        in_scan = sc["mean_ms_per_image"].get("infer")
+        sc["efficiency_vs_infer_in_scan"] = scan_efficiency(sc["images_per_s"], in_scan) if in_scan else None
+        log(f"  scan {sc['images']} images: {sc['images_per_s']:.1f} images/s, ideal {sc['ideal_images_per_s']:.1f}"
+            f" (efficiency {sc['efficiency']:.3f})")
+        result["scan"] = sc
+    write_json(out / "pipeline.json", result)
+    (out / "pipeline.md").write_text(markdown(result), encoding="utf-8")
+    if results:
+        plot(result, out / "pipeline.png")
+    log(f"wrote {out / 'pipeline.json'}, pipeline.md, pipeline.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Each benchmark script's --quick smoke mode runs and writes well-formed JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
+    sys.path.insert(0, str(REPO))
+
+
+def _load(path: Path) -> dict:
+    assert path.is_file(), path
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_latency_quick(tmp_path):
+    from benchmarks.latency import main
+
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    data = _load(tmp_path / "latency.json")
+    assert data["benchmark"] == "latency" and data["quick"] is True
+    assert {"name", "cpu", "cores", "onnxruntime"} <= set(data["machine"])
+    rows = data["results"]
+    assert {r["batch"] for r in rows} == {1, 6} and {r["precision"] for r in rows} >= {"fp32"}
+    for r in rows:
+        assert {"session_ms", "first_infer_ms", "provider", "threads", "views_per_s", "frames_per_s"} <= set(r)
+        assert {"n", "mean", "std", "p50", "p90", "p95", "p99"} <= set(r["stats_ms"])
+        assert r["stats_ms"]["n"] == 10 and r["provider"] == "cpu"
+        assert r["frames_per_s"] == pytest.approx(r["views_per_s"] / 6)
+    assert (tmp_path / "latency.md").read_text().startswith("# Model latency")
+    assert (tmp_path / "latency.png").stat().st_size > 1000
+    assert _load(tmp_path / "raw" / "latency_samples.json")["samples"][0]["samples_ms"]
+
+
+def test_latency_without_models_is_a_usage_error(tmp_path, capsys):
+    from benchmarks.latency import main
+
+    assert main(["--models", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no .onnx files" in capsys.readouterr().err
+
+
+def test_pipeline_quick(tmp_path):
+    from benchmarks.pipeline import main
+
+    scan_dir = tmp_path / "imgs"
+    scan_dir.mkdir()
+    from benchmarks._common import encode_jpeg, synthetic_photo
+
+    for i in range(3):
+        (scan_dir / f"{i}.jpg").write_bytes(encode_jpeg(synthetic_photo(seed=i)))
+    assert main(["--quick", "--out", str(tmp_path), "--scan-dir", str(scan_dir), "--frames", "voc,1080p"]) == 0
+    data = _load(tmp_path / "pipeline.json")
+    assert data["benchmark"] == "pipeline"
+    names = [f["frame"] for f in data["frames"]]
+    assert "1080p" in names and set(names) <= {"voc", "1080p"}
+    for f in data["frames"]:
+        assert set(f["stages_ms"]) == {"decode", "preprocess", "batch", "infer", "merge", "total"}
+        assert f["stages_ms"]["total"]["n"] == 5 and 0 < f["efficiency"] <= 1.5
+    sc = data["scan"]
+    assert sc["images"] == 3 and sc["errors"] == 0 and sc["images_per_s"] > 0 and sc["efficiency"] > 0
+    assert (tmp_path / "pipeline.md").is_file() and (tmp_path / "pipeline.png").is_file()
+
+
+def test_scripts_run_as_files_with_help():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "latency.py"), "--help"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO.parent)
+    assert out.returncode == 0 and "--budget-s" in out.stdout and "--quick" in out.stdout
+
+
+def test_reference_quick(tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.reference", "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = _load(tmp_path / "reference.json")
+    assert data["benchmark"] == "reference" and data["conversion_max_abs_diff"] < 1e-4
+    f = data["frames"][0]
+    assert set(f["paths"]) == {"reference (Keras)", "sixview FP32"}
+    ratio = f["ratios"]["reference / sixview FP32"]
+    assert ratio["p50"] > 0 and f["paths"]["sixview FP32"]["stages_ms"]["total"]["n"] == 5
+    assert set(data["cold_start_s"]) == {"reference (Keras)", "sixview FP32"}

@@ -28,6 +28,13 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
+# Latency, pipeline and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
+BENCH_KERAS ?=
+bench: $(VENV)/.dev
+	$(PY) -m benchmarks.latency
+	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.reference $(if $(BENCH_KERAS),--keras $(BENCH_KERAS))
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check edge convert training benchmarks tests
 

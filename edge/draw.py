@@ -53,3 +53,24 @@ def draw_verdict(img: np.ndarray, verdict: Verdict, status: str | None = None) -
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, unit: int) -> None:
     cv2.putText(img, text, org, FONT, scale, (0, 0, 0), 3 * unit, cv2.LINE_AA)
     cv2.putText(img, text, org, FONT, scale, (255, 255, 255), unit, cv2.LINE_AA)
+
+
+def draw_banner(img: np.ndarray, text: str) -> np.ndarray:
+    """A large centred notice (e.g. PAUSED) over a dark band."""
+    h, w = img.shape[:2]
+    unit = max(1, round(min(w, h) / 400))
+    scale = 1.0 * unit
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, 2 * unit)
+    y = h // 2
+    cv2.rectangle(img, (0, y - th - 8 * unit), (w, y + base + 8 * unit), (30, 30, 30), -1)
+    cv2.putText(img, text, ((w - tw) // 2, y), FONT, scale, (255, 255, 255), 2 * unit, cv2.LINE_AA)
+    return img
+
+
+def status_text(engine: str, verdict: Verdict, cam_fps: float, inf_fps: float, latency_ms: float,
+                smooth: int = 1) -> str:
+    """The camera's status line: engine (as chosen > as routed), provider, precision, rates, latency."""
+    name = verdict.role if engine == verdict.role else f"{engine}>{verdict.role}"
+    extra = f" | smooth {smooth}" if smooth > 1 else ""
+    return (f"{name} {verdict.provider} {verdict.precision} | tiling {'on' if verdict.tiling else 'off'}{extra}"
+            f" | cam {cam_fps:.1f} fps | inf {inf_fps:.1f} fps | {latency_ms:.0f} ms")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("sklearn")
 
-from conftest import grey_with_square  # noqa: E402
+
 from edge.cli import main  # noqa: E402
 from edge.model import open_model  # noqa: E402
 from training import eval_metrics as M  # noqa: E402

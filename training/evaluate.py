@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge.decode import DecodeError, Decoded, decode
+from edge.decode import Decoded, DecodeError, decode
 from edge.engine import Engine, Prepared
 from edge.merge import decide
 from training import eval_metrics as M

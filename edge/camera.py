@@ -1,0 +1,391 @@
+"""The live loop: newest frame -> six-view verdict -> records, window, recording.
+
+Capture runs in `FrameSource`'s thread; inference, drawing and the window run
+here, on the calling (main) thread, as GUI toolkits require. Key handling is a
+pure function (`handle_key`) so it can be tested without a window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from .decode import Decoded
+from .draw import draw_banner, draw_verdict, status_text
+from .engine import ENGINES, Engine, Verdict
+from .merge import Decision, decide
+from .options import SETUP_ERRORS
+from .records import record
+from .sources import Frame, FrameSource
+
+MAX_CONSECUTIVE_FAILURES = 30  # a frame error that repeats this often is not transient: stop
+MAX_PAD_SECONDS = 5.0  # --record repeats a frame for at most this long to fill a gap
+RECORD_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+NO_GUI = ("this OpenCV has no GUI support (opencv-python-headless?): "
+          "pip uninstall opencv-python-headless && pip install opencv-python, or run with --headless")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- keys ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoopState:
+    """What the keys control."""
+
+    engine: str = "auto"
+    tiling: bool = True
+    paused: bool = False
+
+
+KEYS = {ord("q"): "quit", 27: "quit", ord("e"): "engine", ord("t"): "tiling",
+        ord("s"): "snapshot", ord(" "): "pause"}
+
+
+def handle_key(state: LoopState, key: int) -> tuple[LoopState, str | None]:
+    """Apply a key code (as cv2.waitKey returns it; -1: none) to the state.
+
+    Returns the new state and the action taken: quit, engine, tiling, snapshot,
+    pause, or None for no key or an unbound one.
+    """
+    if key < 0:
+        return state, None
+    action = KEYS.get(ord(chr(key & 0xFF).lower()))
+    if action == "engine":
+        state = replace(state, engine=ENGINES[(ENGINES.index(state.engine) + 1) % len(ENGINES)])
+    elif action == "tiling":
+        state = replace(state, tiling=not state.tiling)
+    elif action == "pause":
+        state = replace(state, paused=not state.paused)
+    return state, action
+
+
+# -- temporal smoothing --------------------------------------------------------------
+class ScoreSmoother:
+    """Mean of each class's merged score over the last k frames, then the same decision rule."""
+
+    def __init__(self, k: int = 1):
+        if k < 1:
+            raise ValueError(f"--smooth must be >= 1, got {k}")
+        self.k = k
+        self._history: deque[np.ndarray] = deque(maxlen=k)
+        self._key: tuple[str, tuple[str, ...], bool] | None = None
+
+    def reset(self) -> None:
+        """Forget the history (engine or tiling changed)."""
+        self._history.clear()
+
+    def update(self, verdict: Verdict, fallback_min: float) -> Verdict:
+        """The verdict with smoothed scores and labels (unchanged when k == 1)."""
+        if self.k == 1:
+            return verdict
+        classes = tuple(verdict.decision.scores)
+        key = (verdict.role, classes, verdict.tiling)
+        if key != self._key:
+            self.reset()
+            self._key = key
+        self._history.append(np.array([verdict.decision.scores[c] for c in classes], np.float32))
+        mean = np.mean(self._history, axis=0)
+        thresholds = np.array([verdict.thresholds[c] for c in classes], np.float32)
+        chosen = decide(mean, thresholds, fallback_min)
+        decision = Decision({c: round(float(s), 6) for c, s in zip(classes, mean, strict=True)},
+                            verdict.decision.views, [classes[i] for i in chosen])
+        return replace(verdict, decision=decision)
+
+
+# -- outputs -------------------------------------------------------------------------
+class Display(Protocol):
+    """A window (or a test double): show images, report keys and closing."""
+
+    def show(self, img: np.ndarray) -> None: ...
+    def poll(self, wait_ms: int) -> int: ...
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class DisplayError(RuntimeError):
+    """No window can be shown here."""
+
+
+class WindowDisplay:
+    """An OpenCV HighGUI window."""
+
+    def __init__(self, name: str = "sixview"):
+        gui = re.search(r"GUI:\s+(\S+)", cv2.getBuildInformation())
+        if gui and gui.group(1).upper() == "NONE":
+            raise DisplayError(NO_GUI)
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise DisplayError("no display to open a window on ($DISPLAY is not set): run with --headless")
+        try:
+            cv2.namedWindow(name, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise DisplayError(NO_GUI) from None
+        self.name, self._shown = name, False
+
+    def show(self, img: np.ndarray) -> None:
+        """Show an image."""
+        cv2.imshow(self.name, img)
+        self._shown = True
+
+    def poll(self, wait_ms: int) -> int:
+        """Pump window events; the key pressed or -1."""
+        return cv2.waitKey(max(1, wait_ms))
+
+    def closed(self) -> bool:
+        """True once the user closed the window."""
+        try:
+            return self._shown and cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:
+            return True
+
+    def close(self) -> None:
+        """Destroy the window."""
+        with contextlib.suppress(cv2.error):
+            cv2.destroyWindow(self.name)
+            cv2.waitKey(1)
+
+
+class RecordError(RuntimeError):
+    """--record cannot be written."""
+
+
+class VideoRecorder:
+    """Writes the annotated stream at the source's rate; a frame is repeated to cover
+    the frames dropped after it, so the video keeps real time."""
+
+    def __init__(self, path: Path | str, fps: float):
+        self.path, self.fps = Path(path), fps if fps > 0 else 30.0
+        if self.path.suffix.lower() not in RECORD_CODECS:
+            raise RecordError(f"--record {self.path}: use one of {', '.join(RECORD_CODECS)}")
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] = (0, 0)
+        self._next = 0  # source index the next written frame stands for
+        self.written = 0
+
+    def write(self, img: np.ndarray, index: int) -> None:
+        """Write the frame for source index `index` (and repeats for skipped indices)."""
+        if self._writer is None:
+            self._size = (img.shape[1], img.shape[0])
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter_fourcc(*RECORD_CODECS[self.path.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
+            if not self._writer.isOpened():
+                self._writer = None
+                raise RecordError(f"--record {self.path}: OpenCV cannot write this file")
+            self._next = index
+        if (img.shape[1], img.shape[0]) != self._size:
+            img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
+        repeats = 1 + min(max(0, index - self._next), int(MAX_PAD_SECONDS * self.fps))
+        for _ in range(repeats):
+            self._writer.write(img)
+        self.written += repeats
+        self._next = index + 1
+
+    def close(self) -> None:
+        """Finish the file."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def save_snapshot(folder: Path, frame: Frame, annotated: np.ndarray | None, rec: dict[str, Any]) -> Path:
+    """Write the frame as PNG (and its annotated copy) plus its JSON record; return the PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(frame.timestamp))}_f{frame.index:06d}"
+    png = stem.with_suffix(".png")
+    if not cv2.imwrite(str(png), frame.image):
+        raise OSError(f"cannot write {png}")
+    if annotated is not None:
+        cv2.imwrite(str(stem) + ".annotated.png", annotated)
+    stem.with_suffix(".json").write_text(json.dumps({**rec, "snapshot": png.name}, indent=1), encoding="utf-8")
+    return png
+
+
+# -- the loop ------------------------------------------------------------------------
+@dataclass
+class CameraSummary:
+    """What a run did: counts and glass-to-verdict latency."""
+
+    processed: int = 0
+    failed: int = 0
+    captured: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    source_fps: float = 0.0
+    seconds: float = 0.0
+    warmup_ms: float = 0.0
+    interrupted: bool = False
+    error: str | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    infer_ms: list[float] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 1 source lost (not recovered) or frames failed."""
+        return 1 if self.error or self.failed else 0
+
+    def latency(self) -> dict[str, float]:
+        """Glass-to-verdict latency statistics in ms (empty if nothing was processed)."""
+        if not self.latencies_ms:
+            return {}
+        a = np.asarray(self.latencies_ms)
+        return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+                "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+    def text(self) -> str:
+        """A human summary (two or three lines)."""
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"camera: {self.captured} frames captured, {self.processed} processed, {self.dropped} dropped, "
+                 f"{self.failed} failed, {self.reconnects} reconnects in {self.seconds:.1f} s "
+                 f"({rate:.1f} fps processed; source {self.source_fps:.1f} fps; warm-up {self.warmup_ms:.0f} ms)"]
+        lat = self.latency()
+        if lat:
+            lines.append(f"latency (capture to verdict): mean {lat['mean']:.1f} ms, p50 {lat['p50']:.1f} ms, "
+                         f"p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms; "
+                         f"inference mean {float(np.mean(self.infer_ms)):.1f} ms")
+        if self.error:
+            lines.append(f"error: {self.error}")
+        return "\n".join(lines)
+
+
+def warm_up(engine: Engine, width: int, height: int) -> float:
+    """Open the model this frame size routes to and run it once; ms taken (0 if size unknown)."""
+    if width <= 0 or height <= 0:
+        return 0.0
+    t0 = time.perf_counter()
+    engine.classify_image(Decoded(np.zeros((height, width, 3), np.uint8), width, height))
+    return (time.perf_counter() - t0) * 1e3
+
+
+def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str, Any]], None] | None = None,
+               display: Display | None = None, recorder: VideoRecorder | None = None,
+               snapshots: Path = Path("snapshots"), max_frames: int | None = None,
+               duration: float | None = None, smooth: int = 1,
+               log: Callable[[str], None] = _stderr) -> CameraSummary:
+    """Run the loop until the source ends, a limit is reached, q/Esc, a closed window,
+    Ctrl-C or SIGTERM; always stops the capture thread and closes the outputs."""
+    summary = CameraSummary()
+    state = LoopState(engine.engine, engine.tiling)
+    smoother = ScoreSmoother(smooth)
+    last: tuple[Frame, np.ndarray | None, dict[str, Any]] | None = None
+    inf_fps, t_prev, streak = 0.0, None, 0
+    restore = _sigterm_as_interrupt()
+    t_start = time.perf_counter()
+    try:
+        summary.warmup_ms = warm_up(engine, *source.size)  # model load + first run, before frames queue up
+        t_start = time.perf_counter()
+        source.start()
+        while not (max_frames and summary.processed >= max_frames):
+            if duration and time.perf_counter() - t_start >= duration:
+                break
+            if display is not None:
+                state, action = handle_key(state, display.poll(30 if state.paused else 1))
+                if action == "quit" or display.closed():
+                    break
+                if (state.engine, state.tiling) != (engine.engine, engine.tiling):
+                    engine.engine, engine.tiling = state.engine, state.tiling
+                    smoother.reset()
+                    log(f"engine {state.engine}, tiling {'on' if state.tiling else 'off'}")
+                if action == "snapshot" and last is not None:
+                    log(f"snapshot: {save_snapshot(snapshots, *last)}")
+                if action == "pause" and state.paused and last is not None and last[1] is not None:
+                    display.show(draw_banner(last[1].copy(), "PAUSED (space to resume)"))
+                if state.paused:
+                    continue
+            frame = source.read(timeout=0.05 if display is not None else 0.5)
+            if frame is None:
+                if source.finished:
+                    break
+                continue
+            h, w = frame.image.shape[:2]
+            verdict, error = None, None
+            try:
+                prepared = engine.prepare(Decoded(frame.image, w, h), {"decode": frame.read_ms})
+                verdict = engine.classify([prepared])[0]
+                verdict = smoother.update(verdict, engine.model(verdict.role).meta.fallback_min_score)
+            except SETUP_ERRORS:
+                raise
+            except Exception as e:  # noqa: BLE001 (reported in the frame's record; the loop goes on)
+                error = f"{type(e).__name__}: {e}"
+            t_done = time.perf_counter()
+            latency = (t_done - frame.t_capture) * 1e3
+            extra = {"smooth": smooth} if smooth > 1 else {}
+            rec = record("frame", frame.index, verdict, width=w, height=h, error=error,
+                         timings_ms={"decode": frame.read_ms}, timestamp=round(frame.timestamp, 6),
+                         latency_ms=round(latency, 3), **extra)
+            summary.processed += 1
+            if verdict is None:
+                summary.failed += 1
+                streak += 1
+                log(f"frame {frame.index}: {error}")
+                if streak >= MAX_CONSECUTIVE_FAILURES:
+                    summary.error = f"{streak} frames in a row failed; stopping ({error})"
+                    break
+            else:
+                streak = 0
+                summary.latencies_ms.append(latency)
+                summary.infer_ms.append(verdict.timings_ms.get("infer", 0.0))
+            if t_prev is not None and t_done > t_prev:
+                inst = 1.0 / (t_done - t_prev)
+                inf_fps = inst if not inf_fps else 0.9 * inf_fps + 0.1 * inst
+            t_prev = t_done
+            if write is not None:
+                write(rec)
+            annotated = None
+            if verdict is not None and (display is not None or recorder is not None):
+                status = status_text(state.engine, verdict, source.measured_fps, inf_fps, latency, smooth)
+                annotated = draw_verdict(frame.image.copy(), verdict, status)
+                if display is not None:
+                    display.show(annotated)
+                if recorder is not None:
+                    recorder.write(annotated, frame.index)
+            last = (frame, annotated, rec)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except BrokenPipeError:  # stdout closed by a reader (e.g. `| head`): stop quietly
+        summary.interrupted = True
+        _silence_stdout()
+    finally:
+        summary.seconds = time.perf_counter() - t_start
+        source.stop()
+        if recorder is not None:
+            recorder.close()
+        if display is not None:
+            display.close()
+        restore()
+    for k, v in source.stats().items():
+        setattr(summary, k, v)
+    summary.error = summary.error or source.error
+    return summary
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM (docker stop, systemd) end the loop like Ctrl-C; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,0 +1,88 @@
+"""`sixview camera`: the live loop on a camera, video file, stream or GStreamer pipeline."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+
+from .camera import DisplayError, RecordError, VideoRecorder, WindowDisplay, run_camera
+from .options import SETUP_ERRORS, engine_options, make_engine, setup_error
+from .records import JsonlSink
+from .sources import FrameSource, SourceError, backoff_delays, parse_source
+
+
+@click.command("camera")
+@click.option("--source", default="0", show_default=True,
+              help="Camera index, device path (/dev/video0), video file, rtsp:// or http(s):// URL, "
+                   "or a GStreamer pipeline (anything containing '!').")
+@click.option("--headless", is_flag=True, help="No window: one JSONL record per processed frame.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSONL records file (default: stdout with --headless, none with a window).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N processed frames.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after S seconds.")
+@click.option("--realtime", is_flag=True,
+              help="Video files: play at the file's frame rate and drop the frames the model cannot keep "
+                   "up with, as a camera does (default: process every frame).")
+@click.option("--loop", is_flag=True, help="Video files: start again at the end.")
+@click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Average each class's score over the last K frames before deciding (1: off).")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the annotated stream to this video (.mp4, .avi, ...).")
+@click.option("--snapshots", type=click.Path(file_okay=False, path_type=Path), default=Path("snapshots"),
+              show_default=True, help="Folder for snapshots (key s: PNG + JSON record).")
+@click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Reconnect attempts for a lost camera or stream (waits 0.5, 1, 2, 4, 4, ... s).")
+@engine_options
+def camera(source: str, headless: bool, out: Path | None, max_frames: int | None, duration: float | None,
+           realtime: bool, loop: bool, smooth: int, record_path: Path | None, snapshots: Path,
+           retries: int, **engine_opts) -> None:
+    """Classify a live picture: six views of the newest frame, never a queue.
+
+    Window keys: q/Esc quit, e cycle engine (auto/standard/hd), t toggle tiling,
+    s snapshot (PNG + JSON record), space pause. Exit code 0 when the run ends
+    (source ended, limit, q, Ctrl-C), 1 when the source was lost and not
+    recovered or frames failed, 2 for a usage or model error.
+    """
+    try:
+        spec = parse_source(source)
+    except SourceError as e:
+        raise click.UsageError(str(e)) from None
+    if spec.live and (loop or realtime):
+        click.echo(f"note: --loop/--realtime apply to video files; {spec} runs in real time anyway", err=True)
+    try:
+        recorder = VideoRecorder(record_path, 0.0) if record_path else None
+        display = None if headless else WindowDisplay()
+    except (RecordError, DisplayError) as e:
+        raise click.UsageError(str(e)) from None
+    engine = make_engine(**engine_opts)
+    frames = FrameSource(spec, realtime=realtime, loop=loop, backoff=backoff_delays(retries),
+                         log=lambda m: click.echo(m, err=True))
+    try:
+        frames.open()
+    except SourceError as e:
+        if display is not None:
+            display.close()
+        click.echo(f"sixview camera: {e}", err=True)
+        sys.exit(1)
+    if recorder is not None:
+        recorder.fps = frames.fps or 30.0
+    sink = JsonlSink(out) if (out or headless) else nullcontext(None)
+    try:
+        with sink as s:
+            summary = run_camera(frames, engine, write=s.write if s is not None else None, display=display,
+                                 recorder=recorder, snapshots=snapshots, max_frames=max_frames,
+                                 duration=duration, smooth=smooth, log=lambda m: click.echo(m, err=True))
+    except SETUP_ERRORS as e:
+        raise setup_error(e) from None
+    except RecordError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(summary.text(), err=True)
+    if out:
+        click.echo(f"records: {out}", err=True)
+    if recorder is not None and recorder.written:
+        click.echo(f"recording: {record_path} ({recorder.written} frames at {recorder.fps:g} fps)", err=True)
+    sys.exit(summary.exit_code)

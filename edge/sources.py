@@ -1,0 +1,354 @@
+"""Frame sources: camera index, device path, video file, stream URL or GStreamer pipeline.
+
+A capture thread reads the source and hands the consumer only the newest frame,
+so a slow model sees the present, not a queue (Ultralytics' stream loader does
+the same). Video files are read frame by frame by default (the reader waits for
+the consumer, nothing is dropped); with `realtime` they play at their own frame
+rate and drop frames like a camera. A lost camera or stream is reopened with
+bounded back-off.
+
+Jetson CSI camera (needs an OpenCV built with GStreamer, e.g. JetPack's; the
+pip wheels have none):
+
+    nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1
+    ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR
+    ! appsink drop=true max-buffers=1
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+OPEN_TIMEOUT_MS = 5000  # network streams: give up opening / reading after this long
+READ_TIMEOUT_MS = 5000
+MAX_DRAIN = 8  # frames grabbed at most when draining a live source's buffer on open
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be parsed or opened."""
+
+
+class Capture(Protocol):
+    """What we use of cv2.VideoCapture (tests inject fakes)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's name)
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def grab(self) -> bool: ...
+    def retrieve(self) -> tuple[bool, np.ndarray | None]: ...
+    def get(self, prop: int) -> float: ...
+    def set(self, prop: int, value: float) -> bool: ...
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed `--source`: kind is camera, device, file, stream or gstreamer."""
+
+    kind: str
+    target: int | str
+
+    @property
+    def live(self) -> bool:
+        """Cameras and streams run on their own clock; files do not."""
+        return self.kind != "file"
+
+    def __str__(self) -> str:
+        return {"camera": f"camera {self.target}", "device": f"device {self.target}",
+                "file": f"video file {self.target}", "stream": f"stream {self.target}",
+                "gstreamer": "GStreamer pipeline"}[self.kind]
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Classify a `--source` string; a missing file or an unusable pipeline raises SourceError."""
+    text = text.strip()
+    if not text:
+        raise SourceError("--source is empty")
+    if re.fullmatch(r"\d+", text):
+        return SourceSpec("camera", int(text))
+    if "!" in text:  # GStreamer's element separator
+        if not has_gstreamer():
+            raise SourceError("this OpenCV build has no GStreamer support, needed for a pipeline source: "
+                              "use an OpenCV built with -D WITH_GSTREAMER=ON (JetPack's is); "
+                              "the pip wheels have none")
+        return SourceSpec("gstreamer", text)
+    scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
+    if scheme and scheme.group(1).lower() in STREAM_SCHEMES:
+        return SourceSpec("stream", text)
+    if text.startswith("/dev/"):
+        return SourceSpec("device", text)
+    if not Path(text).is_file():
+        raise SourceError(f"no such video file: {text}")
+    return SourceSpec("file", text)
+
+
+def has_gstreamer() -> bool:
+    """Whether this OpenCV can open GStreamer pipelines."""
+    try:
+        return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
+    except AttributeError:  # very old OpenCV: read the build information instead
+        return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
+
+
+def open_capture(spec: SourceSpec) -> Capture:
+    """Open a source with the right backend; live sources get a one-frame buffer."""
+    if spec.kind == "gstreamer":
+        cap = cv2.VideoCapture(str(spec.target), cv2.CAP_GSTREAMER)
+    elif spec.kind == "stream":
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+        cap = cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG, params)
+    else:
+        cap = cv2.VideoCapture(spec.target)
+    if spec.live and cap.isOpened():
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 and some others honour it; the rest ignore it
+    return cap
+
+
+def backoff_delays(attempts: int, first: float = 0.5, cap: float = 4.0) -> tuple[float, ...]:
+    """Reconnect delays: first, doubling, capped (4 attempts: 0.5, 1, 2, 4 s)."""
+    return tuple(min(first * 2**i, cap) for i in range(attempts))
+
+
+@dataclass
+class Frame:
+    """A captured frame: its index (position in the stream), capture times and read cost."""
+
+    index: int
+    image: np.ndarray
+    timestamp: float  # epoch seconds, for records
+    t_capture: float  # time.perf_counter(), for latency
+    read_ms: float
+
+
+class FrameSource:
+    """A source read by a background thread that keeps only the newest frame.
+
+    `read()` returns the next frame to process, or None on timeout or when the
+    source is finished (`finished`); `error` then says why, if it failed.
+    """
+
+    def __init__(self, spec: SourceSpec, *, realtime: bool = False, loop: bool = False,
+                 backoff: Sequence[float] = backoff_delays(4), opener: Callable[[SourceSpec], Capture] | None = None,
+                 log: Callable[[str], None] = print):
+        self.spec, self.loop, self.backoff, self.log = spec, loop and not spec.live, tuple(backoff), log
+        self.keep_latest = spec.live or realtime  # else: every frame, the reader waits for the consumer
+        self._opener = opener
+        self.captured = self.dropped = self.reconnects = 0
+        self.error: str | None = None
+        self.fps = 0.0  # the source's nominal rate (0 if unknown)
+        self.size = (0, 0)  # (width, height) as the source reports it (0 if unknown)
+        self._cap: Capture | None = None
+        self._slot: Frame | None = None
+        self._done = False
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._attempt = 0  # reconnect attempts since the last good frame
+        self._rate_t: float | None = None
+        self.measured_fps = 0.0  # frames per second actually captured (smoothed)
+
+    # -- life cycle ----------------------------------------------------------------
+    def open(self) -> FrameSource:
+        """Open the source (raises SourceError) and read its nominal FPS and size."""
+        cap = self._open()
+        if cap is None:
+            hint = {"camera": " (not connected, in use by another program, or no permission)",
+                    "device": " (not connected, in use by another program, or no permission)",
+                    "file": " (not a video this OpenCV can decode)",
+                    "stream": f" (unreachable, or no answer within {OPEN_TIMEOUT_MS / 1000:g} s)",
+                    "gstreamer": " (check the pipeline with gst-launch-1.0)"}[self.spec.kind]
+            raise SourceError(f"cannot open {self.spec}{hint}")
+        self._cap = cap
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.0 < fps < 1000.0 else 0.0
+        self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))
+        return self
+
+    def start(self) -> None:
+        """Start the capture thread (opens the source first if needed)."""
+        if self._cap is None:
+            self.open()
+        self._thread = threading.Thread(target=self._run, name="sixview-capture", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop and join the capture thread, then release the source."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():  # blocked inside a read: releasing now could crash the backend
+                self.log(f"warning: {self.spec} did not stop within {timeout:g} s; leaving it to exit")
+                return
+        with self._cond:  # a frame left waiting: a live frame we did not get to, or a file's read-ahead
+            if self._slot is not None:
+                if self.keep_latest:
+                    self.dropped += 1
+                else:
+                    self.captured -= 1
+                self._slot = None
+        self._release()
+
+    def __enter__(self) -> FrameSource:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def finished(self) -> bool:
+        """True once the source has ended (EOF, failure or stop) and no frame is waiting."""
+        with self._cond:
+            return self._done and self._slot is None
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame not yet handed out; None on timeout or when finished."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._slot is not None or self._done, timeout)
+            frame, self._slot = self._slot, None
+            self._cond.notify_all()  # a file reader waiting for room
+            return frame
+
+    # -- the capture thread --------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            if self.spec.live:
+                self._drain()
+            self._read_loop()
+        except Exception as e:  # noqa: BLE001 (a backend error must end the run, not hang it)
+            self.error = f"{self.spec}: capture failed ({e})"
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _read_loop(self) -> None:
+        pacing = not self.spec.live and self.keep_latest
+        period = 1.0 / (self.fps or 30.0)
+        pos = 0  # position in the file, for pacing
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            if pacing:  # play the file at its own rate; skip frames we are late for
+                due = t0 + pos * period
+                now = time.perf_counter()
+                if now < due:
+                    if self._stop.wait(due - now):
+                        return
+                elif now > due + period and self._cap is not None and self._cap.grab():
+                    pos += 1
+                    self._count(dropped=True)
+                    continue
+            t_read = time.perf_counter()
+            ok, img = self._cap.read() if self._cap is not None else (False, None)
+            t_cap = time.perf_counter()
+            if not ok or img is None:
+                if not self.spec.live:
+                    if self.loop and self.captured and self._reopen_file():
+                        pos, t0 = 0, time.perf_counter()
+                        continue
+                    return  # end of file
+                if not self._recover():
+                    return
+                continue
+            if self._attempt:
+                self.log(f"{self.spec} is back")
+                self.reconnects += 1
+                self._attempt = 0
+            # index: frames captured before this one (so dropped frames leave gaps)
+            self._publish(Frame(self.captured, img, time.time(), t_cap, (t_cap - t_read) * 1e3))
+            pos += 1
+
+    def _publish(self, frame: Frame) -> None:
+        with self._cond:
+            if self.keep_latest:
+                if self._slot is not None:
+                    self.dropped += 1
+            else:
+                self._cond.wait_for(lambda: self._slot is None or self._stop.is_set())
+                if self._stop.is_set():
+                    return  # read ahead but never handed out: not counted
+            self._count(dropped=False)
+            self._slot = frame
+            self._cond.notify_all()
+
+    def _count(self, dropped: bool) -> None:
+        self.captured += 1
+        self.dropped += dropped
+        now = time.perf_counter()
+        if self._rate_t is not None and now > self._rate_t:
+            inst = 1.0 / (now - self._rate_t)
+            self.measured_fps = inst if not self.measured_fps else 0.9 * self.measured_fps + 0.1 * inst
+        self._rate_t = now
+
+    def _drain(self) -> None:
+        """Skip frames the backend buffered before we started reading (they return at once);
+        the first one that takes time to arrive is fresh and is handed out."""
+        for i in range(MAX_DRAIN):
+            t = time.perf_counter()
+            if self._cap is None or not self._cap.grab():
+                return  # the read loop will see the failure
+            t_cap = time.perf_counter()
+            if t_cap - t > 0.002 or i == MAX_DRAIN - 1:
+                ok, img = self._cap.retrieve()
+                if ok and img is not None:
+                    self._publish(Frame(self.captured, img, time.time(), t_cap, (t_cap - t) * 1e3))
+                return
+            self._count(dropped=True)
+
+    def _recover(self) -> bool:
+        """Reopen a lost live source with back-off; False (and `error`) when out of attempts."""
+        self._release()
+        while self._attempt < len(self.backoff) and not self._stop.is_set():
+            delay = self.backoff[self._attempt]
+            self._attempt += 1
+            self.log(f"{self.spec} lost; reopening in {delay:g} s (attempt {self._attempt}/{len(self.backoff)})")
+            if self._stop.wait(delay):
+                return False
+            cap = self._open()
+            if cap is not None:
+                self._cap = cap
+                return True
+        if not self._stop.is_set():
+            n = len(self.backoff)
+            self.error = (f"{self.spec} lost and not recovered after {n} reconnect attempt{'s' * (n != 1)} "
+                          f"over {sum(self.backoff):g} s")
+        return False
+
+    def _reopen_file(self) -> bool:
+        self._release()
+        self._cap = self._open()
+        return self._cap is not None
+
+    def _open(self) -> Capture | None:
+        opener = self._opener or open_capture
+        try:
+            cap = opener(self.spec)
+        except (cv2.error, OSError) as e:
+            self.log(f"{self.spec}: {str(e).strip().splitlines()[-1]}")
+            return None
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            return None
+        return cap
+
+    def _release(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the summary."""
+        return {"captured": self.captured, "dropped": self.dropped, "reconnects": self.reconnects,
+                "source_fps": round(self.fps, 3)}

@@ -1,0 +1,355 @@
+"""`sixview camera`: sources, the loop, keys, smoothing, outputs (synthetic video, toy models, no TF)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from convert.toy import save_colour_model  # noqa: E402
+from edge import sources  # noqa: E402
+from edge.camera import LoopState, ScoreSmoother, handle_key, run_camera  # noqa: E402
+from edge.camera_cli import camera  # noqa: E402
+from edge.engine import Engine, Verdict  # noqa: E402
+from edge.merge import Decision  # noqa: E402
+from edge.sources import FrameSource, SourceError, SourceSpec, parse_source  # noqa: E402
+from edge.tiling import view_boxes  # noqa: E402
+
+W, H = 128, 96  # short side > 64: `--engine auto` routes it to HD
+SQ_W, SQ_H = 32, 24
+BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
+CORNERS = {"top_left": (0, 0), "top_right": (W - SQ_W, 0), "bottom_left": (0, H - SQ_H),
+           "bottom_right": (W - SQ_W, H - SQ_H), "centre": ((W - SQ_W) // 2, (H - SQ_H) // 2)}
+# scenes the squares move through; frame i shows SCENES[(i // 3) % len(SCENES)]
+SCENES = [{"red": "top_left"}, {"red": "top_right", "green": "bottom_left"}, {"blue": "bottom_right"},
+          {}, {"green": "centre"}, {"blue": "top_left", "red": "bottom_right"}]
+
+
+def scene(i: int) -> dict[str, str]:
+    return SCENES[(i // 3) % len(SCENES)]
+
+
+def make_frame(i: int) -> np.ndarray:
+    img = np.full((H, W, 3), 90, np.uint8)
+    for colour, where in scene(i).items():
+        x, y = CORNERS[where]
+        img[y:y + SQ_H, x:x + SQ_W] = BGR[colour]
+    return img
+
+
+def make_video(path: Path, frames: int, fps: float = 30.0) -> Path:
+    """An MJPG AVI (intra-only: every frame decodes exactly, counts are exact)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (W, H))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(make_frame(i))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("models")
+    save_colour_model(d / "standard.onnx", role="standard")
+    save_colour_model(d / "hd.onnx", role="hd", input_size=(64, 64))
+    return d
+
+
+@pytest.fixture(scope="module")
+def slow_models(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("slow_models")
+    save_colour_model(d / "standard.onnx", role="standard")
+    save_colour_model(d / "hd.onnx", role="hd", input_size=(64, 64), delay_ms=100)
+    return d
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "moving.avi", 24)
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(camera, [str(a) for a in args], catch_exceptions=False)
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# -- sources -------------------------------------------------------------------------
+def test_parse_source(tmp_path, monkeypatch):
+    clip = make_video(tmp_path / "clip.avi", 2)
+    assert parse_source("0") == SourceSpec("camera", 0)
+    assert parse_source(" 2 ") == SourceSpec("camera", 2)
+    assert parse_source("/dev/video1") == SourceSpec("device", "/dev/video1")
+    assert parse_source("rtsp://cam.local:554/stream1").kind == "stream"
+    assert parse_source("HTTPS://host/live.mjpg").kind == "stream"
+    assert parse_source(str(clip)) == SourceSpec("file", str(clip))
+    assert not parse_source(str(clip)).live and parse_source("0").live
+    with pytest.raises(SourceError, match="no such video file"):
+        parse_source(str(tmp_path / "missing.mp4"))
+    pipeline = "videotestsrc ! videoconvert ! appsink"
+    monkeypatch.setattr(sources, "has_gstreamer", lambda: False)
+    with pytest.raises(SourceError, match="GStreamer"):
+        parse_source(pipeline)
+    monkeypatch.setattr(sources, "has_gstreamer", lambda: True)
+    assert parse_source(pipeline) == SourceSpec("gstreamer", pipeline)
+    assert sources.backoff_delays(6) == (0.5, 1.0, 2.0, 4.0, 4.0, 4.0)
+
+
+class FakeCapture:
+    """A camera that delivers `frames` frames (one per `period` s) and then fails."""
+
+    def __init__(self, frames: int, opened: bool = True, period: float = 0.004):
+        self.left, self.opened, self.period, self.n = frames, opened, period, 0
+        self._img: np.ndarray | None = None
+
+    def isOpened(self) -> bool:  # noqa: N802
+        return self.opened
+
+    def grab(self) -> bool:
+        time.sleep(self.period)
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        self._img = make_frame(self.n)
+        self.n += 1
+        return True
+
+    def retrieve(self):
+        return True, self._img
+
+    def read(self):
+        return self.retrieve() if self.grab() else (False, None)
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FPS: 250.0, cv2.CAP_PROP_FRAME_WIDTH: W, cv2.CAP_PROP_FRAME_HEIGHT: H}.get(prop, 0.0)
+
+    def set(self, prop: int, value: float) -> bool:
+        return False
+
+    def release(self) -> None:
+        self.opened = False
+
+
+def opener_from(captures: list[FakeCapture]):
+    calls: list[SourceSpec] = []
+
+    def opener(spec: SourceSpec) -> FakeCapture:
+        calls.append(spec)
+        return captures.pop(0) if captures else FakeCapture(0, opened=False)
+
+    return opener, calls
+
+
+def test_lost_camera_is_retried_then_fails_cleanly(models):
+    opener, calls = opener_from([FakeCapture(6), FakeCapture(0, opened=False), FakeCapture(6)])
+    log: list[str] = []
+    src = FrameSource(SourceSpec("camera", 0), backoff=(0.01, 0.02, 0.04), opener=opener, log=log.append).open()
+    summary = run_camera(src, Engine(models), log=log.append)
+    # lost after 6 frames; attempt 1 fails, attempt 2 brings it back for 6 more; then 3 failed attempts
+    assert len(calls) == 1 + 2 + 3
+    assert summary.captured == 12 and summary.processed + summary.dropped == 12 and summary.processed >= 1
+    assert summary.reconnects == 1 and summary.exit_code == 1
+    assert "lost and not recovered after 3 reconnect attempts" in summary.error
+    assert any("reopening in 0.01 s (attempt 1/3)" in m for m in log) and any("is back" in m for m in log)
+
+
+def test_cli_source_lost_exit_code(models, monkeypatch):
+    captures = [FakeCapture(5)]
+    monkeypatch.setattr(sources, "open_capture", lambda spec: captures.pop(0) if captures
+                        else FakeCapture(0, opened=False))
+    r = run_cli("--source", "0", "--headless", "--retries", "1", "--models", models)
+    assert r.exit_code == 1
+    assert "camera 0 lost and not recovered after 1 reconnect attempt over 0.5 s" in r.stderr
+    assert 1 <= len(jsonl(r.stdout)) <= 5
+
+
+def test_source_that_cannot_open(models, monkeypatch, tmp_path):
+    monkeypatch.setattr(sources, "open_capture", lambda spec: FakeCapture(0, opened=False))
+    r = run_cli("--source", "3", "--headless", "--models", models)
+    assert r.exit_code == 1 and "cannot open camera 3" in r.stderr
+    r = run_cli("--source", tmp_path / "nope.mp4", "--headless", "--models", models)
+    assert r.exit_code == 2 and "no such video file" in r.stderr
+
+
+# -- the loop, headless --------------------------------------------------------------
+def test_headless_labels_per_frame(models, video):
+    r = run_cli("--source", video, "--headless", "--models", models)
+    assert r.exit_code == 0, r.stderr
+    recs = jsonl(r.stdout)
+    assert [x["frame"] for x in recs] == list(range(24))
+    for x in recs:
+        want = scene(x["frame"])
+        assert set(x["labels"]) == set(want), x
+        assert all(x["views"][c] == where for c, where in want.items())
+        assert x["engine"] == "hd" and x["error"] is None and (x["width"], x["height"]) == (W, H)
+        assert x["latency_ms"] > 0 and abs(x["timestamp"] - time.time()) < 600
+    assert "24 frames captured, 24 processed, 0 dropped" in r.stderr
+
+
+def test_max_frames_loop_smooth_out(models, video, tmp_path):
+    out = tmp_path / "r.jsonl"
+    r = run_cli("--source", video, "--headless", "--loop", "--max-frames", 30, "--smooth", 3,
+                "--out", out, "--models", models)
+    assert r.exit_code == 0, r.stderr
+    recs = jsonl(out.read_text())
+    assert [x["frame"] for x in recs] == list(range(30)) and all(x["smooth"] == 3 for x in recs)
+    assert recs[26]["labels"] == recs[2]["labels"] == ["red"]  # frame 24 is the file's frame 0 again
+    assert r.stdout == ""
+
+
+def test_realtime_slow_model_drops_instead_of_queueing(slow_models, tmp_path):
+    n = 45  # 1.5 s at 30 fps; the model takes >= 100 ms a frame, so about 2 in 3 frames must go
+    src = FrameSource(parse_source(str(make_video(tmp_path / "rt.avi", n))), realtime=True).open()
+    recs: list[dict] = []
+    summary = run_camera(src, Engine(slow_models), write=recs.append, log=lambda m: None)
+    idx = [x["frame"] for x in recs]
+    assert summary.captured == n and summary.processed == len(recs)
+    assert summary.dropped == n - len(recs) > 0
+    assert len(recs) < n * 2 // 3
+    assert idx == sorted(set(idx)) and idx[-1] == n - 1  # always the newest: the last frame is the file's last
+    assert max(b - a for a, b in zip(idx, idx[1:], strict=False)) >= 2
+    for x in recs:  # dropping keeps labels right for the frames that are processed
+        assert set(x["labels"]) == set(scene(x["frame"]))
+
+
+def test_every_frame_by_default_even_when_slow(slow_models, tmp_path):
+    recs: list[dict] = []
+    src = FrameSource(parse_source(str(make_video(tmp_path / "all.avi", 6)))).open()
+    summary = run_camera(src, Engine(slow_models), write=recs.append, log=lambda m: None)
+    assert [x["frame"] for x in recs] == list(range(6)) and summary.dropped == 0 and summary.exit_code == 0
+
+
+def test_duration_ends_a_looping_realtime_run(models, video):
+    r = run_cli("--source", video, "--headless", "--realtime", "--loop", "--duration", "0.4", "--models", models)
+    assert r.exit_code == 0 and len(jsonl(r.stdout)) >= 1
+
+
+# -- keys, window, snapshots, recording ----------------------------------------------
+@pytest.mark.parametrize("key,state,action", [
+    (-1, LoopState(), None),
+    (ord("x"), LoopState(), None),
+    (ord("q"), LoopState(), "quit"),
+    (ord("Q"), LoopState(), "quit"),
+    (27, LoopState(), "quit"),
+    (ord("e"), LoopState(engine="standard"), "engine"),
+    (ord("t"), LoopState(tiling=False), "tiling"),
+    (ord("s"), LoopState(), "snapshot"),
+    (ord(" "), LoopState(paused=True), "pause"),
+    (0x100000 | ord("t"), LoopState(tiling=False), "tiling"),  # modifier bits from waitKeyEx-style codes
+])
+def test_handle_key(key, state, action):
+    assert handle_key(LoopState(), key) == (state, action)
+
+
+def test_handle_key_cycles_and_toggles_back():
+    s = LoopState()
+    engines = []
+    for _ in range(3):
+        s, _ = handle_key(s, ord("e"))
+        engines.append(s.engine)
+    assert engines == ["standard", "hd", "auto"]
+    s, _ = handle_key(handle_key(s, ord("t"))[0], ord("t"))
+    s, _ = handle_key(handle_key(s, ord(" "))[0], ord(" "))
+    assert s == LoopState()
+
+
+class FakeDisplay:
+    """Plays a key script (one key per poll) and keeps what was shown."""
+
+    def __init__(self, keys: list[int]):
+        self.keys, self.shown, self.closed_calls = list(keys), [], 0
+
+    def show(self, img):
+        self.shown.append(img.copy())
+
+    def poll(self, wait_ms: int) -> int:
+        return self.keys.pop(0) if self.keys else -1
+
+    def closed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed_calls += 1
+
+
+def test_keys_drive_the_loop_and_snapshot(models, video, tmp_path):
+    # one key per loop turn, then a frame (unless paused): frame 0 as started; 's' saves frame 0 and
+    # frame 1 follows; 'e' -> standard for frame 2; 't' -> no tiling for frame 3; space pauses (two
+    # turns, no frames), space resumes: frame 4; q
+    keys = [-1, ord("s"), ord("e"), ord("t"), ord(" "), -1, ord(" "), ord("q")]
+    display, recs = FakeDisplay(keys), []
+    engine = Engine(models)
+    src = FrameSource(parse_source(str(video))).open()
+    summary = run_camera(src, engine, write=recs.append, display=display, snapshots=tmp_path / "snaps",
+                         log=lambda m: None)
+    assert [x["frame"] for x in recs] == [0, 1, 2, 3, 4] and summary.exit_code == 0
+    assert [x["engine"] for x in recs] == ["hd", "hd", "standard", "standard", "standard"]
+    assert [x["tiling"] for x in recs] == [True, True, True, False, False]
+    assert set(recs[3]["views"].values()) == {"whole"} and set(recs[4]["labels"]) == set(scene(4))
+    assert len(display.shown) == 6 and display.closed_calls == 1  # five frames plus the PAUSED banner
+    pngs = sorted((tmp_path / "snaps").glob("*_f000000*.png"))
+    assert [p.name.endswith(".annotated.png") for p in pngs] == [True, False]
+    img = cv2.imread(str(pngs[1]))
+    assert img.shape == (H, W, 3) and np.abs(img.astype(int) - make_frame(0)).mean() < 8  # the raw frame
+    rec = json.loads(pngs[1].with_suffix(".json").read_text())
+    assert rec["frame"] == 0 and rec["labels"] == ["red"] and rec["snapshot"] == pngs[1].name
+    assert cv2.imread(str(pngs[0])).shape == (H, W, 3)
+
+
+def test_record_writes_a_readable_video(models, video, tmp_path):
+    out = tmp_path / "rec" / "annotated.mp4"
+    r = run_cli("--source", video, "--headless", "--max-frames", 10, "--record", out, "--models", models)
+    assert r.exit_code == 0, r.stderr
+    cap = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    assert len(frames) == 10 and abs(fps - 30.0) < 0.5 and frames[0].shape == (H, W, 3)
+    assert "recording:" in r.stderr
+    r = run_cli("--source", video, "--headless", "--record", tmp_path / "x.gif", "--models", models)
+    assert r.exit_code == 2 and "--record" in r.stderr
+
+
+def test_window_without_gui_or_model_errors_are_one_line(models, video, tmp_path):
+    r = run_cli("--source", video, "--models", models)  # this OpenCV is headless (or there is no display)
+    assert r.exit_code == 2 and "--headless" in r.stderr.splitlines()[-1]
+    r = run_cli("--source", video, "--headless", "--models", tmp_path / "empty")
+    assert r.exit_code == 2 and "no hd model" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"not a video at all")
+    r = run_cli("--source", bad, "--headless", "--models", models)
+    assert r.exit_code == 1 and "cannot open video file" in r.stderr
+
+
+# -- smoothing -----------------------------------------------------------------------
+def _verdict(red: float, green: float) -> Verdict:
+    views = view_boxes(W, H)
+    return Verdict(Decision({"red": red, "green": green}, {"red": "whole", "green": "whole"}, []), "hd", "cpu",
+                   "fp32", True, {"red": 0.3, "green": 0.3}, views, {})
+
+
+def test_smoother_averages_and_redecides():
+    sm = ScoreSmoother(3)
+    labels = [sm.update(_verdict(r, 0.05), 0.2).decision.labels for r in (0.95, 0.0, 0.95, 0.0, 0.0, 0.0)]
+    # means over the last 3: .95, .475, .633, .317, .317, 0 -> red until the window has no support
+    assert labels == [["red"], ["red"], ["red"], ["red"], ["red"], []]
+    assert ScoreSmoother(1).update(_verdict(0.1, 0.9), 0.2).decision.labels == []  # k=1: untouched
+    sm.reset()
+    assert sm.update(_verdict(0.1, 0.25), 0.2).decision.labels == ["green"]  # fallback: top-1 above 0.20
+    with pytest.raises(ValueError):
+        ScoreSmoother(0)

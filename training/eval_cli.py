@@ -17,16 +17,18 @@ from training.calibrate import role_files, write_thresholds
 from training.datasets import open_source
 from training.errors import UserError
 from training.eval_report import write_report
-from training.evaluate import evaluate_role, load_set
+from training.evaluate import evaluate_role, heldout_ids, load_set
 from training.labels import parse_classes
 
 
 @click.command("eval")
 @click.argument("models_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--data", required=True,
+@click.option("--data", default=None,
               help="Labelled set: folder with labels.csv (+ boxes.csv), or a CIFAR-10 folder/archive.")
 @click.option("--split", default=None, help="Split to score (default: test if the set has one, else all).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score an evenly spaced subset of N images.")
+@click.option("--heldout-of", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Score only the images this training run held out for validation (its --data and split).")
 @click.option("--engines", default="standard,hd", show_default=True, help="Which models to score.")
 @click.option("--unlabelled-classes", default=None,
               help="Classes this set does not label (masked); default: model classes absent from the set.")
@@ -40,7 +42,8 @@ from training.labels import parse_classes
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=0)
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Images per model call.")
-def eval_cmd(models_dir: Path, data: str, split: str | None, limit: int | None, engines: str,
+def eval_cmd(models_dir: Path, data: str | None, split: str | None, limit: int | None, heldout_of: str | None,
+             engines: str,
              unlabelled_classes: str | None, out_dir: Path | None, calibrate: bool, calibrated_out: Path | None,
              in_place: bool, device: str, precision: str, threads: int, batch: int) -> None:
     """Score the models in MODELS_DIR on a labelled set: mAP and per-class AP, precision/recall/F1
@@ -53,17 +56,23 @@ def eval_cmd(models_dir: Path, data: str, split: str | None, limit: int | None, 
     if not roles or set(roles) - {"standard", "hd"}:
         raise click.UsageError("--engines takes standard, hd or both")
     engine = Engine(models_dir, engine=roles[0], device=device, precision=precision, threads=threads, tiling=True)
+    only = None
     try:
+        if heldout_of:
+            data, split, only = heldout_ids(heldout_of)
+        if not data:
+            raise click.UsageError("--data (or --heldout-of RUN) is required")
         source = open_source(data)
         split = split or ("test" if "test" in source.splits else source.splits[0])
         if split not in source.splits:
             raise click.UsageError(f"--split {split}: this set has {', '.join(source.splits)}")
-        report: dict = {"set": f"{data} ({split})", "models": str(models_dir),
+        held = f", held out by {heldout_of}" if heldout_of else ""
+        report: dict = {"set": f"{data} ({split}{held})", "models": str(models_dir),
                         "command": "sixview eval " + shlex.join(sys.argv[2:]), "roles": {}}
         curves, calib = {}, {}
         for role in roles:
             meta = engine.model(role).meta
-            ds = load_set(source, split, meta.classes, limit, parse_classes(unlabelled_classes) or ())
+            ds = load_set(source, split, meta.classes, limit, parse_classes(unlabelled_classes) or (), only)
             res, vs = evaluate_role(engine, role, ds, batch)
             report["roles"][role] = res
             names = [c for c, k in zip(meta.classes, ds.known, strict=True) if k]

@@ -8,6 +8,7 @@ settings come from the same pass.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from edge.decode import Decoded, DecodeError, decode
 from edge.engine import Engine, Prepared
 from edge.merge import decide
 from training import eval_metrics as M
-from training.datasets import DataSource, Record, norm_class
+from training.datasets import DataSource, Record, norm_class, open_source
 from training.labels import align_labels
 
 
@@ -38,9 +39,11 @@ class LabelledSet:
 
 
 def load_set(source: DataSource, split: str, model_classes: Sequence[str], limit: int | None = None,
-             unlabelled: Sequence[str] = ()) -> LabelledSet:
+             unlabelled: Sequence[str] = (), only: set[str] | None = None) -> LabelledSet:
     """Read a split's records and align its labels to the model's classes by name."""
     recs = list(source.records(split))
+    if only is not None:
+        recs = [r for r in recs if r.id in only]
     if limit:
         recs = recs[:: max(1, len(recs) // limit)][:limit]
     set_classes = [c for c in source.classes if c not in set(unlabelled)]
@@ -48,6 +51,21 @@ def load_set(source: DataSource, split: str, model_classes: Sequence[str], limit
     targets, known = align_labels(multi.reshape(len(recs), len(set_classes)), model_classes, set_classes)
     boxes = _read_boxes(source, recs, model_classes)
     return LabelledSet(f"{source.path}:{split}", recs, targets, known, boxes)
+
+
+def heldout_ids(run_dir: str | Path) -> tuple[str, str, set[str]]:
+    """(data, split, ids) of the images a training run held out for validation
+    (recomputed with the run's own seed and split fraction)."""
+    from training.cache import load_split
+    from training.labels import select, split_train_val
+
+    cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    cache = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else None
+    source = open_source(cfg["data"], cache)
+    split = load_split(source, cfg["train_split"], cache, progress=False)
+    pool = select(split.labels, split.classes, cfg["classes"], cfg["negatives"], cfg.get("limit"), cfg["seed"])
+    _, val = split_train_val(pool, cfg["val_split"], cfg["seed"])
+    return cfg["data"], cfg["train_split"], {split.ids[int(i)] for i in val.indices}
 
 
 def _read_boxes(source: DataSource, recs: list[Record], classes: Sequence[str]) -> list[tuple[int, int, float]]:

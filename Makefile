@@ -28,6 +28,10 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
+# The shipped models, end to end on ../shared/data (hours on a CPU; every stage resumes).
+models: $(VENV)/.dev
+	$(PY) -m training.make_models
+
 # Latency, pipeline and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
 BENCH_KERAS ?=
 bench: $(VENV)/.dev

@@ -10,11 +10,8 @@ from typing import Any
 import click
 
 from .engine import DEFAULT_MODELS, ENGINES, Engine
-from .metadata import MetadataError
-from .model import ModelError
-from .providers import DEVICES, ProviderError
-
-SETUP_ERRORS = (ModelError, MetadataError, ProviderError)
+from .model import SETUP_ERRORS  # noqa: F401  (re-exported for the commands)
+from .providers import DEVICES
 
 
 def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:

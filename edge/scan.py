@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .decode import Decoded, DecodeError, decode
 from .draw import draw_verdict
 from .engine import Engine, Prepared, route
+from .model import SETUP_ERRORS
 from .records import record
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -141,10 +142,14 @@ def _load(path: str, engine: Engine, keep_image: bool) -> _Loaded:
 
     try:
         decoded = decode(data, target)
+        timings = {"decode": (time.perf_counter() - t0) * 1e3}
+        prepared = engine.prepare(decoded, timings)
     except DecodeError as e:
         return _Loaded(path, error=str(e))
-    timings = {"decode": (time.perf_counter() - t0) * 1e3}
-    prepared = engine.prepare(decoded, timings)
+    except SETUP_ERRORS:
+        raise  # a missing or invalid model stops the scan
+    except (cv2.error, ValueError, MemoryError) as e:  # an image no decoder should have produced
+        return _Loaded(path, error=f"cannot process image: {type(e).__name__}: {str(e).strip()[:200]}")
     return _Loaded(path, prepared, decoded if keep_image else None,
                    width=decoded.width, height=decoded.height)
 
@@ -174,7 +179,10 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
                 rec = record("path", g.path, v, width=g.width, height=g.height,
                              timings_ms=g.timings, error=g.error)
                 if v is not None and annotate_dir is not None and g.decoded is not None:
-                    _annotate(g, v, annotate_dir, roots or [])
+                    try:
+                        _annotate(g, v, annotate_dir, roots or [])
+                    except OSError as e:
+                        rec["error"] = str(e)
                 write(rec)
                 summary.add(rec)
                 bar.update(1)

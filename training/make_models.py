@@ -69,7 +69,7 @@ def main(data: Path, runs: Path, models: Path, arch: str, input_size: str, epoch
         _run(cmd, log, stages, "adapt_hd")
     for role, run in (("standard", std), ("hd", hd)):
         if not (raw / f"{role}.onnx").exists():
-            _run([*sv, "convert", str(run), "--role", role, "--out", str(raw), "--int8"], log, stages,
+            _run([*sv, "convert", str(run), "--role", role, "--out", str(raw)], log, stages,
                  f"convert_{role}")
     # thresholds: Standard on the CIFAR-10 training images its run held out, HD on voc07_val
     if not (cal / "standard.onnx").exists():

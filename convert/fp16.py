@@ -1,0 +1,46 @@
+"""FP16 graphs for GPUs: float16 weights and compute, float32 inputs and outputs.
+
+Built with onnxconverter-common `convert_float_to_float16(keep_io_types=True)`.
+Ops whose half-precision form overflows or loses too much are kept in float32
+(the converter inserts Casts around them): normalisation statistics
+(`LayerNormalization`, and the unfused ReduceMean/Pow/Sqrt/Reciprocal pattern if
+clean-up did not fuse it) and exp-like ops. Squares of ConvNeXt activations pass
+65504 easily, which is where the NaNs users report come from. GELU's Erf is
+bounded and stays in FP16 so GPU providers still fuse GELU.
+
+ONNX Runtime's CPU provider has almost no FP16 kernels (it inserts casts and is no
+faster), so these files are for CUDA/TensorRT/Jetson; parity is still checked on
+CPU by `verify.py`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import onnx
+from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+KEEP_FP32 = (
+    "LayerNormalization",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Exp",
+    "Softmax",
+    "Range",
+)
+
+
+def to_fp16(model: onnx.ModelProto, keep_fp32: tuple[str, ...] = KEEP_FP32) -> onnx.ModelProto:
+    """FP16 copy of `model` with float32 I/O and `keep_fp32` op types left in float32."""
+    with warnings.catch_warnings():  # one warning per weight below 1e-7 in magnitude
+        warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
+        fp16 = convert_float_to_float16(
+            model, keep_io_types=True,
+            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_fp32)))
+    onnx.checker.check_model(fp16)
+    return fp16

@@ -1,0 +1,305 @@
+"""Phase 2: train the Standard model and leave a self-contained run folder.
+
+Run folder (a contract other commands rely on): config.json, best.keras,
+last.keras + state.json (for --resume), history.csv, curves.png,
+data_report.md/.png, metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from training.cache import load_split  # noqa: E402
+from training.datasets import open_source  # noqa: E402
+from training.errors import DataError, RunError  # noqa: E402
+from training.labels import check_classes, select, split_train_val  # noqa: E402
+from training.metrics import score  # noqa: E402
+from training.models import ARCHS, build_model, default_lr, use_jit  # noqa: E402
+from training.pipeline import make_dataset, predict_arrays  # noqa: E402
+from training.report import build_report, write_report  # noqa: E402
+from training.tracking import open_tracker  # noqa: E402
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything needed to (re)run a training; saved as config.json."""
+
+    data: str
+    out: str
+    arch: str = "convnext-edge"
+    weights: str = "none"
+    classes: list[str] | None = None
+    negatives: bool = True
+    input_size: list[int] = field(default_factory=lambda: [32, 32])
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    precision: str = "float32"
+    distribute: str = "none"
+    mlflow_uri: str | None = None
+    val_split: float = 0.1
+    seed: int = 0
+    limit: int | None = None
+    head_width: int = 1024
+    drop_path: float = 0.0
+    dropout: float = 0.3
+    width_scale: float = 1.0
+    depths: list[int] | None = None
+    mixup_alpha: float = 0.2
+    patience: int = 5
+    cache_dir: str | None = None
+    jit_compile: str = "auto"
+    verbose: int | str = "auto"
+
+    def model_kwargs(self, num_classes: int) -> dict[str, Any]:
+        """Arguments of `build_model` for this run (weights excluded)."""
+        return {"arch": self.arch, "num_classes": num_classes, "input_size": list(self.input_size),
+                "head_width": self.head_width, "drop_path": self.drop_path,
+                "dropout": self.dropout, "width_scale": self.width_scale, "depths": self.depths}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        """Rebuild from a config.json dict (extra keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _strategy(kind: str) -> tf.distribute.Strategy:
+    if kind == "none":
+        return tf.distribute.get_strategy()
+    if kind != "mirrored":
+        raise DataError(f"--distribute must be none or mirrored, not {kind!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+class _RunState(keras.callbacks.Callback):
+    """Saves last.keras + state.json every epoch and times the training steps."""
+
+    def __init__(self, out: Path, state: dict, monitor: str) -> None:
+        super().__init__()
+        self.out, self.state, self.monitor = out, state, monitor
+        self.train_s = 0.0
+        self._t0: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def _stop_clock(self) -> None:
+        if self._t0 is not None:
+            self.train_s += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._stop_clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._stop_clock()
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is not None and (self.state.get("best") is None or value < self.state["best"]):
+            self.state.update(best=float(value), best_epoch=epoch + 1)
+        self.state["epoch"] = epoch + 1
+        self.model.save(self.out / "last.keras")
+        _write_json(self.out / "state.json", self.state)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, (Path, np.ndarray)):
+        return str(o) if isinstance(o, Path) else o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _prepare_out(cfg: TrainConfig, resume: bool, epochs_given: bool) -> tuple[TrainConfig, dict]:
+    out = Path(cfg.out).expanduser()
+    if resume:
+        if not (out / "config.json").exists() or not (out / "last.keras").exists():
+            raise RunError(f"--resume: {out} has no config.json/last.keras to resume from")
+        saved = TrainConfig.from_json(json.loads((out / "config.json").read_text()))
+        saved.out = str(out)
+        if epochs_given:
+            saved.epochs = cfg.epochs
+        state = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
+        if state.get("epoch", 0) >= saved.epochs:
+            raise RunError(f"--resume: {out} already ran {state['epoch']} of {saved.epochs} "
+                           "epochs; pass a larger --epochs to continue")
+        return saved, state
+    if (out / "state.json").exists():  # a folder that only got config/report is reused
+        raise RunError(f"{out} already holds a run; use --resume or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, {}
+
+
+def compile_model(model: keras.Model, lr: float, n: int, weight_decay: float = 1e-4,
+                  jit_compile: str = "auto") -> None:
+    """Compile for multi-label training: AdamW (no decay on norms/biases/scales), BCE,
+    binary accuracy and multi-label AUC."""
+    opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
+    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy(),
+                  metrics=[keras.metrics.BinaryAccuracy(name="binary_accuracy"),
+                           keras.metrics.AUC(multi_label=True, num_labels=n, name="auc")],
+                  jit_compile=use_jit(jit_compile))
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = True) -> dict:
+    """Train per `cfg` into the run folder `cfg.out`; return the metrics dict."""
+    t_start = time.perf_counter()
+    cfg, state = _prepare_out(cfg, resume, epochs_given)
+    out = Path(cfg.out).expanduser()
+    if cfg.arch not in ARCHS:
+        raise DataError(f"unknown --arch {cfg.arch!r} (choose from {', '.join(ARCHS)})")
+    if cfg.precision not in PRECISIONS:
+        raise DataError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    source = open_source(cfg.data, cache_root)
+    classes = check_classes(cfg.classes, source.classes) if cfg.classes else list(source.classes)
+    cfg.classes = classes
+    cfg.lr = float(cfg.lr if cfg.lr is not None else default_lr(cfg.arch, cfg.weights))
+    cfg.data = str(Path(cfg.data).expanduser().resolve())
+    train_name = "train" if "train" in source.splits else source.splits[0]
+    test_name = "test" if "test" in source.splits and train_name != "test" else None
+    keras.utils.set_random_seed(cfg.seed)
+
+    train_split = load_split(source, train_name, cache_root)
+    test_split = load_split(source, test_name, cache_root) if test_name else None
+    if not resume:
+        write_report(build_report(source, cache_root, progress=False), out)
+    pool = select(train_split.labels, train_split.classes, classes, cfg.negatives, cfg.limit, cfg.seed)
+    if "val" in source.splits:
+        val_split = load_split(source, "val", cache_root)
+        train_sel = pool
+        val_sel = select(val_split.labels, val_split.classes, classes, cfg.negatives)
+    else:
+        val_split = train_split
+        train_sel, val_sel = split_train_val(pool, cfg.val_split, cfg.seed)
+    if len(train_sel) == 0:
+        raise DataError(f"no training images for classes {classes} in {cfg.data}")
+    size = tuple(cfg.input_size)
+
+    old_policy = keras.mixed_precision.global_policy()
+    strategy = _strategy(cfg.distribute)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise DataError(f"--batch-size {cfg.batch_size} must be a multiple of the "
+                        f"{replicas} replicas")
+    if replicas > 1:
+        # uneven per-replica shares of a partial batch fail in TF (empty share on
+        # CPU, AddN shape mismatch in evaluation): drop the training remainder and
+        # trim validation to a multiple of the replica count
+        val_sel = val_sel.take(np.arange(len(val_sel) - len(val_sel) % replicas))
+    drop_train = replicas > 1 and len(train_sel) >= cfg.batch_size
+    train_ds = make_dataset(train_split, train_sel, size, cfg.batch_size, training=True,
+                            mixup_alpha=cfg.mixup_alpha, seed=cfg.seed, drop_remainder=drop_train)
+    val_ds = make_dataset(val_split, val_sel, size, cfg.batch_size) if len(val_sel) else None
+    monitor = "val_loss" if val_ds is not None else "loss"
+
+    config = {**asdict(cfg), "input_size": list(size), "classes": classes,
+              "model": cfg.model_kwargs(len(classes)), "source_kind": source.kind,
+              "train_split": train_name, "test_split": test_name,
+              "n_train": len(train_sel), "n_val": len(val_sel),
+              "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                           "python": sys.version.split()[0]},
+              "created": state.get("created") or datetime.now(UTC).isoformat(timespec="seconds")}
+    state.setdefault("created", config["created"])
+    _write_json(out / "config.json", config)
+
+    tracker = open_tracker(cfg.mlflow_uri, out, out.name, run_id=state.get("mlflow_run_id"))
+    state["mlflow_run_id"] = tracker.run_id
+    if not resume:
+        tracker.log_params({k: v for k, v in config.items() if k not in ("versions",)})
+
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    status = "FAILED"
+    try:
+        with strategy.scope():
+            if resume:
+                import training.layers  # noqa: F401
+
+                model = keras.models.load_model(out / "last.keras")
+                model.jit_compile = use_jit(cfg.jit_compile)
+            else:
+                model = build_model(weights=cfg.weights, **cfg.model_kwargs(len(classes)))
+                compile_model(model, cfg.lr, len(classes), cfg.weight_decay, cfg.jit_compile)
+        run_state = _RunState(out, state, monitor)
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor, save_best_only=True,
+                                            initial_value_threshold=state.get("best")),
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=2, min_lr=1e-6),
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience,
+                                          restore_best_weights=True),
+            keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+            run_state, tracker.callback()]
+        initial = int(state.get("epoch", 0))
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial,
+                         callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
+        epochs_now = len(hist.history.get("loss", []))
+
+        import training.layers  # noqa: F401
+
+        if (out / "best.keras").exists():
+            best = keras.models.load_model(out / "best.keras", compile=False)
+            best.jit_compile = use_jit(cfg.jit_compile)
+        else:
+            best = model
+        if test_split is not None:
+            test_sel = select(test_split.labels, test_split.classes, classes, cfg.negatives)
+            eval_split, test_source = test_split, "test"
+        else:
+            test_sel, eval_split, test_source = val_sel, val_split, "val"
+        probs = predict_arrays(best, eval_split, test_sel, size, cfg.batch_size)
+        test = score(test_sel.targets, probs, test_sel.known)
+        state["train_s"] = state.get("train_s", 0.0) + run_state.train_s
+        state["images"] = state.get("images", 0) + len(train_sel) * epochs_now
+        state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - t_start
+        state["finished"] = True
+        metrics = {"test": test, "test_source": test_source, "epochs_run": state.get("epoch", 0),
+                   "best_epoch": state.get("best_epoch"), "best_" + monitor: state.get("best"),
+                   "wall_time_s": round(state["wall_s"], 2),
+                   "train_time_s": round(state["train_s"], 2),
+                   "images_per_s": round(state["images"] / max(state["train_s"], 1e-9), 1),
+                   "n_train": len(train_sel), "n_val": len(val_sel), "n_test": len(test_sel),
+                   "precision": cfg.precision, "distribute": cfg.distribute,
+                   "replicas": replicas}
+        _write_json(out / "metrics.json", metrics)
+        _write_json(out / "state.json", state)
+        from training.plots import training_curves
+
+        training_curves(out / "history.csv", out / "curves.png")
+        tracker.log_metrics({f"test_{k}": v for k, v in test.items()}, step=metrics["epochs_run"])
+        tracker.log_metrics({"images_per_s": metrics["images_per_s"],
+                             "wall_time_s": metrics["wall_time_s"]}, step=metrics["epochs_run"])
+        tracker.log_artifacts(out)
+        status = "FINISHED"
+        return metrics
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        keras.mixed_precision.set_global_policy(old_policy)
+        tracker.end(status)

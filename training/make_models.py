@@ -19,8 +19,13 @@ from pathlib import Path
 import click
 
 
+def _shown(cmd: list[str]) -> str:
+    """The command as a user types it (`sixview ...`, not the venv's path)."""
+    return shlex.join([Path(cmd[0]).name, *cmd[1:]])
+
+
 def _run(cmd: list[str], log: Path, stages: Path, name: str) -> None:
-    click.echo(f"[make models] {name}: {shlex.join(cmd)}", err=True)
+    click.echo(f"[make models] {name}: {_shown(cmd)}", err=True)
     t0 = time.time()
     with log.open("a") as fh:
         fh.write(f"\n$ {shlex.join(cmd)}\n")
@@ -29,14 +34,20 @@ def _run(cmd: list[str], log: Path, stages: Path, name: str) -> None:
     if rc != 0:
         raise click.ClickException(f"stage {name} failed (exit {rc}); see {log}; rerun `make models` to resume")
     done = json.loads(stages.read_text()) if stages.exists() else {}
-    done[name] = {"command": shlex.join(cmd), "wall_s": round(time.time() - t0, 1),
+    done[name] = {"command": _shown(cmd), "wall_s": round(time.time() - t0, 1),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     stages.write_text(json.dumps(done, indent=2))
 
 
-def _resumable(out: Path, cmd: list[str]) -> list[str] | None:
-    """The command, with --resume if a run was interrupted; None if it finished."""
+def _resumable(out: Path, cmd: list[str], stages: Path, name: str) -> list[str] | None:
+    """The command, with --resume if a run was interrupted; None if it finished
+    (then recorded in `stages` from the run's own metrics if it is not there yet)."""
     if (out / "metrics.json").exists():
+        done = json.loads(stages.read_text()) if stages.exists() else {}
+        if name not in done:
+            wall = json.loads((out / "metrics.json").read_text()).get("wall_time_s", 0.0)
+            done[name] = {"command": _shown(cmd), "wall_s": wall, "finished": "before this make models"}
+            stages.write_text(json.dumps(done, indent=2))
         return None
     return [*cmd, "--resume"] if (out / "last.keras").exists() else cmd
 
@@ -60,11 +71,12 @@ def main(data: Path, runs: Path, models: Path, arch: str, input_size: str, epoch
     cifar, voc_train, voc_val = data / "cifar10-jpg.tar.gz", data / "voc07_train", data / "voc07_val"
 
     cmd = _resumable(std, [*sv, "train", "--data", str(cifar), "--arch", arch, "--input-size", input_size,
-                           "--epochs", str(epochs), "--drop-path", str(drop_path), "--out", str(std)])
+                           "--epochs", str(epochs), "--drop-path", str(drop_path), "--out", str(std)],
+                     stages, "train_standard")
     if cmd:
         _run(cmd, log, stages, "train_standard")
     cmd = _resumable(hd, [*sv, "adapt", "--base", str(std), "--data", str(voc_train), "--val", str(voc_val),
-                          "--epochs", str(adapt_epochs), "--out", str(hd)])
+                          "--epochs", str(adapt_epochs), "--out", str(hd)], stages, "adapt_hd")
     if cmd:
         _run(cmd, log, stages, "adapt_hd")
     for role, run in (("standard", std), ("hd", hd)):

@@ -60,9 +60,11 @@ def _resumable(out: Path, cmd: list[str], stages: Path, name: str) -> list[str] 
 @click.option("--input-size", default="32", show_default=True)
 @click.option("--epochs", default=30, show_default=True, help="Standard training epochs.")
 @click.option("--adapt-epochs", default=15, show_default=True)
+@click.option("--adapt-lr", default=1e-4, show_default=True,
+              help="1e-5 (the reference's) moved voc07_val mAP by +2.3 points for this from-scratch model, 1e-4 by +8.3.")
 @click.option("--drop-path", default=0.1, show_default=True)
 def main(data: Path, runs: Path, models: Path, arch: str, input_size: str, epochs: int, adapt_epochs: int,
-         drop_path: float) -> None:
+         adapt_lr: float, drop_path: float) -> None:
     """Train Standard on CIFAR-10, adapt HD on VOC07, convert, calibrate, evaluate; ship into MODELS."""
     sv = [str(Path(sys.executable).with_name("sixview"))]
     runs.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,7 @@ def main(data: Path, runs: Path, models: Path, arch: str, input_size: str, epoch
     if cmd:
         _run(cmd, log, stages, "train_standard")
     cmd = _resumable(hd, [*sv, "adapt", "--base", str(std), "--data", str(voc_train), "--val", str(voc_val),
-                          "--epochs", str(adapt_epochs), "--out", str(hd)], stages, "adapt_hd")
+                          "--epochs", str(adapt_epochs), "--lr", str(adapt_lr), "--out", str(hd)], stages, "adapt_hd")
     if cmd:
         _run(cmd, log, stages, "adapt_hd")
     for role, run in (("standard", std), ("hd", hd)):

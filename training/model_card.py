@@ -97,6 +97,17 @@ def card(runs: Path, models: Path, bench: Path | None) -> str:
             out.append(f"| CIFAR-10 test top-1 (Keras) | {_p(b['cifar10_test']['top1'])} "
                        f"| {_p(a['cifar10_test']['top1'])} |")
         out.append("")
+    others = sorted(p for p in runs.glob("hd*") if (p / "metrics.json").is_file())
+    if len(others) > 1:
+        out += ["### Adaptation runs compared (selection on voc07_val; percent)", "",
+                "| run | lr | epochs | val mAP six views | val mAP whole | CIFAR-10 top-1 |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for p in others:
+            m, c = _load(p / "metrics.json"), _load(p / "config.json")
+            after = m["after"]
+            out.append(f"| `{p.name}` | {c['adapt']['lr']:g} | {m['epochs_run']} | {_p(m['val_map_after'])} "
+                       f"| {_p(after['photos']['tiling_off']['mAP'])} | {_p(after['cifar10_test']['top1'])} |")
+        out.append("")
     lat = _load(bench) if bench else {}
     if lat:
         cpu = lat.get("machine", {}).get("cpu", "?")

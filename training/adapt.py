@@ -163,6 +163,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
 
     config = {**base.config, "adapt": asdict(cfg), "role": "hd", "base_run": str(Path(cfg.base).resolve()),
               "data": str(Path(cfg.data).resolve()), "val": str(Path(cfg.val).resolve()),
+              "train_split": tsplit.name, "test_split": None,  # sample_images draws photos from `data`
               "known_classes": [c for c, k in zip(classes, known, strict=True) if k],
               "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
               "n_train": len(tsplit), "n_val": len(vsplit),

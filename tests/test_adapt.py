@@ -102,3 +102,5 @@ def test_tiny_adaptation_end_to_end(tmp_path):
     assert set(m["before"]) == {"photos", "cifar10_test"} and set(m["after"]) == {"photos", "cifar10_test"}
     assert 0.0 <= m["val_map_after"] <= 1.0 and "green" not in m["after"]["photos"]["tiling_on"]["ap"]
     assert "CIFAR-10 test top1" in (out / "report.md").read_text()
+    from training.runs import sample_images  # the converter verifies HD on its own photos
+    assert sample_images(cfg, 3).shape == (3, 32, 32, 3)

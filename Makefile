@@ -33,11 +33,13 @@ models: $(VENV)/.dev
 	$(PY) -m training.make_models
 
 # Latency, pipeline and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
-BENCH_KERAS ?=
+# The reference-path comparison needs the Keras checkpoint the HD model came from (from make models).
+BENCH_KERAS ?= runs/hd/best.keras
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.latency
 	$(PY) -m benchmarks.pipeline
-	$(PY) -m benchmarks.reference $(if $(BENCH_KERAS),--keras $(BENCH_KERAS))
+	$(if $(wildcard $(BENCH_KERAS)),$(PY) -m benchmarks.reference --keras $(BENCH_KERAS) --onnx models/hd.onnx,\
+	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check edge convert training benchmarks tests

@@ -217,7 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scan-dir", default=None, help="folder to scan (default ../shared/data/voc07_val/images)")
     p.add_argument("--limit", type=int, default=300, help="images to scan at most (default 300)")
     p.add_argument("--workers", type=int, default=2, help="scan decode threads (default 2, as sixview scan)")
-    p.add_argument("--scan-batch", type=int, default=1, help="images per model call in the scan (default 1)")
+    p.add_argument("--scan-batch", type=int, default=8, help="images per model call in the scan (as sixview scan)")
     p.add_argument("--no-scan", action="store_true", help="skip the scan throughput measurement")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
     p.add_argument("--quick", action="store_true",

@@ -50,7 +50,7 @@ def main(images: str, models_dir: Path, out: Path) -> None:
     engine = Engine(models_dir)
     results = out / "results.jsonl"
     with JsonlSink(results) as sink:
-        summary = scan(files, engine, sink.write, out / "annotated", batch_images=1, workers=2,
+        summary = scan(files, engine, sink.write, out / "annotated", batch_images=8, workers=2,
                        roots=[str(folder)])
     click.echo(f"scanned {folder}")
     click.echo(summary.text())

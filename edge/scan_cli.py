@@ -24,8 +24,8 @@ from .scan import scan as run_scan
 @click.option("--resume", is_flag=True, help="Skip images that already have a record in --out; append.")
 @click.option("--shard", default=None, metavar="I/N",
               help="Process only shard I of N (0-based; deterministic), e.g. for array jobs.")
-@click.option("--batch", "batch_images", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Images per ONNX Runtime call (each image is six views).")
+@click.option("--batch", "batch_images", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per ONNX Runtime call (six views each; 8 scanned voc07_val 1.6x faster than 1).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decoding threads (decoding overlaps inference).")
 @engine_options

@@ -27,25 +27,11 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def _images(size: tuple[int, int], n: int, folder: str) -> np.ndarray:
-    import cv2
+    from convert.verify import images_from_dir
 
-    files = sorted((DATA / folder / "images").glob("*.jpg"))
-    if not files:
+    if not (DATA / folder / "images").is_dir():
         return np.random.default_rng(0).uniform(0, 255, (n, *size, 3)).astype(np.uint8)
-    pick = [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
-    return np.stack([cv2.resize(cv2.imread(str(f)), size[::-1], interpolation=cv2.INTER_AREA)[:, :, ::-1]
-                     for f in pick])
-
-
-def _perturb(model, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    ws = []
-    for w in model.get_weights():
-        if w.size > 1 and np.all(w == w.flat[0]):
-            w = (rng.uniform(-0.5, 0.5, w.shape) + (1.0 if w.flat[0] == 1 else 0.0)).astype(w.dtype)
-        ws.append(w)
-    model.set_weights(ws)
-    return model
+    return images_from_dir(DATA / folder / "images", size, n)
 
 
 def _build(name: str, size: int):
@@ -68,8 +54,9 @@ def measure(name: str, size: int, runs: int, calib: int) -> dict:
     from convert.optimize import optimize, ort_node_count
     from convert.timing import compare_latency
     from convert.verify import keras_scores, run_onnx
+    from training.synthetic import randomize_constant_weights
 
-    model = _perturb(_build(name, size))
+    model = randomize_constant_weights(_build(name, size))
     t0 = time.perf_counter()
     raw = export_onnx(model, (size, size), optimize_graph=False)
     t_export = time.perf_counter() - t0

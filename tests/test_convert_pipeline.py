@@ -23,34 +23,17 @@ from convert.api import convert_model  # noqa: E402
 from convert.export import export_onnx, unsupported_ops  # noqa: E402
 from convert.int8 import int8_earned, quantize_int8  # noqa: E402
 from convert.metadata import build_provenance, read_meta  # noqa: E402
-from convert.verify import VerificationError, run_onnx  # noqa: E402
+from convert.verify import VerificationError, images_from_dir, run_onnx  # noqa: E402
 from edge.metadata import ModelMeta  # noqa: E402
+from training.synthetic import randomize_constant_weights  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def perturb(model: keras.Model, seed: int = 0) -> keras.Model:
-    """Replace constant-initialised weights (zero biases/betas, unit gammas, 1e-6 layer
-    scales) by random values, so every add/scale is real and blocks matter."""
-    rng = np.random.default_rng(seed)
-    ws = []
-    for w in model.get_weights():
-        if w.size > 1 and np.all(w == w.flat[0]):
-            w = (rng.uniform(-0.5, 0.5, w.shape) + (1.0 if w.flat[0] == 1 else 0.0)).astype(w.dtype)
-        ws.append(w)
-    model.set_weights(ws)
-    return model
-
-
 def real_images(size: tuple[int, int], n: int, folder: str = "voc07_val") -> np.ndarray:
     """n real photos resized to `size` (uint8 RGB); synthetic scenes when ../shared/data is absent."""
-    import cv2
-
-    files = sorted((SHARED_DATA / folder / "images").glob("*.jpg"))
-    if files:
-        pick = [files[i] for i in np.linspace(0, len(files) - 1, n).round().astype(int)]
-        return np.stack([cv2.resize(cv2.imread(str(f)), size[::-1], interpolation=cv2.INTER_AREA)[:, :, ::-1]
-                         for f in pick])
+    if (SHARED_DATA / folder / "images").is_dir():
+        return images_from_dir(SHARED_DATA / folder / "images", size, n)
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:size[0], 0:size[1]] / max(size)
     out = []
@@ -65,7 +48,7 @@ def edge_model(size=(32, 32)) -> keras.Model:
     keras.utils.set_random_seed(0)
     m = models.build_model("convnext-edge", len(CLASSES), size, weights="none", width_scale=0.5,
                            depths=(1, 1, 2, 1), head_width=64)
-    return perturb(m)
+    return randomize_constant_weights(m)
 
 
 @pytest.fixture(scope="module")

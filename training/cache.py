@@ -23,29 +23,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from edge.decode import DecodeError, decode
 from training.datasets import DataSource, Record, default_cache_root
 
 CACHE_VERSION = 1
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode image bytes to an (H, W, 3) uint8 RGB array; None when undecodable."""
-    buf = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        try:  # formats OpenCV lacks (e.g. GIF)
-            import io
-
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data)) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except Exception:
-            return None
-    return np.ascontiguousarray(img[:, :, ::-1])
+    """Decode image bytes to an (H, W, 3) uint8 RGB array exactly as the runtime does
+    (edge.decode: EXIF, alpha, 16-bit, palette...); None when undecodable."""
+    try:
+        return np.ascontiguousarray(decode(data).bgr[:, :, ::-1])
+    except DecodeError:
+        return None
 
 
 @dataclass

@@ -98,3 +98,17 @@ def write_labels_csv(root: Path, rows: Sequence[tuple[str, Sequence[str]]],
         lines.append(f"{rel},{'|'.join(labels)}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     return root / "labels.csv"
+
+
+def randomize_constant_weights(model, seed: int = 0):
+    """Replace constant-initialised weights (zero biases/betas, unit gammas, 1e-6 layer
+    scales) by random values, so that every add and scale of an untrained model matters
+    (for conversion parity checks and latency runs). Returns the model."""
+    rng = np.random.default_rng(seed)
+    ws = []
+    for w in model.get_weights():
+        if w.size > 1 and np.all(w == w.flat[0]):
+            w = (rng.uniform(-0.5, 0.5, w.shape) + (1.0 if w.flat[0] == 1 else 0.0)).astype(w.dtype)
+        ws.append(w)
+    model.set_weights(ws)
+    return model

@@ -113,16 +113,25 @@ def photo_report(model: keras.Model, cb: SixViewMAP, classes: list[str], thresho
     return out
 
 
-def _freeze(model: keras.Model, stages: int) -> int:
-    """Freeze the stem and the first `stages - 1` ConvNeXt stages; return how many layers."""
-    if stages <= 0:
-        return 0
+def _is_early(name: str, stages: int) -> bool:
+    if name.startswith("lite0"):
+        from training.efficientnet import lite0_stage
+
+        stage = lite0_stage(name)
+        return stage is not None and stage < stages - 1
     early = range(stages - 1)
     prefixes = ["stem", *(f"stage_{i}_" for i in early), *(f"downsampling_conv_{i}" for i in early),
                 *(f"downsampling_layernorm_{i}" for i in early)]
+    return any(p in name for p in prefixes)
+
+
+def _freeze(model: keras.Model, stages: int) -> int:
+    """Freeze the stem and the first `stages - 1` backbone stages (ConvNeXt: 4 stages,
+    EfficientNet-Lite0: 7), and every batch norm (its statistics and scales stay as
+    trained: batches of 32 crops are too small to re-estimate them); return how many layers."""
     frozen = 0
     for layer in model.layers:
-        if any(p in layer.name for p in prefixes):
+        if isinstance(layer, keras.layers.BatchNormalization) or (stages > 0 and _is_early(layer.name, stages)):
             layer.trainable = False
             frozen += 1
     return frozen

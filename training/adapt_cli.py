@@ -20,8 +20,9 @@ from training.errors import UserError  # noqa: E402
 @click.option("--lr", type=float, default=1e-5, show_default=True, help="AdamW learning rate (tiny: keep features).")
 @click.option("--epochs", type=int, default=15, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--freeze-stages", type=click.IntRange(0, 4), default=0, show_default=True,
-              help="Freeze the stem and the first N-1 stages (0: all layers trainable).")
+@click.option("--freeze-stages", type=click.IntRange(0, 8), default=0, show_default=True,
+              help="Freeze the stem and the first N-1 backbone stages (ConvNeXt has 4, EfficientNet-Lite0 7; "
+                   "0: all layers trainable). Batch norms always stay frozen.")
 @click.option("--ignore-class", "ignore_classes", multiple=True,
               help="A class the set labels but the model lacks, to drop (repeatable).")
 @click.option("--unlabelled-classes", default=None,

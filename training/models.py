@@ -31,6 +31,9 @@ ARCHS: dict[str, dict] = {
     "convnext-base": {"depths": (3, 3, 27, 3), "widths": (128, 256, 512, 1024)},
     "convnext-edge": {"depths": (2, 2, 6, 2), "widths": (32, 64, 128, 256)},
 }
+# ImageNet-pretrained edge backbone ported from PyTorch weights (training/efficientnet.py)
+EFFICIENTNETS = ("efficientnet-lite0",)
+ALL_ARCHS = (*ARCHS, *EFFICIENTNETS)
 KERAS_APPS = {"convnext-tiny": "ConvNeXtTiny", "convnext-small": "ConvNeXtSmall",
               "convnext-base": "ConvNeXtBase"}
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -94,8 +97,10 @@ def build_model(arch: str, num_classes: int, input_size: int | Sequence[int] = 2
     `.weights.h5`/`.h5` file). `width_scale`/`depths` shrink the design (tests).
     Uses the current global Keras dtype policy (set it for mixed precision).
     """
+    if arch in EFFICIENTNETS:
+        return _build_efficientnet(num_classes, _size(input_size), weights, head_width, drop_path, dropout)
     if arch not in ARCHS:
-        raise WeightsError(f"unknown --arch {arch!r} (choose from {', '.join(ARCHS)})")
+        raise WeightsError(f"unknown --arch {arch!r} (choose from {', '.join(ALL_ARCHS)})")
     spec = ARCHS[arch]
     widths = scaled_widths(spec["widths"], width_scale)
     depths = tuple(depths or spec["depths"])
@@ -131,6 +136,28 @@ def build_model(arch: str, num_classes: int, input_size: int | Sequence[int] = 2
     elif source not in ("none", ""):
         load_weights_file(model, Path(source).expanduser(), arch)
     return model
+
+
+def _build_efficientnet(num_classes: int, size: tuple[int, int], weights: str | Path, head_width: int,
+                        drop_path: float, dropout: float) -> keras.Model:
+    from training.efficientnet import build_lite0, load_torch_weights
+
+    if min(size) < 32:
+        raise ValueError(f"input size must be at least 32x32, got {size[0]}x{size[1]}")
+    model = build_lite0(num_classes, size, head_width=head_width, drop_path=drop_path, dropout=dropout)
+    source = str(weights)
+    if source == "imagenet":
+        load_torch_weights(model)
+    elif source.endswith(".pth"):
+        load_torch_weights(model, Path(source).expanduser())
+    elif source not in ("none", ""):
+        load_weights_file(model, Path(source).expanduser(), "efficientnet-lite0")
+    return model
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers below the classification head (`head_*` and `predictions` excluded)."""
+    return [layer for layer in model.layers if not layer.name.startswith(("head_", "predictions"))]
 
 
 def weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:

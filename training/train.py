@@ -27,7 +27,7 @@ from training.datasets import open_source  # noqa: E402
 from training.errors import DataError, RunError  # noqa: E402
 from training.labels import check_classes, select, split_train_val  # noqa: E402
 from training.metrics import score  # noqa: E402
-from training.models import ARCHS, build_model, default_lr, use_jit  # noqa: E402
+from training.models import ALL_ARCHS, backbone_layers, build_model, default_lr, use_jit  # noqa: E402
 from training.pipeline import make_dataset, predict_arrays  # noqa: E402
 from training.report import build_report, write_report  # noqa: E402
 from training.tracking import open_tracker  # noqa: E402
@@ -62,6 +62,7 @@ class TrainConfig:
     width_scale: float = 1.0
     depths: list[int] | None = None
     mixup_alpha: float = 0.2
+    freeze_backbone: bool = False
     patience: int = 5
     cache_dir: str | None = None
     jit_compile: str = "auto"
@@ -172,8 +173,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
     t_start = time.perf_counter()
     cfg, state = _prepare_out(cfg, resume, epochs_given)
     out = Path(cfg.out).expanduser()
-    if cfg.arch not in ARCHS:
-        raise DataError(f"unknown --arch {cfg.arch!r} (choose from {', '.join(ARCHS)})")
+    if cfg.arch not in ALL_ARCHS:
+        raise DataError(f"unknown --arch {cfg.arch!r} (choose from {', '.join(ALL_ARCHS)})")
     if cfg.precision not in PRECISIONS:
         raise DataError(f"--precision must be one of {', '.join(PRECISIONS)}")
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
@@ -245,6 +246,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
                 model.jit_compile = use_jit(cfg.jit_compile)
             else:
                 model = build_model(weights=cfg.weights, **cfg.model_kwargs(len(classes)))
+                if cfg.freeze_backbone:  # transfer learning, first step: train the head only
+                    for layer in backbone_layers(model):
+                        layer.trainable = False
                 compile_model(model, cfg.lr, len(classes), cfg.weight_decay, cfg.jit_compile)
         run_state = _RunState(out, state, monitor)
         callbacks = [

@@ -68,6 +68,43 @@ def test_pipeline_quick(tmp_path):
     assert (tmp_path / "pipeline.md").is_file() and (tmp_path / "pipeline.png").is_file()
 
 
+def test_backbones_quick(tmp_path):
+    from benchmarks.backbones import main
+    from convert.toy import save_colour_model
+
+    for name, side in (("a", 32), ("b", 48)):  # two recipes with different input sizes
+        save_colour_model(tmp_path / name / "hd.onnx", role="hd", input_size=(side, side))
+    assert main(["--quick", "--recipe", f"a={tmp_path / 'a'}", "--recipe", f"b={tmp_path / 'b'}",
+                 "--out", str(tmp_path)]) == 0
+    data = _load(tmp_path / "backbones.json")
+    assert data["benchmark"] == "backbones" and data["quick"] is True
+    assert data["settings"]["real_inputs"] is False  # sizes differ: noise inputs, still one interleaved run
+    assert [r["name"] for r in data["recipes"]] == ["a", "b"]
+    assert [r["input_size"] for r in data["recipes"]] == [[32, 32], [48, 48]]
+    for r in data["recipes"]:
+        assert set(r["file_mb"]) == {"fp32", "int8"} and r["params"] > 0
+        for p in ("fp32", "int8"):
+            assert r["latency_ms"][p]["runs"] == 10 and r["latency_ms"][p]["batch"] == 6
+            assert {"mean", "p50", "p95"} <= set(r["latency_ms"][p])
+            assert 0 <= r["map"][p]["six_views"] <= 1 and 0 <= r["map"][p]["whole"] <= 1
+        assert r["eval"]["int8"]["model"].endswith("hd.int8.onnx") and r["images"] == 16
+        assert r["int8_speedup"] == pytest.approx(r["latency_ms"]["fp32"]["mean"] / r["latency_ms"]["int8"]["mean"])
+    md = (tmp_path / "backbones.md").read_text()
+    assert md.startswith("# Backbones") and "Absolute times vary" in md and "| b | 48x48 |" in md
+
+
+def test_backbones_quick_toy_and_usage_errors(tmp_path, capsys):
+    from benchmarks.backbones import main
+
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    r = _load(tmp_path / "backbones.json")["recipes"][0]
+    assert r["name"] == "toy" and r["map"]["fp32"]["six_views"] > 0.5  # the toy sees its colours
+    assert main(["--out", str(tmp_path)]) == 2
+    assert main(["--recipe", "x", "--recipe", f"a={tmp_path}", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "NAME=DIR" in err and "hd.onnx" in err
+
+
 def test_scripts_run_as_files_with_help():
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "latency.py"), "--help"],
                          capture_output=True, text=True, timeout=60, cwd=REPO.parent)

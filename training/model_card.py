@@ -158,7 +158,7 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
             "held out; HD on voc07_val. Figures at thresholds on voc07_val are therefore optimistic for HD; "
             "mAP does not depend on thresholds.", ""]
     bb = _load(backbones) if backbones else {}
-    lat = {r["recipe"]: r.get("latency_ms", {}) for r in bb.get("results", [])}
+    lat = {r["name"]: r.get("latency_ms", {}) for r in bb.get("recipes", [])}
     if recipes:
         out += ["## Backbones side by side (percent; ms)", "",
                 "CIFAR-10 top-1: Standard, whole image. mAP: six views / whole image on voc07_val. Small-object "

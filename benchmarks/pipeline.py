@@ -4,10 +4,11 @@ Frames: a VOC photo (about 500x375, from ../shared/data/voc07_val/images or
 --photo) and the same photo upscaled to 1920x1080 and 3840x2160, all JPEG
 bytes in memory. Each frame runs through the runtime's own calls (the same as
 `sixview scan`): `edge.decode.decode` (reduced JPEG decoding chosen from the
-model's size), `Engine.prepare` (six views rendered), `Engine.classify`
-(batch fill, inference, merge and decision), --warmup untimed and --runs
-timed times. Per stage: mean, std, p50..p99. Pipeline efficiency =
-inference / (total - decode), goals 0.90 (VOC) and 0.85 (1080p).
+model's size), `Engine.prepare` (six views rendered and converted to the
+model's float RGB input), `Engine.classify` (batch, inference, merge and
+decision), --warmup untimed and --runs timed times. Per stage: mean, std,
+p50..p99. Pipeline efficiency = inference / (total - decode), goals 0.90 (VOC)
+and 0.85 (1080p).
 
 Then `edge.scan.scan` over a folder (default the voc07_val photos, --limit)
 with decoding in worker threads: images/s against the ideal 1000 / (inference
@@ -61,8 +62,8 @@ SCAN_GOAL = 0.90
 
 
 def time_frame(engine: Engine, role: str, data: bytes) -> dict[str, float]:
-    """One frame through decode -> prepare -> classify; ms per stage. `batch` is the copy
-    of the views into the float batch (inside classify, outside the model call)."""
+    """One frame through decode -> prepare -> classify; ms per stage. `batch` is what classify
+    spends outside the model call and the merge (packing the batch, building the verdict)."""
     meta = engine.model(role).meta
     t0 = time.perf_counter()
     decoded = decode(data, lambda w, h: (meta.view_fraction, meta.input_size))
@@ -134,7 +135,8 @@ def markdown(result: dict[str, Any]) -> str:
     text = ["# Six-view pipeline\n", machine_md(result["machine"]),
             f"\nModel `{s['model']}` ({s['precision']}, {result['provider']}, threads {s['threads'] or 'default'},"
             f" input {s['input_size'][0]}x{s['input_size'][1]}); {s['warmup']} warm-up and {s['runs']} timed"
-            " frames each. Stage times: mean ms (p95). `batch` = copy of the views into the float batch."
+            " frames each. Stage times: mean ms (p95). `preprocess` = six views rendered and converted to float RGB;"
+            " `batch` = the rest of classify outside the model and the merge (batch packing, verdict)."
             " Efficiency = infer / (total - decode), from the means.\n\n"]
     rows = []
     for f in result["frames"]:

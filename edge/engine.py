@@ -7,6 +7,7 @@ worker threads while the main thread runs the model.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 from .decode import Decoded
 from .merge import Decision, decide_image, resolve_thresholds
 from .model import Model, model_file, open_model
-from .preprocess import BatchBuffer, render_views
+from .preprocess import BatchBuffer, model_input, render_views
 from .tiling import View, view_boxes
 
 ENGINES = ("auto", "standard", "hd")
@@ -32,6 +33,13 @@ def route(width: int, height: int, engine: str = "auto") -> str:
     return "standard" if min(width, height) <= THUMBNAIL_MAX_SIDE else "hd"
 
 
+@functools.lru_cache(maxsize=256)
+def _views(width: int, height: int, fraction: float, tiling: bool) -> tuple[tuple[View, ...], tuple[str, ...]]:
+    """`view_boxes` and the views' names, computed once per image size (frames of a stream share them)."""
+    views = tuple(view_boxes(width, height, fraction, tiling))
+    return views, tuple(v.name for v in views)
+
+
 @dataclass
 class Prepared:
     """An image's views, rendered for its engine, waiting for inference."""
@@ -40,8 +48,9 @@ class Prepared:
     width: int
     height: int
     views: list[View]
-    pixels: np.ndarray  # (views, h, w, 3) uint8 BGR
+    pixels: np.ndarray  # (views, h, w, 3) float32 RGB 0..255: the model's input
     timings_ms: dict[str, float] = field(default_factory=dict)
+    view_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -95,28 +104,34 @@ class Engine:
         role = role or route(decoded.width, decoded.height, self.engine)
         meta = self.model(role).meta
         h, w = decoded.bgr.shape[:2]
-        views = view_boxes(w, h, meta.view_fraction, self.tiling)
-        pixels = render_views(decoded.bgr, views, meta.input_size)
+        views, names = _views(w, h, meta.view_fraction, self.tiling)
+        pixels = model_input(render_views(decoded.bgr, views, meta.input_size))
         timings = dict(timings_ms or {})
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
-        return Prepared(role, decoded.width, decoded.height, views, pixels, timings)
+        return Prepared(role, decoded.width, decoded.height, list(views), pixels, timings, names)
 
     def view_scores(self, items: list[Prepared]) -> tuple[list[np.ndarray], list[float]]:
         """Raw per-view scores (views, classes) for each item, one model call per role,
         and each item's share of its call's inference time in ms."""
         scores: list[np.ndarray] = [np.empty(0)] * len(items)
         infer_ms = [0.0] * len(items)
-        for role in sorted({p.role for p in items}):
-            idx = [i for i, p in enumerate(items) if p.role == role]
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(items):
+            groups.setdefault(p.role, []).append(i)
+        for role in sorted(groups):
+            idx = groups[role]
             model = self.model(role)
-            buf = self._buffers.setdefault(role, BatchBuffer(6 * len(idx), model.meta.input_size))
-            buf.clear()
-            rows = [buf.add(items[i].pixels) for i in idx]
+            if role not in self._buffers:
+                self._buffers[role] = BatchBuffer(6 * len(idx), model.meta.input_size)
+            batch = self._buffers[role].pack([items[i].pixels for i in idx])
             t0 = time.perf_counter()
-            out = model(buf.batch())
+            out = model(batch)
             ms = (time.perf_counter() - t0) * 1e3 / len(idx)
-            for i, r in zip(idx, rows, strict=True):
-                scores[i], infer_ms[i] = out[r], ms
+            start = 0
+            for i in idx:
+                n = len(items[i].pixels)
+                scores[i], infer_ms[i] = out[start:start + n], ms
+                start += n
         return scores, infer_ms
 
     def classify(self, items: list[Prepared]) -> list[Verdict]:
@@ -128,7 +143,7 @@ class Engine:
             model = self.model(p.role)
             meta = model.meta
             thresholds, named = self._thresholds(p.role)
-            names = tuple(v.name for v in p.views)
+            names = p.view_names or tuple(v.name for v in p.views)
             decision = decide_image(scores, meta.classes, names, thresholds, meta.fallback_min_score)
             timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
             verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, self.tiling,

@@ -24,18 +24,19 @@ def record(key: str, value: Any, verdict: Verdict | None = None, *, width: int |
     """One result record; `key` is "path" or "frame". Without a verdict it is an error record."""
     timings = dict(verdict.timings_ms if verdict else (timings_ms or {}))
     timings["total"] = sum(v for k, v in timings.items() if k != "total")
-    rec: dict[str, Any] = {key: value, "width": width, "height": height}
+    rec: dict[str, Any]
     if verdict is not None:
         d = verdict.decision
-        rec.update(engine=verdict.role, provider=verdict.provider, precision=verdict.precision,
-                   tiling=verdict.tiling, labels=d.labels, scores=d.scores, views=d.views,
-                   thresholds=verdict.thresholds)
+        rec = {key: value, "width": width, "height": height, "engine": verdict.role, "provider": verdict.provider,
+               "precision": verdict.precision, "tiling": verdict.tiling, "labels": d.labels, "scores": d.scores,
+               "views": d.views, "thresholds": verdict.thresholds}
     else:
-        rec.update(engine=None, provider=None, precision=None, tiling=None, labels=[],
-                   scores={}, views={}, thresholds={})
+        rec = {key: value, "width": width, "height": height, "engine": None, "provider": None, "precision": None,
+               "tiling": None, "labels": [], "scores": {}, "views": {}, "thresholds": {}}
     rec["timings_ms"] = {k: round(v, 3) for k, v in timings.items()}
     rec["error"] = error
-    rec.update(extra)
+    if extra:
+        rec.update(extra)
     return rec
 
 

@@ -36,3 +36,55 @@ def test_decide_image_names_views():
     assert d.labels == ["cat", "dog"]
     assert d.views == {"cat": "centre", "dog": "whole"}
     assert d.scores == pytest.approx({"cat": 0.8, "dog": 0.6})
+
+
+def _reference(s, classes, names, thresholds, fallback_min):
+    """decide_image spelled with the numpy building blocks it must agree with."""
+    merged, winner = merge_max(s)
+    chosen = decide(merged, thresholds, fallback_min)
+    return ({c: round(float(x), 6) for c, x in zip(classes, merged, strict=True)},
+            {c: names[w] for c, w in zip(classes, winner, strict=True)}, [classes[i] for i in chosen])
+
+
+def _same_floats(a: dict, b: dict) -> bool:
+    pairs = zip(a.values(), b.values(), strict=True)
+    return a.keys() == b.keys() and all((x == y and np.signbit(x) == np.signbit(y)) or (x != x and y != y)
+                                        for x, y in pairs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_decide_image_agrees_with_merge_max_and_decide(dtype):
+    rng = np.random.default_rng(0)
+    for trial in range(1500):
+        v, c = int(rng.integers(1, 7)), int(rng.integers(1, 12))
+        kind = trial % 4
+        if kind == 0:  # ties, threshold and fallback edges, negative zero
+            s = rng.choice([0.0, -0.0, 0.2, 0.19999999, 0.20000001, 0.3, 0.5, 1.0], (v, c))
+        elif kind == 1:  # nothing passes: the fallback decides
+            s = rng.random((v, c)) * 0.35
+        elif kind == 2:  # NaN scores (a broken model) behave as numpy's argmax treats them
+            s = rng.random((v, c))
+            s[rng.random((v, c)) < 0.15] = np.nan
+        else:
+            s = rng.random((v, c))
+        s = s.astype(dtype)
+        th = rng.choice([0.0, 0.2, 0.3, 0.5, 1.0], c).astype(np.float32 if trial % 3 else np.float64)
+        fb = (0.2, 0.0, 0.25)[trial % 3]
+        classes, names = tuple(f"c{i}" for i in range(c)), tuple(f"v{i}" for i in range(v))
+        scores, views, labels = _reference(s, classes, names, th, fb)
+        d = decide_image(s, classes, names, th, fb)
+        assert d.labels == labels and d.views == views and _same_floats(d.scores, scores), (s, th, fb)
+
+
+def test_decide_image_rounding_matches_round():
+    # float32 scores: round(s * 1e6) / 1e6 must give round(s, 6) exactly, ties (k / 128) included
+    rng = np.random.default_rng(1)
+    s = np.concatenate([rng.random(20000, dtype=np.float32), np.arange(129, dtype=np.float32) / 128,
+                        rng.random(5000, dtype=np.float32) * 1e-5, np.float32([1e-45, 1.0, 4.9999997e-7])])
+    d = decide_image(s[None, :], tuple(map(str, range(s.size))), ("whole",), np.ones(s.size, np.float32), 0.2)
+    assert list(d.scores.values()) == [round(float(x), 6) for x in s]
+
+
+def test_decide_image_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        decide_image(np.zeros((0, 3), np.float32), ("a", "b", "c"), (), np.zeros(3, np.float32), 0.2)

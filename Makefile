@@ -28,18 +28,23 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
-# The shipped models, end to end on ../shared/data (hours on a CPU; every stage resumes).
+# The shipped models, end to end on ../shared/data (hours on a CPU; every stage resumes):
+# every backbone recipe in runs/<backbone>/, then SHIP's models copied into models/.
+SHIP ?= efficientnet-lite0
 models: $(VENV)/.dev
-	$(PY) -m training.make_models
+	$(PY) -m training.make_models --ship $(SHIP)
 
 # Latency, pipeline and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
-# The reference-path comparison needs the Keras checkpoint the HD model came from (from make models).
-BENCH_KERAS ?= runs/hd/best.keras
+# The reference-path comparison needs the Keras checkpoint the HD model came from, and the
+# backbone comparison the runs of every recipe (both from make models).
+BENCH_KERAS ?= runs/$(SHIP)/hd/best.keras
+BACKBONES := $(foreach r,convnext-edge efficientnet-lite0,$(if $(wildcard runs/$(r)/calibrated/hd.onnx),--recipe $(r)=runs/$(r)/calibrated))
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.latency
 	$(PY) -m benchmarks.pipeline
 	$(if $(wildcard $(BENCH_KERAS)),$(PY) -m benchmarks.reference --keras $(BENCH_KERAS) --onnx models/hd.onnx,\
 	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
+	$(if $(BACKBONES),$(PY) -m benchmarks.backbones $(BACKBONES),@echo "bench: backbones skipped: no runs/<backbone>/calibrated (run make models)")
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check edge convert training benchmarks tests

@@ -81,19 +81,24 @@ def _photos(root, n=16, seed=0):
     (root / "classes.txt").write_text("blue\nred\n")
 
 
-def test_tiny_adaptation_end_to_end(tmp_path):
+ARCHS = {"convnext-edge": ({"width_scale": 0.25, "depths": [1, 1, 1, 1]}, 0),
+         "efficientnet-lite0": ({"arch": "efficientnet-lite0", "freeze_backbone": True}, 5)}
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_tiny_adaptation_end_to_end(tmp_path, arch):
     _thumbs(tmp_path / "thumbs")
     _photos(tmp_path / "photos_train", seed=1)
     _photos(tmp_path / "photos_val", seed=2)
     cache = str(tmp_path / "cache")
     base = tmp_path / "std"
+    model_kw, freeze_stages = ARCHS[arch]
     run_training(TrainConfig(data=str(tmp_path / "thumbs"), out=str(base), input_size=[32, 32], epochs=1,
-                             batch_size=16, width_scale=0.25, depths=[1, 1, 1, 1], head_width=32,
-                             mlflow_uri="off", cache_dir=cache, verbose=0))
+                             batch_size=16, head_width=32, mlflow_uri="off", cache_dir=cache, verbose=0, **model_kw))
     out = tmp_path / "hd"
     m = run_adapt(AdaptConfig(base=str(base), data=str(tmp_path / "photos_train"), val=str(tmp_path / "photos_val"),
                               out=str(out), epochs=2, batch_size=8, lr=1e-4, mlflow_uri="off", cache_dir=cache,
-                              verbose=0))
+                              freeze_stages=freeze_stages, verbose=0))
     for name in ("config.json", "best.keras", "last.keras", "history.csv", "metrics.json", "report.md"):
         assert (out / name).is_file(), name
     cfg = json.loads((out / "config.json").read_text())

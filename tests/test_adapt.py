@@ -109,3 +109,21 @@ def test_tiny_adaptation_end_to_end(tmp_path, arch):
     assert "CIFAR-10 test top1" in (out / "report.md").read_text()
     from training.runs import sample_images  # the converter verifies HD on its own photos
     assert sample_images(cfg, 3).shape == (3, 32, 32, 3)
+
+
+def test_unlabelled_classes_are_distilled_from_the_teacher():
+    from training.adapt_data import PhotoCrops
+
+    class Split:
+        def image(self, i):
+            return np.full((40, 60, 3), 100 + i, np.uint8)
+
+    targets = np.array([[1, UNKNOWN, 0], [0, UNKNOWN, 1]], np.float32)  # class 1: not labelled by the set
+    teacher = lambda x, training=False: np.tile([0.9, 0.25, 0.8], (len(x), 1)).astype(np.float32)  # noqa: E731
+    unlabelled = np.array([False, True, False])
+    crops = PhotoCrops(Split(), np.arange(2), targets, [[], []], (32, 32), 2, teacher=teacher, unlabelled=unlabelled)
+    _, y = crops[0]
+    assert np.allclose(y[:, 1], 0.25)  # the teacher's score, not a mask
+    assert sorted(map(tuple, y[:, [0, 2]].tolist())) == [(0.0, 1.0), (1.0, 0.0)]  # labelled classes untouched
+    _, y = PhotoCrops(Split(), np.arange(2), targets, [[], []], (32, 32), 2)[0]
+    assert (y[:, 1] == UNKNOWN).all()  # without a teacher: masked

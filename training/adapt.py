@@ -48,6 +48,7 @@ class AdaptConfig:
     batch_size: int = 32
     weight_decay: float = 1e-4
     freeze_stages: int = 0
+    distill_unlabelled: bool = True
     ignore_classes: list[str] = field(default_factory=list)
     unlabelled_classes: list[str] | None = None
     patience: int = 5
@@ -164,7 +165,10 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
         raise DataError(f"{cfg.data} labels none of the model's classes ({', '.join(classes)})")
     keras.utils.set_random_seed(cfg.seed)
     boxes = read_boxes(Path(tsrc.path), tsplit.ids, classes)
-    train = PhotoCrops(tsplit, np.arange(len(tsplit)), ttargets, boxes, size, cfg.batch_size, seed=cfg.seed)
+    # classes the set does not label: distilled from the base model (or left masked)
+    teacher = base.model if cfg.distill_unlabelled else None
+    train = PhotoCrops(tsplit, np.arange(len(tsplit)), ttargets, boxes, size, cfg.batch_size, seed=cfg.seed,
+                       teacher=teacher, unlabelled=~known)
     vrows = np.arange(len(vsplit))
     val_views = six_views(vsplit, vrows, size)
     val_whole = (val_views[:, 0].astype(np.float32), vtargets)

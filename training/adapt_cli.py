@@ -23,6 +23,9 @@ from training.errors import UserError  # noqa: E402
 @click.option("--freeze-stages", type=click.IntRange(0, 8), default=0, show_default=True,
               help="Freeze the stem and the first N-1 backbone stages (ConvNeXt has 4, EfficientNet-Lite0 7; "
                    "0: all layers trainable). Batch norms always stay frozen.")
+@click.option("--distill-unlabelled/--mask-unlabelled", default=True, show_default=True,
+              help="Classes the set does not label: targets are the base model's scores for the same crop "
+                   "(learning without forgetting), or they are left out of the loss.")
 @click.option("--ignore-class", "ignore_classes", multiple=True,
               help="A class the set labels but the model lacks, to drop (repeatable).")
 @click.option("--unlabelled-classes", default=None,

@@ -56,11 +56,13 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
         a = hd_cfg["adapt"]
         frozen = (f"stem and first {a['freeze_stages'] - 1} stages frozen" if a.get("freeze_stages")
                   else "all layers")
+        unl = ("distilled from Standard's scores (learning without forgetting)" if a.get("distill_unlabelled")
+               else "masked in the loss")
         out.append(f"- **HD**: Standard fine-tuned on voc07_train ({hd.get('n_train')} photos; {frozen}, lr "
                    f"{a['lr']:g}), epoch chosen by six-view mAP on voc07_val, {hd.get('epochs_run')} epochs, "
                    f"{hd.get('wall_time_s', 0) / 60:.0f} min wall; VOC does not label "
-                   f"{', '.join(c for c in hd_cfg['classes'] if c not in hd_cfg['known_classes'])}: masked in the "
-                   "loss and in every metric.")
+                   f"{', '.join(c for c in hd_cfg['classes'] if c not in hd_cfg['known_classes'])}: {unl}, "
+                   "and left out of every voc07_val metric.")
     return out
 
 
@@ -99,12 +101,13 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
     others = sorted(p for p in root.glob("hd*") if (p / "metrics.json").is_file())
     if len(others) > 1:
         out += ["#### Adaptation runs compared (selection on voc07_val; percent)", "",
-                "| run | lr | frozen stages | epochs | val mAP six views | val mAP whole | CIFAR-10 top-1 |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+                "| run | lr | frozen stages | unlabelled classes | epochs | val mAP six views | val mAP whole "
+                "| CIFAR-10 top-1 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in others:
             m, c = _load(p / "metrics.json"), _load(p / "config.json")
             after = m["after"]
-            out.append(f"| `{p.name}` | {c['adapt']['lr']:g} | {c['adapt'].get('freeze_stages', 0)} "
+            unl = "distilled" if c["adapt"].get("distill_unlabelled") else "masked"
+            out.append(f"| `{p.name}` | {c['adapt']['lr']:g} | {c['adapt'].get('freeze_stages', 0)} | {unl} "
                        f"| {m['epochs_run']} | {_p(m['val_map_after'])} | {_p(after['photos']['tiling_off']['mAP'])} "
                        f"| {_p(after['cifar10_test']['top1'])} |")
         out.append("")

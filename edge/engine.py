@@ -49,8 +49,8 @@ class Prepared:
     height: int
     views: list[View]
     pixels: np.ndarray  # (views, h, w, 3) float32 RGB 0..255: the model's input
+    view_names: tuple[str, ...]  # cached per image size with `views`, not rebuilt per frame
     timings_ms: dict[str, float] = field(default_factory=dict)
-    view_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -108,7 +108,7 @@ class Engine:
         pixels = model_input(render_views(decoded.bgr, views, meta.input_size))
         timings = dict(timings_ms or {})
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
-        return Prepared(role, decoded.width, decoded.height, list(views), pixels, timings, names)
+        return Prepared(role, decoded.width, decoded.height, list(views), pixels, names, timings)
 
     def view_scores(self, items: list[Prepared]) -> tuple[list[np.ndarray], list[float]]:
         """Raw per-view scores (views, classes) for each item, one model call per role,
@@ -143,8 +143,7 @@ class Engine:
             model = self.model(p.role)
             meta = model.meta
             thresholds, named = self._thresholds(p.role)
-            names = p.view_names or tuple(v.name for v in p.views)
-            decision = decide_image(scores, meta.classes, names, thresholds, meta.fallback_min_score)
+            decision = decide_image(scores, meta.classes, p.view_names, thresholds, meta.fallback_min_score)
             timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
             verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, self.tiling,
                                     dict(named), p.views, timings))

@@ -3,10 +3,10 @@
 Frames: a VOC photo (about 500x375, from ../shared/data/voc07_val/images or
 --photo) and the same photo upscaled to 1920x1080 and 3840x2160, all JPEG
 bytes in memory. Each frame runs through the runtime's own calls (the same as
-`sixview scan`): `edge.decode.decode` (reduced JPEG decoding chosen from the
-model's size), `Engine.prepare` (six views rendered and converted to the
-model's float RGB input), `Engine.classify` (batch, inference, merge and
-decision), --warmup untimed and --runs timed times. Per stage: mean, std,
+`sixview scan`): `Engine.load` (reduced JPEG decoding chosen from the
+model's size, then six views rendered and converted to the model's float RGB
+input) and `Engine.classify` (batch, inference, merge and decision), --warmup
+untimed and --runs timed times. Per stage: mean, std,
 p50..p99. Pipeline efficiency = inference / (total - decode), goals 0.90 (VOC)
 and 0.85 (1080p).
 
@@ -49,7 +49,7 @@ from benchmarks._common import (
     toy_models,
     write_json,
 )
-from edge.decode import decode, reduction_factor
+from edge.decode import reduction_factor
 from edge.engine import Engine
 from edge.metadata import MetadataError
 from edge.model import ModelError
@@ -63,20 +63,17 @@ SCAN_GOAL = 0.90
 
 
 def time_frame(engine: Engine, role: str, data: bytes) -> dict[str, float]:
-    """One frame through decode -> prepare -> classify; ms per stage. `batch` is what classify
-    spends outside the model call and the merge (packing the batch, building the verdict)."""
-    meta = engine.model(role).meta
+    """One frame through the engine's per-frame path (load, classify); ms per stage. `batch` is
+    what classify spends outside the model call and the merge (packing the batch, building the verdict)."""
     t0 = time.perf_counter()
-    decoded = decode(data, lambda w, h: (meta.view_fraction, meta.input_size))
+    prepared = engine.load(data, routing=role)
     t1 = time.perf_counter()
-    prepared = engine.prepare(decoded, role=role)
-    t2 = time.perf_counter()
     verdict = engine.classify([prepared])[0]
-    t3 = time.perf_counter()
-    infer, merge = verdict.timings_ms["infer"], verdict.timings_ms["postprocess"]
-    classify = (t3 - t2) * 1e3
-    return {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "batch": classify - infer - merge,
-            "infer": infer, "merge": merge, "total": (t3 - t0) * 1e3}
+    t2 = time.perf_counter()
+    t = verdict.timings_ms
+    infer, merge = t["infer"], t["postprocess"]
+    return {"decode": t["decode"], "preprocess": (t1 - t0) * 1e3 - t["decode"],
+            "batch": (t2 - t1) * 1e3 - infer - merge, "infer": infer, "merge": merge, "total": (t2 - t0) * 1e3}
 
 
 def infer_alone(engine: Engine, role: str, runs: int, warmup: int, images: int = 1) -> dict[str, float | int]:
@@ -98,7 +95,7 @@ def bench_frame(engine: Engine, role: str, name: str, data: bytes, source: str,
                 runs: int, warmup: int) -> dict[str, Any]:
     """Stage timings and efficiency for one frame."""
     meta = engine.model(role).meta
-    probe = decode(data, lambda w, h: (meta.view_fraction, meta.input_size))
+    probe, _ = engine.decode(data, routing=role)
     for _ in range(warmup):
         time_frame(engine, role, data)
     samples = [time_frame(engine, role, data) for _ in range(runs)]
@@ -237,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     models_dir = toy_models(args.engine, (128, 128)) if args.quick else args.models
-    engine = Engine(models_dir, engine=args.engine, device=args.device, precision=args.precision,
+    engine = Engine(models_dir, routing=args.engine, device=args.device, precision=args.precision,
                     threads=args.threads)
     role = args.engine
     try:

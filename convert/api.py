@@ -25,8 +25,8 @@ from convert.optimize import optimize
 from convert.timing import compare_latency
 from convert.verify import ParityReport, keras_scores, require, run_onnx, verify
 from edge.metadata import PRECISIONS, ROLES
+from edge.model import PRECISION_SUFFIX
 
-SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
 log = logging.getLogger("sixview.convert")
 
 # (fp32 model, int8 model) -> (fp32 mAP, int8 mAP), both 0..1; supplied by evaluation code.
@@ -129,7 +129,7 @@ def convert_model(model, classes: Sequence[str], input_size: Sequence[int], role
             "opset": opset, "nodes_tf2onnx": graph["nodes_before"], "nodes": len(m.graph.node),
             "fused": {"layernorm": graph["layernorm"], "gelu": graph["gelu"]},
             "parity": report.to_dict(), **({"int8": int8_info} if p == "int8" else {})}}
-        files[out / f"{role}{SUFFIX[p]}"] = attach(
+        files[out / f"{role}{PRECISION_SUFFIX[p]}"] = attach(
             m, build_meta(classes, role, input_size, p, thresholds, prov))
     result = Converted(_write_all(files))
     result.report, result.graph, result.int8 = report, graph, int8_info

@@ -1,18 +1,19 @@
 """Batch latency of ONNX models on ONNX Runtime's CPU provider, for comparisons made in one run.
 
-DESIGN.md "Measuring": warm up, then time runs with a monotonic clock and report
-mean, std and percentiles without dropping outliers. Models compared together are
-timed in interleaved rounds so that load on this shared machine hits them alike.
+As everywhere in sixview (`edge.stats.summarize`): warm up, then time runs with a
+monotonic clock and report mean, std and percentiles without dropping outliers.
+Models compared together are timed in interleaved rounds so that load on this shared machine hits them alike.
 """
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Mapping
 
 import numpy as np
 import onnx
+
+from edge.stats import cpu_model, summarize
 
 
 def session(model: onnx.ModelProto, threads: int = 2):
@@ -26,22 +27,8 @@ def session(model: onnx.ModelProto, threads: int = 2):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def cpu_name() -> str:
-    """The CPU model name (Linux), else the platform's processor string."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _stats(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    out = {"mean": a.mean(), "std": a.std(), "min": a.min()}
-    out.update({f"p{q}": np.percentile(a, q) for q in (50, 90, 95, 99)})
-    return {k: round(float(v), 3) for k, v in out.items()} | {"runs": len(ms)}
+    return {k: round(float(v), 3) for k, v in summarize(ms).items() if k != "n"} | {"runs": len(ms)}
 
 
 def compare_latency(models: Mapping[str, onnx.ModelProto], batch: int = 6, threads: int = 2,
@@ -82,7 +69,7 @@ def compare_latency(models: Mapping[str, onnx.ModelProto], batch: int = 6, threa
                 s.run(None, feeds[name])
                 times[name].append((time.perf_counter() - t0) * 1000)
     env = {"provider": "CPUExecutionProvider", "threads": threads, "batch": batch,
-           "ort": ort.__version__, "cpu": cpu_name()}
+           "ort": ort.__version__, "cpu": cpu_model()}
     for name in models:
         res[name].update(_stats(times[name]), **env)
     return res

@@ -26,11 +26,12 @@ import numpy as np
 
 from .decode import Decoded
 from .draw import draw_banner, draw_verdict, status_text
-from .engine import ENGINES, Engine, Verdict
-from .merge import Decision, decide
-from .options import SETUP_ERRORS
+from .engine import ROUTINGS, Engine, Verdict
+from .errors import per_image
+from .merge import ScoreHook
 from .records import record
 from .sources import Frame, FrameSource
+from .stats import summarize
 
 MAX_CONSECUTIVE_FAILURES = 30  # a frame error that repeats this often is not transient: stop
 MAX_PAD_SECONDS = 5.0  # --record repeats a frame for at most this long to fill a gap
@@ -46,9 +47,9 @@ def _stderr(msg: str) -> None:
 # -- keys ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LoopState:
-    """What the keys control."""
+    """What the keys control: the frames' routing and tiling, and pausing."""
 
-    engine: str = "auto"
+    routing: str = "auto"
     tiling: bool = True
     paused: bool = False
 
@@ -60,14 +61,14 @@ KEYS = {ord("q"): "quit", 27: "quit", ord("e"): "engine", ord("t"): "tiling",
 def handle_key(state: LoopState, key: int) -> tuple[LoopState, str | None]:
     """Apply a key code (as cv2.waitKey returns it; -1: none) to the state.
 
-    Returns the new state and the action taken: quit, engine, tiling, snapshot,
-    pause, or None for no key or an unbound one.
+    Returns the new state and the action taken: quit, engine (next routing),
+    tiling, snapshot, pause, or None for no key or an unbound one.
     """
     if key < 0:
         return state, None
     action = KEYS.get(ord(chr(key & 0xFF).lower()))
     if action == "engine":
-        state = replace(state, engine=ENGINES[(ENGINES.index(state.engine) + 1) % len(ENGINES)])
+        state = replace(state, routing=ROUTINGS[(ROUTINGS.index(state.routing) + 1) % len(ROUTINGS)])
     elif action == "tiling":
         state = replace(state, tiling=not state.tiling)
     elif action == "pause":
@@ -77,35 +78,27 @@ def handle_key(state: LoopState, key: int) -> tuple[LoopState, str | None]:
 
 # -- temporal smoothing --------------------------------------------------------------
 class ScoreSmoother:
-    """Mean of each class's merged score over the last k frames, then the same decision rule."""
+    """A score hook for `Engine.classify`: each class's merged score averaged over the last k
+    frames, so the decision is taken on the mean (k == 1: no smoothing)."""
 
     def __init__(self, k: int = 1):
         if k < 1:
             raise ValueError(f"--smooth must be >= 1, got {k}")
         self.k = k
         self._history: deque[np.ndarray] = deque(maxlen=k)
-        self._key: tuple[str, tuple[str, ...], bool] | None = None
+        self._role: str | None = None
 
     def reset(self) -> None:
-        """Forget the history (engine or tiling changed)."""
+        """Forget the history (routing or tiling changed)."""
         self._history.clear()
 
-    def update(self, verdict: Verdict, fallback_min: float) -> Verdict:
-        """The verdict with smoothed scores and labels (unchanged when k == 1)."""
-        if self.k == 1:
-            return verdict
-        classes = tuple(verdict.decision.scores)
-        key = (verdict.role, classes, verdict.tiling)
-        if key != self._key:
+    def __call__(self, role: str, scores: list[float]) -> list[float]:
+        """The mean of the last k frames' merged scores of the same model (history reset on a change)."""
+        if role != self._role or (self._history and len(self._history[0]) != len(scores)):
             self.reset()
-            self._key = key
-        self._history.append(np.array([verdict.decision.scores[c] for c in classes], np.float32))
-        mean = np.mean(self._history, axis=0)
-        thresholds = np.array([verdict.thresholds[c] for c in classes], np.float32)
-        chosen = decide(mean, thresholds, fallback_min)
-        decision = Decision({c: round(float(s), 6) for c, s in zip(classes, mean, strict=True)},
-                            verdict.decision.views, [classes[i] for i in chosen])
-        return replace(verdict, decision=decision)
+            self._role = role
+        self._history.append(np.asarray(scores, np.float64))
+        return np.mean(self._history, axis=0).tolist()
 
 
 # -- outputs -------------------------------------------------------------------------
@@ -241,11 +234,7 @@ class CameraSummary:
 
     def latency(self) -> dict[str, float]:
         """Glass-to-verdict latency statistics in ms (empty if nothing was processed)."""
-        if not self.latencies_ms:
-            return {}
-        a = np.asarray(self.latencies_ms)
-        return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-                "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+        return summarize(self.latencies_ms) if self.latencies_ms else {}
 
     def text(self) -> str:
         """A human summary (two or three lines)."""
@@ -280,8 +269,9 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
     """Run the loop until the source ends, a limit is reached, q/Esc, a closed window,
     Ctrl-C or SIGTERM; always stops the capture thread and closes the outputs."""
     summary = CameraSummary()
-    state = LoopState(engine.engine, engine.tiling)
+    state = LoopState(engine.routing, engine.tiling)
     smoother = ScoreSmoother(smooth)
+    hook = smoother if smooth > 1 else None
     last: tuple[Frame, np.ndarray | None, dict[str, Any]] | None = None
     inf_fps, t_prev, streak = 0.0, None, 0
     restore = _sigterm_as_interrupt()
@@ -297,10 +287,9 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
                 state, action = handle_key(state, display.poll(30 if state.paused else 1))
                 if action == "quit" or display.closed():
                     break
-                if (state.engine, state.tiling) != (engine.engine, engine.tiling):
-                    engine.engine, engine.tiling = state.engine, state.tiling
+                if action in ("engine", "tiling"):
                     smoother.reset()
-                    log(f"engine {state.engine}, tiling {'on' if state.tiling else 'off'}")
+                    log(f"engine {state.routing}, tiling {'on' if state.tiling else 'off'}")
                 if action == "snapshot" and last is not None:
                     log(f"snapshot: {save_snapshot(snapshots, *last)}")
                 if action == "pause" and state.paused and last is not None and last[1] is not None:
@@ -313,15 +302,7 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
                     break
                 continue
             h, w = frame.image.shape[:2]
-            verdict, error = None, None
-            try:
-                prepared = engine.prepare(Decoded(frame.image, w, h), {"decode": frame.read_ms})
-                verdict = engine.classify([prepared])[0]
-                verdict = smoother.update(verdict, engine.model(verdict.role).meta.fallback_min_score)
-            except SETUP_ERRORS:
-                raise
-            except Exception as e:  # noqa: BLE001 (reported in the frame's record; the loop goes on)
-                error = f"{type(e).__name__}: {e}"
+            verdict, error = per_image(_classify_frame, engine, frame, state, hook)
             t_done = time.perf_counter()
             latency = (t_done - frame.t_capture) * 1e3
             extra = {"smooth": smooth} if smooth > 1 else {}
@@ -348,7 +329,7 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
                 write(rec)
             annotated = None
             if verdict is not None and (display is not None or recorder is not None):
-                status = status_text(state.engine, verdict, source.measured_fps, inf_fps, latency, smooth)
+                status = status_text(state.routing, verdict, source.measured_fps, inf_fps, latency, smooth)
                 annotated = draw_verdict(frame.image.copy(), verdict, status)
                 if display is not None:
                     display.show(annotated)
@@ -372,6 +353,14 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
         setattr(summary, k, v)
     summary.error = summary.error or source.error
     return summary
+
+
+def _classify_frame(engine: Engine, frame: Frame, state: LoopState, hook: ScoreHook | None) -> Verdict:
+    """One frame through the engine's per-frame path, routed and tiled as the keys say."""
+    h, w = frame.image.shape[:2]
+    prepared = engine.prepare(Decoded(frame.image, w, h), routing=state.routing, tiling=state.tiling,
+                              timings_ms={"decode": frame.read_ms})
+    return engine.classify([prepared], hook)[0]
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:

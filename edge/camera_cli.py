@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from .camera import DisplayError, RecordError, VideoRecorder, WindowDisplay, run_camera
-from .options import SETUP_ERRORS, engine_options, make_engine, setup_error
+from .errors import SETUP_ERRORS
+from .options import engine_options, make_engine, setup_error
 from .records import JsonlSink
 from .sources import FrameSource, SourceError, backoff_delays, parse_source
 

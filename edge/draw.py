@@ -67,10 +67,10 @@ def draw_banner(img: np.ndarray, text: str) -> np.ndarray:
     return img
 
 
-def status_text(engine: str, verdict: Verdict, cam_fps: float, inf_fps: float, latency_ms: float,
+def status_text(routing: str, verdict: Verdict, cam_fps: float, inf_fps: float, latency_ms: float,
                 smooth: int = 1) -> str:
-    """The camera's status line: engine (as chosen > as routed), provider, precision, rates, latency."""
-    name = verdict.role if engine == verdict.role else f"{engine}>{verdict.role}"
+    """The camera's status line: engine (routing as chosen > role as routed), provider, precision, rates, latency."""
+    name = verdict.role if routing == verdict.role else f"{routing}>{verdict.role}"
     extra = f" | smooth {smooth}" if smooth > 1 else ""
     return (f"{name} {verdict.provider} {verdict.precision} | tiling {'on' if verdict.tiling else 'off'}{extra}"
             f" | cam {cam_fps:.1f} fps | inf {inf_fps:.1f} fps | {latency_ms:.0f} ms")

@@ -1,8 +1,18 @@
-"""The dual engine: Standard for thumbnails, HD for real photos, loaded lazily.
+"""The dual engine and the one per-frame path: decode -> route -> views -> infer -> merge -> decide.
 
-`Engine.classify` takes decoded images and returns one `Verdict` per image;
-preparing the views (`Engine.prepare`) is separate so that a scan can do it in
-worker threads while the main thread runs the model.
+Standard sees thumbnails, HD real photos; each model is opened on first use.
+Every caller (scan, camera, eval, benchmarks) goes through these calls:
+
+- `Engine.load(data)`: `Engine.decode` (JPEGs at a reduced size chosen for the
+  model the image routes to), then render its views: a `Prepared` item;
+- `Engine.prepare(decoded)`: the same for pixels already decoded (camera frames);
+- `Engine.classify(items)`: one model call per role, merge by max, an optional
+  per-stream score hook, the decision: one `Verdict` per item.
+
+Loading is separate from classifying so that a scan can load in worker threads
+while the main thread runs the model. An image is routed once, in `load` or
+`prepare`; its `Prepared` item carries the role and the tiling it was rendered
+with, so per-call settings (a camera's keys) never change the engine itself.
 """
 
 from __future__ import annotations
@@ -10,26 +20,26 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .decode import Decoded
-from .merge import Decision, decide_image, resolve_thresholds
+from .decode import Decoded, decode
+from .merge import Decision, ScoreHook, decide_image, resolve_thresholds
 from .model import Model, model_file, open_model
 from .preprocess import BatchBuffer, model_input, render_views
-from .tiling import View, view_boxes
+from .tiling import View, view_boxes, view_count
 
-ENGINES = ("auto", "standard", "hd")
+ROUTINGS = ("auto", "standard", "hd")
 THUMBNAIL_MAX_SIDE = 64  # short side <= this: a CIFAR-like thumbnail -> Standard
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
-def route(width: int, height: int, engine: str = "auto") -> str:
-    """The role that should see an image: `engine`, or by context when 'auto'."""
-    if engine != "auto":
-        return engine
+def route(width: int, height: int, routing: str = "auto") -> str:
+    """The role that should see an image: `routing` itself, or by context when 'auto'."""
+    if routing != "auto":
+        return routing
     return "standard" if min(width, height) <= THUMBNAIL_MAX_SIDE else "hd"
 
 
@@ -42,46 +52,55 @@ def _views(width: int, height: int, fraction: float, tiling: bool) -> tuple[tupl
 
 @dataclass
 class Prepared:
-    """An image's views, rendered for its engine, waiting for inference."""
+    """An image routed and rendered for its model, waiting for inference."""
 
     role: str
-    width: int
+    tiling: bool
+    width: int  # the image's own (upright) size, whatever size it was decoded at
     height: int
-    views: list[View]
+    views: tuple[View, ...]
+    view_names: tuple[str, ...]
     pixels: np.ndarray  # (views, h, w, 3) float32 RGB 0..255: the model's input
-    view_names: tuple[str, ...]  # cached per image size with `views`, not rebuilt per frame
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    timings_ms: dict[str, float]
+    decoded: Decoded | None = None  # kept only when asked for (to draw on it)
 
 
 @dataclass
 class Verdict:
-    """One image's result: the decision plus how it was reached."""
+    """One image's result: the decision plus everything its record says about how it was reached."""
 
     decision: Decision
     role: str
     provider: str
     precision: str
     tiling: bool
+    width: int
+    height: int
     thresholds: dict[str, float]
-    views: list[View]
+    fallback_min: float  # the top class is a label when nothing passes and it scores above this
+    views: tuple[View, ...]
     timings_ms: dict[str, float]
 
 
 class Engine:
-    """Standard and HD models behind one call; each opened on first use."""
+    """Standard and HD models behind one per-frame path; each opened on first use.
 
-    def __init__(self, models_dir: Path | str = DEFAULT_MODELS, engine: str = "auto",
+    `routing` (auto|standard|hd) and `tiling` are defaults: `load` and `prepare`
+    take either per call.
+    """
+
+    def __init__(self, models_dir: Path | str = DEFAULT_MODELS, routing: str = "auto",
                  device: str = "auto", precision: str = "auto", threads: int = 0,
                  tiling: bool = True, threshold: float | None = None):
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}")
-        self.models_dir, self.engine, self.device = Path(models_dir), engine, device
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}")
+        self.models_dir, self.routing, self.device = Path(models_dir), routing, device
         self.precision, self.threads = precision, threads
         self.tiling, self.threshold = tiling, threshold
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._buffers: dict[str, BatchBuffer] = {}
-        self._threshold_cache: dict[tuple[str, float | None], tuple[np.ndarray, dict[str, float]]] = {}
+        self._threshold_cache: dict[str, tuple[np.ndarray, dict[str, float]]] = {}
 
     def model(self, role: str) -> Model:
         """The model for a role, opened once (thread-safe)."""
@@ -97,18 +116,48 @@ class Engine:
                 self._models[role] = m
             return self._models[role]
 
-    def prepare(self, decoded: Decoded, timings_ms: dict[str, float] | None = None,
-                role: str | None = None) -> Prepared:
-        """Route an image (or send it to `role`) and render its views for that model."""
+    def decode(self, data: bytes, *, routing: str | None = None, full: bool = False) -> tuple[Decoded, str]:
+        """Decode image bytes for the model they route to (from the header's size): a JPEG at the
+        reduced size that still covers that model's views, unless `full`. Returns the pixels and the role."""
+        roles: list[str] = []
+
+        def target(w: int, h: int) -> tuple[float, tuple[int, int]] | None:
+            roles.append(route(w, h, routing or self.routing))
+            if full:
+                return None
+            meta = self.model(roles[0]).meta
+            return meta.view_fraction, meta.input_size
+
+        decoded = decode(data, target)
+        return decoded, roles[0] if roles else route(decoded.width, decoded.height, routing or self.routing)
+
+    def load(self, data: bytes, *, routing: str | None = None, tiling: bool | None = None,
+             keep_image: bool = False, timings_ms: dict[str, float] | None = None) -> Prepared:
+        """`decode` then `prepare`, routing once; with `keep_image` the image is decoded at full
+        size and kept on the result (to draw on). Decoding time is added to `timings_ms["decode"]`."""
+        timings = dict(timings_ms or {})
         t0 = time.perf_counter()
-        role = role or route(decoded.width, decoded.height, self.engine)
+        decoded, role = self.decode(data, routing=routing, full=keep_image)
+        timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t0) * 1e3
+        prepared = self.prepare(decoded, routing=role, tiling=tiling, timings_ms=timings)
+        if keep_image:
+            prepared.decoded = decoded
+        return prepared
+
+    def prepare(self, decoded: Decoded, *, routing: str | None = None, tiling: bool | None = None,
+                timings_ms: dict[str, float] | None = None) -> Prepared:
+        """Route decoded pixels (`routing` overrides the engine's: a role sends the image to that
+        model) and render their views for that model."""
+        t0 = time.perf_counter()
+        role = route(decoded.width, decoded.height, routing or self.routing)
+        tiling = self.tiling if tiling is None else tiling
         meta = self.model(role).meta
         h, w = decoded.bgr.shape[:2]
-        views, names = _views(w, h, meta.view_fraction, self.tiling)
+        views, names = _views(w, h, meta.view_fraction, tiling)
         pixels = model_input(render_views(decoded.bgr, views, meta.input_size))
         timings = dict(timings_ms or {})
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
-        return Prepared(role, decoded.width, decoded.height, list(views), pixels, names, timings)
+        return Prepared(role, tiling, decoded.width, decoded.height, views, names, pixels, timings)
 
     def view_scores(self, items: list[Prepared]) -> tuple[list[np.ndarray], list[float]]:
         """Raw per-view scores (views, classes) for each item, one model call per role,
@@ -122,7 +171,7 @@ class Engine:
             idx = groups[role]
             model = self.model(role)
             if role not in self._buffers:
-                self._buffers[role] = BatchBuffer(6 * len(idx), model.meta.input_size)
+                self._buffers[role] = BatchBuffer(view_count() * len(idx), model.meta.input_size)
             batch = self._buffers[role].pack([items[i].pixels for i in idx])
             t0 = time.perf_counter()
             out = model(batch)
@@ -134,30 +183,31 @@ class Engine:
                 start += n
         return scores, infer_ms
 
-    def classify(self, items: list[Prepared]) -> list[Verdict]:
-        """Run prepared images (any mix of roles) and decide each one's labels."""
+    def classify(self, items: list[Prepared], hook: ScoreHook | None = None) -> list[Verdict]:
+        """Run prepared images (any mix of roles), merge each one's views and decide its labels;
+        `hook` (e.g. a stream's smoothing) transforms the merged scores before the decision."""
         all_scores, infer_ms = self.view_scores(items)
         verdicts = []
         for p, scores, ms in zip(items, all_scores, infer_ms, strict=True):
             t1 = time.perf_counter()
             model = self.model(p.role)
             meta = model.meta
-            thresholds, named = self._thresholds(p.role)
-            decision = decide_image(scores, meta.classes, p.view_names, thresholds, meta.fallback_min_score)
+            thresholds, named = self.thresholds(p.role)
+            fallback = meta.fallback_min_score
+            decision = decide_image(scores, meta.classes, p.view_names, thresholds, fallback, p.role, hook)
             timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
-            verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, self.tiling,
-                                    dict(named), p.views, timings))
+            verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, p.tiling, p.width, p.height,
+                                    dict(named), fallback, p.views, timings))
         return verdicts
 
-    def _thresholds(self, role: str) -> tuple[np.ndarray, dict[str, float]]:
-        """A role's thresholds (with the --threshold override) as a vector and by name, cached."""
-        key = (role, self.threshold)
-        if key not in self._threshold_cache:
+    def thresholds(self, role: str) -> tuple[np.ndarray, dict[str, float]]:
+        """A role's thresholds (with the engine's `threshold` override) as a vector and by name, cached."""
+        if role not in self._threshold_cache:
             meta = self.model(role).meta
             vec = resolve_thresholds(meta.threshold_vector(), self.threshold)
-            self._threshold_cache[key] = (vec, {c: round(float(t), 6) for c, t in zip(meta.classes, vec, strict=True)})
-        return self._threshold_cache[key]
+            self._threshold_cache[role] = (vec, {c: round(float(t), 6) for c, t in zip(meta.classes, vec, strict=True)})
+        return self._threshold_cache[role]
 
     def classify_image(self, decoded: Decoded) -> Verdict:
-        """Convenience: prepare and classify one image."""
+        """Convenience: prepare and classify one decoded image with the engine's defaults."""
         return self.classify([self.prepare(decoded)])[0]

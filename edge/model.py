@@ -9,17 +9,13 @@ import numpy as np
 import onnxruntime as ort
 
 from .metadata import MetadataError, ModelMeta
-from .providers import ProviderError, create_session, wants_gpu
+from .providers import create_session, wants_gpu
 
 PRECISION_SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
 
 
 class ModelError(RuntimeError):
     """A model that cannot be found or used."""
-
-
-# What stops a run before any image is seen: a missing or invalid model, an unavailable provider.
-SETUP_ERRORS = (ModelError, MetadataError, ProviderError)
 
 
 @dataclass

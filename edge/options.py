@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from .engine import DEFAULT_MODELS, ENGINES, Engine
-from .model import SETUP_ERRORS  # noqa: F401  (re-exported for the commands)
+from .engine import DEFAULT_MODELS, ROUTINGS, Engine
+from .metadata import PRECISIONS
 from .providers import DEVICES
 
 
@@ -20,11 +20,11 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
                      default=DEFAULT_MODELS, show_default="the shipped models/",
                      help="Folder with standard*.onnx and hd*.onnx."),
-        click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+        click.option("--engine", type=click.Choice(ROUTINGS), default="auto", show_default=True,
                      help="auto: thumbnails (short side <= 64 px) -> standard, photos -> hd."),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      help="auto: the best provider that starts; an explicit GPU that does not start is an error."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto",
+        click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="auto",
                      show_default=True, help="auto: FP16 on CUDA/TensorRT, INT8 (if shipped) or FP32 on CPU."),
         click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                      help="ONNX Runtime intra-op threads (0: one per physical core)."),
@@ -38,8 +38,8 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_engine(models_dir: Path, engine: str, device: str, precision: str, threads: int,
                 tiling: bool, threshold: float | None) -> Engine:
-    """An Engine from the shared options."""
-    return Engine(models_dir, engine=engine, device=device, precision=precision, threads=threads,
+    """An Engine from the shared options (`--engine` is its routing)."""
+    return Engine(models_dir, routing=engine, device=device, precision=precision, threads=threads,
                   tiling=tiling, threshold=threshold)
 
 

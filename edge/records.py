@@ -1,4 +1,4 @@
-"""Result records (DESIGN.md) and the sinks that write them.
+"""Result records (schema: docs/ARCHITECTURE.md) and the sinks that write them.
 
 Each JSONL line is written and flushed whole, so an interrupted run loses
 nothing already written; `done_paths` reads them back for `--resume`.
@@ -21,15 +21,16 @@ FIELDS = ("path", "width", "height", "engine", "provider", "precision", "tiling"
 def record(key: str, value: Any, verdict: Verdict | None = None, *, width: int | None = None,
            height: int | None = None, timings_ms: dict[str, float] | None = None,
            error: str | None = None, **extra: Any) -> dict[str, Any]:
-    """One result record; `key` is "path" or "frame". Without a verdict it is an error record."""
+    """One result record; `key` is "path" or "frame". Without a verdict it is an error record
+    (`width`/`height` then say what is known of the image)."""
     timings = dict(verdict.timings_ms if verdict else (timings_ms or {}))
     timings["total"] = sum(v for k, v in timings.items() if k != "total")
     rec: dict[str, Any]
     if verdict is not None:
         d = verdict.decision
-        rec = {key: value, "width": width, "height": height, "engine": verdict.role, "provider": verdict.provider,
-               "precision": verdict.precision, "tiling": verdict.tiling, "labels": d.labels, "scores": d.scores,
-               "views": d.views, "thresholds": verdict.thresholds}
+        rec = {key: value, "width": verdict.width, "height": verdict.height, "engine": verdict.role,
+               "provider": verdict.provider, "precision": verdict.precision, "tiling": verdict.tiling,
+               "labels": d.labels, "scores": d.scores, "views": d.views, "thresholds": verdict.thresholds}
     else:
         rec = {key: value, "width": width, "height": height, "engine": None, "provider": None, "precision": None,
                "tiling": None, "labels": [], "scores": {}, "views": {}, "thresholds": {}}

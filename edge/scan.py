@@ -18,10 +18,9 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from .decode import Decoded, DecodeError, decode
 from .draw import draw_verdict
-from .engine import Engine, Prepared, route
-from .model import SETUP_ERRORS
+from .engine import Engine, Prepared, Verdict
+from .errors import per_image
 from .records import record
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -116,42 +115,28 @@ class Summary:
 
 @dataclass
 class _Loaded:
+    """One path's outcome of loading: a prepared image, or the error for its record."""
+
     path: str
-    prepared: Prepared | None = None
-    decoded: Decoded | None = None
-    error: str | None = None
-    width: int | None = None
-    height: int | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    prepared: Prepared | None
+    error: str | None
+    timings: dict[str, float]
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def _load(path: str, engine: Engine, keep_image: bool) -> _Loaded:
     """Read, decode and render one image's views (runs in a worker thread)."""
     t0 = time.perf_counter()
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as e:
-        return _Loaded(path, error=f"cannot read: {e.strerror or e}")
-
-    def target(w: int, h: int) -> tuple[float, tuple[int, int]] | None:
-        if keep_image:
-            return None
-        meta = engine.model(route(w, h, engine.engine)).meta
-        return meta.view_fraction, meta.input_size
-
-    try:
-        decoded = decode(data, target)
-        timings = {"decode": (time.perf_counter() - t0) * 1e3}
-        prepared = engine.prepare(decoded, timings)
-    except DecodeError as e:
-        return _Loaded(path, error=str(e))
-    except SETUP_ERRORS:
-        raise  # a missing or invalid model stops the scan
-    except (cv2.error, ValueError, MemoryError) as e:  # an image no decoder should have produced
-        return _Loaded(path, error=f"cannot process image: {type(e).__name__}: {str(e).strip()[:200]}")
-    return _Loaded(path, prepared, decoded if keep_image else None,
-                   width=decoded.width, height=decoded.height)
+    data, error = per_image(_read, path)
+    timings = {"decode": (time.perf_counter() - t0) * 1e3}
+    prepared = None
+    if data is not None:
+        prepared, error = per_image(engine.load, data, keep_image=keep_image, timings_ms=timings)
+    return _Loaded(path, prepared, error, {} if error else timings)
 
 
 def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], None],
@@ -176,9 +161,8 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
             verdicts = dict(zip(map(id, ready), engine.classify([g.prepared for g in ready]), strict=True))
             for g in group:
                 v = verdicts.get(id(g))
-                rec = record("path", g.path, v, width=g.width, height=g.height,
-                             timings_ms=g.timings, error=g.error)
-                if v is not None and annotate_dir is not None and g.decoded is not None:
+                rec = record("path", g.path, v, timings_ms=g.timings, error=g.error)
+                if v is not None and annotate_dir is not None and g.prepared.decoded is not None:
                     try:
                         _annotate(g, v, annotate_dir, roots or [])
                     except OSError as e:
@@ -195,7 +179,7 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
     return summary
 
 
-def _annotate(g: _Loaded, verdict: Any, out_dir: Path, roots: list[str]) -> None:
+def _annotate(g: _Loaded, verdict: Verdict, out_dir: Path, roots: list[str]) -> None:
     rel = Path(os.path.basename(g.path))
     for r in roots:
         if os.path.isdir(r) and os.path.abspath(g.path).startswith(os.path.abspath(r) + os.sep):
@@ -205,6 +189,6 @@ def _annotate(g: _Loaded, verdict: Any, out_dir: Path, roots: list[str]) -> None
         rel = rel.with_suffix(".png")
     dest = out_dir / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
-    img = draw_verdict(g.decoded.bgr.copy(), verdict)
+    img = draw_verdict(g.prepared.decoded.bgr.copy(), verdict)
     if not cv2.imwrite(str(dest), img):
         raise OSError(f"cannot write annotated image {dest}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .options import SETUP_ERRORS, engine_options, make_engine, setup_error
+from .errors import SETUP_ERRORS
+from .options import engine_options, make_engine, setup_error
 from .records import CsvSink, JsonlSink, done_paths
 from .scan import collect, in_shard, parse_shard
 from .scan import scan as run_scan

@@ -48,7 +48,8 @@ def scan_efficiency(images_per_s: float, infer_ms_per_image: float) -> float:
     return images_per_s / (1000.0 / infer_ms_per_image)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else the platform's processor string."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -96,7 +97,7 @@ def usable_cores() -> int:
 
 def machine_info() -> dict[str, object]:
     """The machine a measurement was made on: CPU, cores, library versions, platform."""
-    cpu = _cpu_model()
+    cpu = cpu_model()
     cores = usable_cores()
     return {
         "name": machine_name(cpu, cores),

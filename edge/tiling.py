@@ -10,6 +10,11 @@ from typing import NamedTuple
 VIEW_NAMES = ("whole", "top_left", "top_right", "bottom_left", "bottom_right", "centre")
 
 
+def view_count(tiling: bool = True) -> int:
+    """How many views an image gets: all of VIEW_NAMES with tiling, the whole image alone without."""
+    return len(VIEW_NAMES) if tiling else 1
+
+
 class View(NamedTuple):
     """One view of an image: a named box in pixel coordinates."""
 
@@ -46,12 +51,7 @@ def view_boxes(width: int, height: int, fraction: float = 0.60, tiling: bool = T
     vw = max(1, min(width, round(width * fraction)))
     vh = max(1, min(height, round(height * fraction)))
     cx, cy = (width - vw) // 2, (height - vh) // 2
-    for name, x0, y0 in (
-        ("top_left", 0, 0),
-        ("top_right", width - vw, 0),
-        ("bottom_left", 0, height - vh),
-        ("bottom_right", width - vw, height - vh),
-        ("centre", cx, cy),
-    ):
+    corners = ((0, 0), (width - vw, 0), (0, height - vh), (width - vw, height - vh), (cx, cy))
+    for name, (x0, y0) in zip(VIEW_NAMES[1:], corners, strict=True):
         views.append(View(name, x0, y0, x0 + vw, y0 + vh))
     return views

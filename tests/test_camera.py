@@ -18,10 +18,9 @@ from convert.toy import save_colour_model  # noqa: E402
 from edge import sources  # noqa: E402
 from edge.camera import LoopState, ScoreSmoother, handle_key, run_camera  # noqa: E402
 from edge.camera_cli import camera  # noqa: E402
-from edge.engine import Engine, Verdict  # noqa: E402
-from edge.merge import Decision  # noqa: E402
+from edge.engine import Engine  # noqa: E402
+from edge.merge import decide_image  # noqa: E402
 from edge.sources import FrameSource, SourceError, SourceSpec, parse_source  # noqa: E402
-from edge.tiling import view_boxes  # noqa: E402
 
 W, H = 128, 96  # short side > 64: `--engine auto` routes it to HD
 SQ_W, SQ_H = 32, 24
@@ -241,7 +240,7 @@ def test_duration_ends_a_looping_realtime_run(models, video):
     (ord("q"), LoopState(), "quit"),
     (ord("Q"), LoopState(), "quit"),
     (27, LoopState(), "quit"),
-    (ord("e"), LoopState(engine="standard"), "engine"),
+    (ord("e"), LoopState(routing="standard"), "engine"),
     (ord("t"), LoopState(tiling=False), "tiling"),
     (ord("s"), LoopState(), "snapshot"),
     (ord(" "), LoopState(paused=True), "pause"),
@@ -256,7 +255,7 @@ def test_handle_key_cycles_and_toggles_back():
     engines = []
     for _ in range(3):
         s, _ = handle_key(s, ord("e"))
-        engines.append(s.engine)
+        engines.append(s.routing)
     assert engines == ["standard", "hd", "auto"]
     s, _ = handle_key(handle_key(s, ord("t"))[0], ord("t"))
     s, _ = handle_key(handle_key(s, ord(" "))[0], ord(" "))
@@ -337,19 +336,21 @@ def test_window_without_gui_or_model_errors_are_one_line(models, video, tmp_path
 
 
 # -- smoothing -----------------------------------------------------------------------
-def _verdict(red: float, green: float) -> Verdict:
-    views = view_boxes(W, H)
-    return Verdict(Decision({"red": red, "green": green}, {"red": "whole", "green": "whole"}, []), "hd", "cpu",
-                   "fp32", True, {"red": 0.3, "green": 0.3}, views, {})
+def _decide(hook: ScoreSmoother, red: float, green: float, role: str = "hd") -> list[str]:
+    s = np.array([[red, green], [red / 2, green / 2]], np.float32)
+    d = decide_image(s, ("red", "green"), ("whole", "centre"), np.float32([0.3, 0.3]), 0.2, role, hook)
+    return d.labels
 
 
 def test_smoother_averages_and_redecides():
     sm = ScoreSmoother(3)
-    labels = [sm.update(_verdict(r, 0.05), 0.2).decision.labels for r in (0.95, 0.0, 0.95, 0.0, 0.0, 0.0)]
+    labels = [_decide(sm, r, 0.05) for r in (0.95, 0.0, 0.95, 0.0, 0.0, 0.0)]
     # means over the last 3: .95, .475, .633, .317, .317, 0 -> red until the window has no support
     assert labels == [["red"], ["red"], ["red"], ["red"], ["red"], []]
-    assert ScoreSmoother(1).update(_verdict(0.1, 0.9), 0.2).decision.labels == []  # k=1: untouched
+    assert ScoreSmoother(1)("hd", [0.1, 0.9]) == pytest.approx([0.1, 0.9])  # k=1: untouched
     sm.reset()
-    assert sm.update(_verdict(0.1, 0.25), 0.2).decision.labels == ["green"]  # fallback: top-1 above 0.20
+    assert _decide(sm, 0.1, 0.25) == ["green"]  # fallback: top-1 above 0.20
+    _decide(sm, 0.9, 0.9)
+    assert _decide(sm, 0.1, 0.1, role="standard") == []  # another model: the history starts again
     with pytest.raises(ValueError):
         ScoreSmoother(0)

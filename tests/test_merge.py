@@ -1,14 +1,29 @@
 import numpy as np
 import pytest
 
-from edge.merge import decide, decide_image, merge_max, resolve_thresholds
+from edge.merge import choose, decide_image, resolve_thresholds
 
 
-def test_merge_max_and_winner():
+def merge_max(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The merge spelled in numpy: per class the max over views and the view that won."""
+    winner = s.argmax(axis=0)
+    return s[winner, np.arange(s.shape[1])], winner
+
+
+def decide(scores: np.ndarray, thresholds: np.ndarray, fallback_min: float) -> np.ndarray:
+    """The decision rule spelled in numpy (comparisons in the scores' dtype)."""
+    present = np.flatnonzero(scores >= thresholds)
+    if present.size:
+        return present[np.argsort(-scores[present], kind="stable")]
+    top = int(scores.argmax())
+    return np.array([top]) if scores[top] > fallback_min else np.array([], dtype=int)
+
+
+def test_merge_keeps_the_winning_view():
     s = np.array([[0.1, 0.9, 0.2], [0.7, 0.1, 0.2], [0.3, 0.95, 0.1]], np.float32)
-    merged, winner = merge_max(s)
-    np.testing.assert_allclose(merged, [0.7, 0.95, 0.2])
-    assert winner.tolist() == [1, 2, 0]  # ties go to the first view
+    d = decide_image(s, ("a", "b", "c"), ("v0", "v1", "v2"), np.ones(3, np.float32), 0.2)
+    assert d.scores == pytest.approx({"a": 0.7, "b": 0.95, "c": 0.2})
+    assert d.views == {"a": "v1", "b": "v2", "c": "v0"}  # ties go to the first view
 
 
 @pytest.mark.parametrize("scores,thresholds,expected", [
@@ -18,9 +33,9 @@ def test_merge_max_and_winner():
     ([0.2, 0.1, 0.05], [0.5, 0.5, 0.5], []),          # top-1 not above 0.20: no label
     ([0.35, 0.4, 0.1], [0.3, 0.9, 0.3], [0]),         # per-class thresholds
 ])
-def test_decide(scores, thresholds, expected):
-    got = decide(np.array(scores, np.float32), np.array(thresholds, np.float32), 0.20)
-    assert got.tolist() == expected
+def test_choose(scores, thresholds, expected):
+    assert choose(scores, thresholds, 0.20) == expected
+    assert decide(np.array(scores, np.float32), np.array(thresholds, np.float32), 0.20).tolist() == expected
 
 
 def test_threshold_override():
@@ -53,7 +68,7 @@ def _same_floats(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
-def test_decide_image_agrees_with_merge_max_and_decide(dtype):
+def test_decide_image_agrees_with_numpy_merge_and_decision(dtype):
     rng = np.random.default_rng(0)
     for trial in range(1500):
         v, c = int(rng.integers(1, 7)), int(rng.integers(1, 12))
@@ -88,3 +103,17 @@ def test_decide_image_rounding_matches_round():
 def test_decide_image_rejects_bad_shapes():
     with pytest.raises(ValueError):
         decide_image(np.zeros((0, 3), np.float32), ("a", "b", "c"), (), np.zeros(3, np.float32), 0.2)
+
+
+def test_hook_sees_merged_scores_before_the_decision():
+    seen = []
+
+    def halve(role, merged):
+        seen.append((role, merged))
+        return [x / 2 for x in merged]
+
+    s = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    d = decide_image(s, ("a", "b"), ("whole", "centre"), np.float32([0.5, 0.5]), 0.2, "hd", halve)
+    assert seen == [("hd", pytest.approx([0.9, 0.8]))]
+    assert d.scores == pytest.approx({"a": 0.45, "b": 0.4}) and d.labels == ["a"]  # nothing passes: fallback
+    assert d.views == {"a": "whole", "b": "centre"}

@@ -138,8 +138,9 @@ class Engine:
         timings = dict(timings_ms or {})
         t0 = time.perf_counter()
         decoded, role = self.decode(data, routing=routing, full=keep_image)
-        timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t0) * 1e3
-        prepared = self.prepare(decoded, routing=role, tiling=tiling, timings_ms=timings)
+        t1 = time.perf_counter()
+        timings["decode"] = timings.get("decode", 0.0) + (t1 - t0) * 1e3
+        prepared = self._render(decoded, role, tiling, timings, t1)
         if keep_image:
             prepared.decoded = decoded
         return prepared
@@ -150,6 +151,11 @@ class Engine:
         model) and render their views for that model."""
         t0 = time.perf_counter()
         role = route(decoded.width, decoded.height, routing or self.routing)
+        return self._render(decoded, role, tiling, timings_ms, t0)
+
+    def _render(self, decoded: Decoded, role: str, tiling: bool | None, timings_ms: dict[str, float] | None,
+                t0: float) -> Prepared:
+        """The views of a routed image, as the model's float input; preprocessing time counted from t0."""
         tiling = self.tiling if tiling is None else tiling
         meta = self.model(role).meta
         h, w = decoded.bgr.shape[:2]

@@ -51,10 +51,11 @@ from benchmarks._common import (
 )
 from edge.decode import reduction_factor
 from edge.engine import Engine
+from edge.inputs import collect
 from edge.metadata import MetadataError
 from edge.model import ModelError
 from edge.providers import ProviderError
-from edge.scan import collect, scan
+from edge.scan import scan
 from edge.stats import machine_info, pipeline_efficiency, scan_efficiency, summarize
 
 STAGES = ("decode", "preprocess", "batch", "infer", "merge", "total")

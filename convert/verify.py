@@ -160,7 +160,7 @@ def images_from_dir(folder: str | Path, input_size: Sequence[int], limit: int = 
     import cv2
 
     from edge.decode import DecodeError, decode
-    from edge.scan import collect
+    from edge.inputs import collect
 
     paths = collect([str(folder)])
     if not paths:

@@ -273,7 +273,7 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
     smoother = ScoreSmoother(smooth)
     hook = smoother if smooth > 1 else None
     last: tuple[Frame, np.ndarray | None, dict[str, Any]] | None = None
-    inf_fps, t_prev, streak = 0.0, None, 0
+    inf_fps, t_prev, streak, in_hand = 0.0, None, 0, False
     restore = _sigterm_as_interrupt()
     t_start = time.perf_counter()
     try:
@@ -301,6 +301,7 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
                 if source.finished:
                     break
                 continue
+            in_hand = True  # captured, not yet processed: dropped if the run stops now
             h, w = frame.image.shape[:2]
             verdict, error = per_image(_classify_frame, engine, frame, state, hook)
             t_done = time.perf_counter()
@@ -310,6 +311,7 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
                          timings_ms={"decode": frame.read_ms}, timestamp=round(frame.timestamp, 6),
                          latency_ms=round(latency, 3), **extra)
             summary.processed += 1
+            in_hand = False
             if verdict is None:
                 summary.failed += 1
                 streak += 1
@@ -351,6 +353,7 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
         restore()
     for k, v in source.stats().items():
         setattr(summary, k, v)
+    summary.dropped += in_hand
     summary.error = summary.error or source.error
     return summary
 

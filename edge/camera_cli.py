@@ -11,7 +11,7 @@ import click
 from .camera import DisplayError, RecordError, VideoRecorder, WindowDisplay, run_camera
 from .errors import SETUP_ERRORS
 from .options import engine_options, make_engine, setup_error
-from .records import JsonlSink
+from .sinks import JsonlSink
 from .sources import FrameSource, SourceError, backoff_delays, parse_source
 
 
@@ -22,6 +22,7 @@ from .sources import FrameSource, SourceError, backoff_delays, parse_source
 @click.option("--headless", is_flag=True, help="No window: one JSONL record per processed frame.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSONL records file (default: stdout with --headless, none with a window).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out (without it, the run refuses).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N processed frames.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after S seconds.")
@@ -38,15 +39,15 @@ from .sources import FrameSource, SourceError, backoff_delays, parse_source
 @click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
               help="Reconnect attempts for a lost camera or stream (waits 0.5, 1, 2, 4, 4, ... s).")
 @engine_options
-def camera(source: str, headless: bool, out: Path | None, max_frames: int | None, duration: float | None,
-           realtime: bool, loop: bool, smooth: int, record_path: Path | None, snapshots: Path,
+def camera(source: str, headless: bool, out: Path | None, overwrite: bool, max_frames: int | None,
+           duration: float | None, realtime: bool, loop: bool, smooth: int, record_path: Path | None, snapshots: Path,
            retries: int, **engine_opts) -> None:
     """Classify a live picture: six views of the newest frame, never a queue.
 
     Window keys: q/Esc quit, e cycle engine (auto/standard/hd), t toggle tiling,
     s snapshot (PNG + JSON record), space pause. Exit code 0 when the run ends
     (source ended, limit, q, Ctrl-C), 1 when the source was lost and not
-    recovered or frames failed, 2 for a usage or model error.
+    recovered or frames failed, 2 for a usage, model or output error.
     """
     try:
         spec = parse_source(source)
@@ -54,12 +55,16 @@ def camera(source: str, headless: bool, out: Path | None, max_frames: int | None
         raise click.UsageError(str(e)) from None
     if spec.live and (loop or realtime):
         click.echo(f"note: --loop/--realtime apply to video files; {spec} runs in real time anyway", err=True)
+    engine = make_engine(**engine_opts)
+    try:
+        engine.check()  # models load (or fail) before the source opens or any output is touched
+    except SETUP_ERRORS as e:
+        raise setup_error(e) from None
     try:
         recorder = VideoRecorder(record_path, 0.0) if record_path else None
         display = None if headless else WindowDisplay()
     except (RecordError, DisplayError) as e:
         raise click.UsageError(str(e)) from None
-    engine = make_engine(**engine_opts)
     frames = FrameSource(spec, realtime=realtime, loop=loop, backoff=backoff_delays(retries),
                          log=lambda m: click.echo(m, err=True))
     try:
@@ -71,7 +76,7 @@ def camera(source: str, headless: bool, out: Path | None, max_frames: int | None
         sys.exit(1)
     if recorder is not None:
         recorder.fps = frames.fps or 30.0
-    sink = JsonlSink(out) if (out or headless) else nullcontext(None)
+    sink = JsonlSink(out, overwrite=overwrite) if (out or headless) else nullcontext(None)
     try:
         with sink as s:
             summary = run_camera(frames, engine, write=s.write if s is not None else None, display=display,

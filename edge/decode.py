@@ -16,9 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import MAX_PIXELS
+
 # Decoding problems are reported in each record; OpenCV's own log lines would flood a scan.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-Image.MAX_IMAGE_PIXELS = 200_000_000  # big panoramas are fine, decompression bombs are not
+# `decode` checks every header against its `max_pixels` before decoding, so Pillow's own
+# decompression-bomb limit (a warning, then an error at twice its value) is not needed.
+Image.MAX_IMAGE_PIXELS = None
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
             4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -29,7 +33,14 @@ _ORIENT = {2: ("flip", 1), 3: ("rot", cv2.ROTATE_180), 4: ("flip", 0),
 
 
 class DecodeError(ValueError):
-    """A file that is not a decodable image."""
+    """A file that is not a decodable image, or one too large to decode."""
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image larger than `max_pixels` (before any of its pixels are decoded)."""
+    if width * height > max_pixels:
+        raise DecodeError(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
+                          f"over the limit of {max_pixels / 1e6:g} (--max-pixels)")
 
 
 @dataclass(frozen=True)
@@ -61,21 +72,27 @@ def reduction_factor(width: int, height: int, fraction: float, input_size: tuple
 Target = Callable[[int, int], "tuple[float, tuple[int, int]] | None"]
 
 
-def decode(data: bytes, target: Target | None = None) -> Decoded:
+def decode(data: bytes, target: Target | None = None, max_pixels: int = MAX_PIXELS) -> Decoded:
     """Decode image bytes. `target(width, height)` may return the (view fraction,
-    model input size) the image is for: JPEGs are then decoded at reduced size."""
+    model input size) the image is for: JPEGs are then decoded at reduced size.
+    An image whose header declares more than `max_pixels` is refused undecoded."""
     if not data:
         raise DecodeError("empty file")
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt, (w, h) = im.format, im.size
+            check_pixels(w, h, max_pixels)
             orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "TIFF", "WEBP", "PNG") else 1
     except UnidentifiedImageError:  # Pillow does not know it (e.g. float TIFF): OpenCV may
+        # OpenCV checks its own header-size limit (OPENCV_IO_MAX_IMAGE_PIXELS, set in edge/__init__.py)
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if raw is None or raw.size == 0:
             raise DecodeError("not an image (unknown format)") from None
+        check_pixels(raw.shape[1], raw.shape[0], max_pixels)
         bgr = _to_bgr8(raw)
         return Decoded(bgr, bgr.shape[1], bgr.shape[0])
+    except DecodeError:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise DecodeError(f"corrupt image header ({e})") from None
     if orientation in (5, 6, 7, 8):

@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 
 from .engine import DEFAULT_MODELS, Engine
-from .model import ModelError, model_file
-from .records import JsonlSink
-from .scan import collect, scan
+from .errors import SETUP_ERRORS
+from .inputs import collect_keyed
+from .scan import scan
+from .sinks import JsonlSink
 
 
 def skimage_samples() -> Path | None:
@@ -34,10 +35,10 @@ def skimage_samples() -> Path | None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"))
 def main(images: str, models_dir: Path, out: Path) -> None:
     """Scan the sample folder and print the summary."""
+    engine = Engine(models_dir, device="cpu")
     try:
-        for role in ("standard", "hd"):
-            model_file(models_dir, role, "cpu")
-    except ModelError as e:
+        engine.check()
+    except SETUP_ERRORS as e:
         click.echo(f"demo: {e}\n"
                    f"demo: {models_dir} holds no trained models yet; produce them with `make models` "
                    "(trains, adapts and converts on ../shared/data; see README), "
@@ -46,12 +47,11 @@ def main(images: str, models_dir: Path, out: Path) -> None:
     folder = Path(images) if images else skimage_samples()
     if folder is None or not folder.is_dir():
         raise click.UsageError(f"no image folder to scan: {images or 'scikit-image is not installed'}")
-    files = collect([str(folder)])
-    engine = Engine(models_dir)
+    found = collect_keyed([str(folder)])
     results = out / "results.jsonl"
-    with JsonlSink(results) as sink:
-        summary = scan(files, engine, sink.write, out / "annotated", batch_images=8, workers=2,
-                       roots=[str(folder)])
+    with JsonlSink(results, overwrite=True) as sink:  # the demo's own output folder: a rerun replaces it
+        summary = scan(list(found), engine, sink.write, out / "annotated", batch_images=8, workers=2,
+                       names=found)
     click.echo(f"scanned {folder}")
     click.echo(summary.text())
     click.echo(f"records: {results}\nannotated images: {out / 'annotated'}")

@@ -25,13 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import MAX_PIXELS
 from .decode import Decoded, decode
 from .merge import Decision, ScoreHook, decide_image, resolve_thresholds
+from .metadata import ROLES, MetadataError
 from .model import Model, model_file, open_model
 from .preprocess import BatchBuffer, model_input, render_views
 from .tiling import View, view_boxes, view_count
 
-ROUTINGS = ("auto", "standard", "hd")
+ROUTINGS = ("auto", *ROLES)
 THUMBNAIL_MAX_SIDE = 64  # short side <= this: a CIFAR-like thumbnail -> Standard
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -91,12 +93,12 @@ class Engine:
 
     def __init__(self, models_dir: Path | str = DEFAULT_MODELS, routing: str = "auto",
                  device: str = "auto", precision: str = "auto", threads: int = 0,
-                 tiling: bool = True, threshold: float | None = None):
+                 tiling: bool = True, threshold: float | None = None, max_pixels: int = MAX_PIXELS):
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}")
         self.models_dir, self.routing, self.device = Path(models_dir), routing, device
         self.precision, self.threads = precision, threads
-        self.tiling, self.threshold = tiling, threshold
+        self.tiling, self.threshold, self.max_pixels = tiling, threshold, max_pixels
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._buffers: dict[str, BatchBuffer] = {}
@@ -112,9 +114,18 @@ class Engine:
                     # a GPU provider was listed but did not start: FP16 on a CPU is only slower
                     m = open_model(model_file(self.models_dir, role, "cpu"), "cpu", self.threads)
                 if m.meta.role != role:
-                    raise ValueError(f"{path}: metadata says role {m.meta.role!r}, expected {role!r}")
+                    raise MetadataError(f"{path}: metadata says role {m.meta.role!r}, expected {role!r}")
                 self._models[role] = m
             return self._models[role]
+
+    def check(self) -> list[Model]:
+        """Open every model the routing can reach (auto: both), so that a missing or invalid
+        model or provider stops a run before it reads an image or touches an output."""
+        return [self.model(role) for role in (ROLES if self.routing == "auto" else (self.routing,))]
+
+    def classes(self) -> list[str]:
+        """The class names of the models the routing can reach, in model order, each once."""
+        return list(dict.fromkeys(c for m in self.check() for c in m.meta.classes))
 
     def decode(self, data: bytes, *, routing: str | None = None, full: bool = False) -> tuple[Decoded, str]:
         """Decode image bytes for the model they route to (from the header's size): a JPEG at the
@@ -128,7 +139,7 @@ class Engine:
             meta = self.model(roles[0]).meta
             return meta.view_fraction, meta.input_size
 
-        decoded = decode(data, target)
+        decoded = decode(data, target, self.max_pixels)
         return decoded, roles[0] if roles else route(decoded.width, decoded.height, routing or self.routing)
 
     def load(self, data: bytes, *, routing: str | None = None, tiling: bool | None = None,

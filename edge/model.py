@@ -39,6 +39,10 @@ def read_meta(session: ort.InferenceSession, source: str) -> ModelMeta:
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     if len(inp.shape) != 4 or inp.shape[3] != 3:
         raise MetadataError(f"{source}: input must be NHWC with 3 channels, graph has {inp.shape}")
+    graph_size = tuple(inp.shape[1:3])
+    if all(isinstance(d, int) for d in graph_size) and graph_size != meta.input_size:
+        raise MetadataError(f"{source}: metadata says input_size {list(meta.input_size)}, "
+                            f"the graph takes {list(graph_size)}")
     if isinstance(out.shape[-1], int) and out.shape[-1] != len(meta.classes):
         raise MetadataError(f"{source}: graph outputs {out.shape[-1]} scores for {len(meta.classes)} classes")
     return meta

@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
+from . import MAX_PIXELS
 from .engine import DEFAULT_MODELS, ROUTINGS, Engine
 from .metadata import PRECISIONS
 from .providers import DEVICES
 
 
 def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--models --engine --device --precision --threads --tiling --threshold."""
+    """--models --engine --device --precision --threads --tiling --threshold --max-pixels."""
     opts = [
         click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
                      default=DEFAULT_MODELS, show_default="the shipped models/",
@@ -32,17 +33,26 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Six views (whole, four corners, centre) or the whole image only."),
         click.option("--threshold", type=click.FloatRange(0, 1), default=None,
                      help="One threshold for every class, overriding the model's."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS, show_default=True,
+                     help="Images whose header declares more pixels are refused before decoding "
+                          "(an error record), so no file can take the machine's memory."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(opts), f)
 
 
 def make_engine(models_dir: Path, engine: str, device: str, precision: str, threads: int,
-                tiling: bool, threshold: float | None) -> Engine:
+                tiling: bool, threshold: float | None, max_pixels: int = MAX_PIXELS) -> Engine:
     """An Engine from the shared options (`--engine` is its routing)."""
     return Engine(models_dir, routing=engine, device=device, precision=precision, threads=threads,
-                  tiling=tiling, threshold=threshold)
+                  tiling=tiling, threshold=threshold, max_pixels=max_pixels)
 
 
-def setup_error(e: Exception) -> click.UsageError:
-    """A setup error (model, metadata, provider) as one clean line, exit code 2."""
-    return click.UsageError(str(e))
+class SetupError(click.ClickException):
+    """A model, provider or output that stops a command: one line, exit code 2."""
+
+    exit_code = 2
+
+
+def setup_error(e: Exception) -> SetupError:
+    """A setup error (model, metadata, provider, output) as one clean line, exit code 2."""
+    return SetupError(str(e))

@@ -1,86 +1,27 @@
-"""Offline scans: find images, split them into shards, classify them with decoding
-in worker threads overlapping inference, and write one record per image."""
+"""Offline scans: classify images with decoding in worker threads overlapping inference,
+and write one record per image, in input order (finding them: `edge/inputs.py`)."""
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
 import time
-import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from .draw import draw_verdict
 from .engine import Engine, Prepared, Verdict
 from .errors import per_image
+from .inputs import IMAGE_EXTENSIONS, read_file
 from .records import record
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def collect(inputs: Iterable[str]) -> list[str]:
-    """Image paths from files, folders (recursive, symlink loops skipped) and globs,
-    sorted and without duplicates. Raises FileNotFoundError for an input that matches nothing."""
-    found: list[str] = []
-    for arg in inputs:
-        if os.path.isdir(arg):
-            found.extend(_walk(arg))
-        elif os.path.lexists(arg):
-            found.append(os.path.normpath(arg))  # named explicitly: try it even if unusual
-        else:
-            matches = glob.glob(arg, recursive=True) if glob.has_magic(arg) else []
-            if not matches:
-                raise FileNotFoundError(f"no such file, folder or glob match: {arg}")
-            for m in matches:
-                found.extend(_walk(m) if os.path.isdir(m) else [os.path.normpath(m)] if _is_image(m) else [])
-    return sorted(set(found))
-
-
-def _walk(root: str) -> Iterator[str]:
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=lambda e: None):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames.clear()
-            continue
-        if (st.st_dev, st.st_ino) in seen:  # a symlink loop or a second way into a folder
-            dirnames.clear()
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames.sort()
-        for f in sorted(filenames):
-            if _is_image(f):
-                yield os.path.normpath(os.path.join(dirpath, f))
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/n' (0 <= i < n) -> (i, n)."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like i/n, e.g. 0/4; got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard i/n needs 0 <= i < n; got {text!r}")
-    return i, n
-
-
-def in_shard(path: str, shard: tuple[int, int]) -> bool:
-    """Deterministic, order-independent assignment of a path to one of n shards."""
-    i, n = shard
-    return zlib.crc32(path.encode("utf-8", "surrogateescape")) % n == i
 
 
 @dataclass
@@ -123,15 +64,10 @@ class _Loaded:
     timings: dict[str, float]
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
 def _load(path: str, engine: Engine, keep_image: bool) -> _Loaded:
     """Read, decode and render one image's views (runs in a worker thread)."""
     t0 = time.perf_counter()
-    data, error = per_image(_read, path)
+    data, error = per_image(read_file, path)
     timings = {"decode": (time.perf_counter() - t0) * 1e3}
     prepared = None
     if data is not None:
@@ -141,8 +77,9 @@ def _load(path: str, engine: Engine, keep_image: bool) -> _Loaded:
 
 def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], None],
          annotate_dir: Path | None = None, batch_images: int = 1, workers: int = 2,
-         roots: list[str] | None = None) -> Summary:
-    """Classify `paths`, calling `write(record)` once per image, in input order."""
+         names: Mapping[str, str] | None = None) -> Summary:
+    """Classify `paths`, calling `write(record)` once per image, in input order. Annotated copies
+    go to `annotate_dir` under `names[path]` (the path relative to its scan root; default: its name)."""
     summary = Summary()
     start = time.perf_counter()
     window = max(2 * batch_images + workers, 4)
@@ -163,10 +100,9 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
                 v = verdicts.get(id(g))
                 rec = record("path", g.path, v, timings_ms=g.timings, error=g.error)
                 if v is not None and annotate_dir is not None and g.prepared.decoded is not None:
-                    try:
-                        _annotate(g, v, annotate_dir, roots or [])
-                    except OSError as e:
-                        rec["error"] = str(e)
+                    name = (names or {}).get(g.path, os.path.basename(g.path))
+                    _, error = per_image(_annotate, g.prepared.decoded.bgr, v, annotate_dir / name)
+                    rec["error"] = error and f"cannot write the annotated copy: {error}"
                 write(rec)
                 summary.add(rec)
                 bar.update(1)
@@ -179,16 +115,12 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
     return summary
 
 
-def _annotate(g: _Loaded, verdict: Verdict, out_dir: Path, roots: list[str]) -> None:
-    rel = Path(os.path.basename(g.path))
-    for r in roots:
-        if os.path.isdir(r) and os.path.abspath(g.path).startswith(os.path.abspath(r) + os.sep):
-            rel = Path(os.path.relpath(g.path, r))
-            break
-    if rel.suffix.lower() not in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}:
-        rel = rel.with_suffix(".png")
-    dest = out_dir / rel
+def _annotate(bgr: np.ndarray, verdict: Verdict, dest: Path) -> None:
+    """Write a copy with the verdict drawn on it (PNG where OpenCV cannot write the format)."""
+    if dest.suffix.lower() not in IMAGE_EXTENSIONS - {".gif"}:  # OpenCV writes no GIF
+        dest = dest.with_suffix(".png")
+    ok, buf = cv2.imencode(dest.suffix, draw_verdict(bgr.copy(), verdict))
+    if not ok:
+        raise OSError(f"OpenCV cannot encode {dest.suffix}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    img = draw_verdict(g.prepared.decoded.bgr.copy(), verdict)
-    if not cv2.imwrite(str(dest), img):
-        raise OSError(f"cannot write annotated image {dest}")
+    dest.write_bytes(buf.tobytes())  # Python's open, not OpenCV's: any file name the system allows

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
 from .errors import SETUP_ERRORS
+from .inputs import collect_keyed, in_shard, parse_shard
 from .options import engine_options, make_engine, setup_error
-from .records import CsvSink, JsonlSink, done_paths
-from .scan import collect, in_shard, parse_shard
 from .scan import scan as run_scan
+from .sinks import CsvSink, JsonlSink, done_paths
 
 
 @click.command("scan")
@@ -22,31 +23,41 @@ from .scan import scan as run_scan
               help="Also write a flat CSV (path, labels, one score column per class).")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write copies with labels and the winning views drawn into this folder.")
-@click.option("--resume", is_flag=True, help="Skip images that already have a record in --out; append.")
+@click.option("--resume", is_flag=True,
+              help="Continue --out: skip images that already have a result, retry the ones that failed.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing non-empty --out/--csv (without it, or --resume, the scan refuses).")
 @click.option("--shard", default=None, metavar="I/N",
-              help="Process only shard I of N (0-based; deterministic), e.g. for array jobs.")
+              help="Process only shard I of N (0-based), e.g. for array jobs. Membership depends on each "
+                   "image's path relative to the folder given, so any working directory gives the same split.")
 @click.option("--batch", "batch_images", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per ONNX Runtime call (six views each; 8 scanned voc07_val 1.6x faster than 1).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decoding threads (decoding overlaps inference).")
 @engine_options
 def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annotate_dir: Path | None,
-         resume: bool, shard: str | None, batch_images: int, workers: int, **engine_opts) -> None:
+         resume: bool, overwrite: bool, shard: str | None, batch_images: int, workers: int, **engine_opts) -> None:
     """Classify images in PATHS (files, folders searched recursively, or globs).
 
     Writes one JSON record per image (labels, scores, winning views, timings,
-    error). A bad file gets a record with its error and the scan goes on; the
-    exit code is 1 if any image failed, 2 for a usage or model error.
+    error). A bad file gets a record with its error and the scan goes on. Only
+    regular files are read; images declaring more than --max-pixels are refused
+    undecoded. Exit code 0 when every image was classified, 1 if any failed,
+    2 for a usage, model or output error (raised before any output is touched
+    where it can be), 130 when interrupted (--resume continues).
     """
     if resume and out is None:
         raise click.UsageError("--resume needs --out FILE")
+    if resume and overwrite:
+        raise click.UsageError("--resume keeps --out and --overwrite replaces it: choose one")
     try:
-        files = collect(paths)
+        found = collect_keyed(paths)
         if shard:
             part = parse_shard(shard)
-            files = [f for f in files if in_shard(f, part)]
+            found = {p: k for p, k in found.items() if in_shard(k, part)}
     except (FileNotFoundError, ValueError) as e:
         raise click.UsageError(str(e)) from None
+    files = list(found)
     skipped = 0
     if resume:
         done = done_paths(out)
@@ -57,12 +68,16 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
         return
     engine = make_engine(**engine_opts)
     try:
-        with JsonlSink(out, append=resume) as sink, (CsvSink(csv_path) if csv_path else _NullSink()) as table:
+        classes = engine.classes()  # models load (or fail) before any output is touched
+        with JsonlSink(out, append=resume, overwrite=overwrite, retry=files) as sink, \
+                (CsvSink(csv_path, classes, overwrite=overwrite or resume, rows=sink.kept) if csv_path
+                 else nullcontext()) as table:
             def write(rec: dict) -> None:
                 sink.write(rec)
-                table.write(rec)
+                if table is not None:
+                    table.write(rec)
 
-            summary = run_scan(files, engine, write, annotate_dir, batch_images, workers, list(paths))
+            summary = run_scan(files, engine, write, annotate_dir, batch_images, workers, found)
     except SETUP_ERRORS as e:
         raise setup_error(e) from None
     if skipped:
@@ -76,14 +91,3 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
         sys.exit(130)
     if summary.errors:
         sys.exit(1)
-
-
-class _NullSink:
-    def __enter__(self) -> _NullSink:
-        return self
-
-    def write(self, rec: dict) -> None:
-        pass
-
-    def __exit__(self, *exc: object) -> None:
-        pass

@@ -309,6 +309,7 @@ class FrameSource:
     def _recover(self) -> bool:
         """Reopen a lost live source with back-off; False (and `error`) when out of attempts."""
         self._release()
+        t_lost = time.perf_counter()
         while self._attempt < len(self.backoff) and not self._stop.is_set():
             delay = self.backoff[self._attempt]
             self._attempt += 1
@@ -322,7 +323,7 @@ class FrameSource:
         if not self._stop.is_set():
             n = len(self.backoff)
             self.error = (f"{self.spec} lost and not recovered after {n} reconnect attempt{'s' * (n != 1)} "
-                          f"over {sum(self.backoff):g} s")
+                          f"over {time.perf_counter() - t_lost:.1f} s")  # opening may take longer than the waits
         return False
 
     def _reopen_file(self) -> bool:

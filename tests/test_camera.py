@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def test_cli_source_lost_exit_code(models, monkeypatch):
                         else FakeCapture(0, opened=False))
     r = run_cli("--source", "0", "--headless", "--retries", "1", "--models", models)
     assert r.exit_code == 1
-    assert "camera 0 lost and not recovered after 1 reconnect attempt over 0.5 s" in r.stderr
+    took = re.search(r"camera 0 lost and not recovered after 1 reconnect attempt over (\d+\.\d) s", r.stderr)
+    assert took and 0.5 <= float(took.group(1)) < 5
     assert 1 <= len(jsonl(r.stdout)) <= 5
 
 
@@ -328,7 +330,7 @@ def test_window_without_gui_or_model_errors_are_one_line(models, video, tmp_path
     r = run_cli("--source", video, "--models", models)  # this OpenCV is headless (or there is no display)
     assert r.exit_code == 2 and "--headless" in r.stderr.splitlines()[-1]
     r = run_cli("--source", video, "--headless", "--models", tmp_path / "empty")
-    assert r.exit_code == 2 and "no hd model" in r.stderr and "Traceback" not in r.stderr
+    assert r.exit_code == 2 and "no standard model" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "not_a_video.mp4"
     bad.write_bytes(b"not a video at all")
     r = run_cli("--source", bad, "--headless", "--models", models)

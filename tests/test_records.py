@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
-from edge.records import CsvSink, JsonlSink, done_paths, record
+from edge.records import record
+from edge.sinks import CsvSink, JsonlSink, done_paths
 
 
 def ok(path: str, labels: list[str], scores: dict[str, float]) -> dict:
@@ -47,7 +48,7 @@ def test_jsonl_dash_writes_stdout(capsys):
 
 def test_csv_has_one_score_column_per_class_and_quotes(tmp_path):
     out = tmp_path / "r.csv"
-    with CsvSink(out) as table:
+    with CsvSink(out, ["cat", "dog"]) as table:
         table.write(ok('odd, "name".jpg', ["dog", "cat"], {"cat": 0.6, "dog": 0.8}))
         table.write(record("path", "bad.jpg", error="not an image, sorry"))
     rows = list(csv.reader(out.open(newline="", encoding="utf-8")))

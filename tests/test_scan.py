@@ -14,11 +14,16 @@ from conftest import REPO, grey_with_square, need_shared
 
 from edge.cli import main
 from edge.records import FIELDS
-from edge.scan import collect, in_shard, parse_shard
+from edge.inputs import collect, in_shard, parse_shard
 
 
 def run(*args: str):
     return CliRunner().invoke(main, ["scan", *map(str, args)])
+
+
+def rerun(*args: str):
+    """A scan that replaces the results of an earlier one."""
+    return run(*args, "--overwrite")
 
 
 def records(path: Path) -> list[dict]:
@@ -33,7 +38,7 @@ def test_small_object_found_by_its_view_and_missed_without_tiling(tmp_path, colo
     rec = records(out)[0]
     assert rec["engine"] == "hd" and rec["labels"] == ["red"]
     assert rec["views"]["red"] == corner and rec["scores"]["red"] > 0.9
-    assert run(tmp_path / "img.png", "--models", colour_models, "--out", out, "--no-tiling").exit_code == 0
+    assert rerun(tmp_path / "img.png", "--models", colour_models, "--out", out, "--no-tiling").exit_code == 0
     rec = records(out)[0]
     assert rec["labels"] == [] and rec["scores"]["red"] < 0.2 and rec["tiling"] is False
 
@@ -47,7 +52,7 @@ def test_several_labels_and_threshold_override(tmp_path, colour_models):
     rec = records(out)[0]
     assert sorted(rec["labels"]) == ["blue", "red"]
     assert rec["views"]["red"] == "top_left" and rec["views"]["blue"] == "bottom_right"
-    assert run(tmp_path / "two.png", "--models", colour_models, "--out", out, "--threshold", "0.999").exit_code == 0
+    assert rerun(tmp_path / "two.png", "--models", colour_models, "--out", out, "--threshold", "0.999").exit_code == 0
     rec = records(out)[0]
     assert len(rec["labels"]) == 1 and rec["thresholds"] == {"red": 0.999, "green": 0.999, "blue": 0.999}
 
@@ -60,7 +65,7 @@ def test_thumbnails_go_to_standard_photos_to_hd(tmp_path, colour_models):
     by = {Path(r["path"]).name: r for r in records(out)}
     assert by["thumb.png"]["engine"] == "standard" and by["thumb.png"]["labels"] == ["green"]
     assert by["photo.png"]["engine"] == "hd"
-    assert run(tmp_path, "--models", colour_models, "--out", out, "--engine", "standard").exit_code == 0
+    assert rerun(tmp_path, "--models", colour_models, "--out", out, "--engine", "standard").exit_code == 0
     assert {r["engine"] for r in records(out)} == {"standard"}
 
 
@@ -172,15 +177,17 @@ def test_usage_errors_exit_2(tmp_path, colour_models, args, needle):
 def test_missing_or_bare_models_exit_2_with_one_line(tmp_path, colour_models):
     cv2.imwrite(str(tmp_path / "a.png"), grey_with_square())
     res = run(tmp_path / "a.png", "--models", tmp_path / "empty")
-    assert res.exit_code == 2 and "no hd model in" in res.output
+    assert res.exit_code == 2 and "no standard model in" in res.output
     import onnx
     m = onnx.load(colour_models / "hd.onnx")
     del m.metadata_props[:]
     (tmp_path / "bare").mkdir()
     onnx.save(m, tmp_path / "bare" / "hd.onnx")
-    res = run(tmp_path / "a.png", "--models", tmp_path / "bare")
+    res = run(tmp_path / "a.png", "--models", tmp_path / "bare", "--engine", "hd")
     assert res.exit_code == 2 and "metadata missing: sixview.format" in res.output
-    assert "Traceback" not in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    res = run(tmp_path / "a.png", "--models", tmp_path / "bare")  # auto needs both models
+    assert res.exit_code == 2 and "no standard model in" in res.output
 
 
 def test_runtime_never_imports_tensorflow(tmp_path, colour_models):

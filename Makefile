@@ -32,7 +32,7 @@ test: $(VENV)/.dev
 # every backbone recipe in runs/<backbone>/, then SHIP's models copied into models/.
 SHIP ?= efficientnet-lite0
 models: $(VENV)/.dev
-	$(PY) -m training.make_models --ship $(SHIP)
+	$(PY) -m training.release.make_models --ship $(SHIP)
 
 # Latency, pipeline and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
 # The reference-path comparison needs the Keras checkpoint the HD model came from, and the
@@ -42,6 +42,7 @@ BACKBONES := $(foreach r,convnext-edge efficientnet-lite0,$(if $(wildcard runs/$
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.latency
 	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.memory
 	$(if $(wildcard $(BENCH_KERAS)),$(PY) -m benchmarks.reference --keras $(BENCH_KERAS) --onnx models/hd.onnx,\
 	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
 	$(if $(BACKBONES),$(PY) -m benchmarks.backbones $(BACKBONES),@echo "bench: backbones skipped: no runs/<backbone>/calibrated (run make models)")

@@ -54,6 +54,13 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def write_results(out: Path, name: str, result: dict[str, Any], markdown: str) -> list[Path]:
+    """A benchmark's `<name>.json` and `<name>.md` in `out`; returns their paths."""
+    md = out / f"{name}.md"
+    md.write_text(markdown, encoding="utf-8")
+    return [write_json(out / f"{name}.json", result), md]
+
+
 def _jsonable(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()

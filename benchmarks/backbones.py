@@ -32,15 +32,15 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 import onnx
 
-from benchmarks._common import REPO, encode_jpeg, machine_md, md_table, out_dir, scratch_dir, toy_models, write_json
+from benchmarks._common import REPO, encode_jpeg, machine_md, md_table, out_dir, scratch_dir, toy_models, write_results
 from convert.int8 import quantize_int8
 from convert.timing import compare_latency
 from convert.verify import images_from_dir
 from edge.engine import Engine
 from edge.metadata import ModelMeta
 from edge.stats import machine_info
-from training.datasets import open_source
-from training.evaluate import evaluate_role, load_set
+from training.data.datasets import open_source
+from training.eval.scoring import evaluate_role, load_set
 
 DATA = REPO.parent / "shared" / "data"
 PRECISIONS = ("fp32", "int8")
@@ -83,7 +83,7 @@ def int8_dir(fp32: onnx.ModelProto, calibration: np.ndarray, role: str) -> tuple
 
 def score(models_dir: Path, precision: str, role: str, source: Any, split: str, limit: int | None) -> dict:
     """`sixview eval`'s scoring of one model file: metrics with tiling on (six views) and off (whole)."""
-    engine = Engine(models_dir, engine=role, device="cpu", precision=precision, tiling=True)
+    engine = Engine(models_dir, routing=role, device="cpu", precision=precision, tiling=True)
     ds = load_set(source, split, engine.model(role).meta.classes, limit)
     res, _ = evaluate_role(engine, role, ds)
     return res
@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                            "rounds": args.rounds, "real_inputs": real},
               "recipes": rows}
     out = out_dir(args.out, args.quick)
-    write_json(out / "backbones.json", result)
-    (out / "backbones.md").write_text(markdown(result), encoding="utf-8")
+    write_results(out, "backbones", result, markdown(result))
     log(f"wrote {out / 'backbones.json'}, backbones.md")
     return 0
 

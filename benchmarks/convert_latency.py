@@ -39,7 +39,7 @@ def _build(name: str, size: int):
 
     keras.utils.set_random_seed(0)
     if name == "convnext-edge":
-        from training.models import build_model
+        from training.models.factory import build_model
 
         return build_model("convnext-edge", 10, size, weights="none")
     return keras.applications.ConvNeXtTiny(weights=None, input_shape=(size, size, 3), classes=10,
@@ -54,7 +54,7 @@ def measure(name: str, size: int, runs: int, calib: int) -> dict:
     from convert.optimize import optimize, ort_node_count
     from convert.timing import compare_latency
     from convert.verify import keras_scores, run_onnx
-    from training.synthetic import randomize_constant_weights
+    from training.data.synthetic import randomize_constant_weights
 
     model = randomize_constant_weights(_build(name, size))
     t0 = time.perf_counter()

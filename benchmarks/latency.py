@@ -32,7 +32,16 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks._common import DEFAULT_MODELS, machine_md, md_table, out_dir, parse_ints, toy_models, write_json
+from benchmarks._common import (
+    DEFAULT_MODELS,
+    machine_md,
+    md_table,
+    out_dir,
+    parse_ints,
+    toy_models,
+    write_json,
+    write_results,
+)
 from edge.metadata import MetadataError
 from edge.model import PRECISION_SUFFIX, ModelError, open_model
 from edge.providers import PROVIDER, ProviderError
@@ -266,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
               "settings": {"models": str(models_dir), "devices": devices, "threads": threads, "batches": batches,
                            "warmup": args.warmup, "runs": args.runs, "budget_s": args.budget_s},
               "results": results, "skipped": skipped}
-    write_json(out / "latency.json", result)
-    (out / "latency.md").write_text(markdown(result), encoding="utf-8")
+    write_results(out, "latency", result, markdown(result))
     (out / "raw").mkdir(exist_ok=True)
     write_json(out / "raw" / "latency_samples.json", {"machine": machine, "samples": raw})
     if results:

@@ -47,14 +47,12 @@ from benchmarks._common import (
     scratch_dir,
     synthetic_photo,
     toy_models,
-    write_json,
+    write_results,
 )
 from edge.decode import reduction_factor
 from edge.engine import Engine
+from edge.errors import SETUP_ERRORS
 from edge.inputs import collect
-from edge.metadata import MetadataError
-from edge.model import ModelError
-from edge.providers import ProviderError
 from edge.scan import scan
 from edge.stats import machine_info, pipeline_efficiency, scan_efficiency, summarize
 
@@ -242,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model = engine.model(role)
         session_ms = (time.perf_counter() - t0) * 1e3
-    except (ModelError, MetadataError, ProviderError, ValueError) as e:
+    except SETUP_ERRORS as e:
         log(f"error: {e}")
         return 2
     out = out_dir(args.out, args.quick)
@@ -284,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  scan {sc['images']} images: {sc['images_per_s']:.1f} images/s, ideal {sc['ideal_images_per_s']:.1f}"
             f" (efficiency {sc['efficiency']:.3f})")
         result["scan"] = sc
-    write_json(out / "pipeline.json", result)
-    (out / "pipeline.md").write_text(markdown(result), encoding="utf-8")
+    write_results(out, "pipeline", result, markdown(result))
     if results:
         plot(result, out / "pipeline.png")
     log(f"wrote {out / 'pipeline.json'}, pipeline.md, pipeline.png")

@@ -3,8 +3,8 @@
 Reference path (as the reference system served): PIL decodes the JPEG, crops
 the six views, resizes each to the model input with bicubic filtering, stacks
 them as float32 and calls Keras `model.predict`; per class the maximum over
-views. sixview path: `edge.decode.decode` (reduced JPEG decoding),
-`Engine.prepare` and `Engine.classify` on ONNX Runtime (CPU), with the FP32
+views. sixview path: `Engine.load` (reduced JPEG decoding, views) and
+`Engine.classify` on ONNX Runtime (CPU), with the FP32
 file and, if one exists, the INT8 file.
 
 The paths alternate within every iteration (their order rotates), so the
@@ -45,10 +45,9 @@ from benchmarks._common import (
     model_dir_for,
     out_dir,
     scratch_dir,
-    write_json,
+    write_results,
 )
 from benchmarks.pipeline import time_frame
-from edge.decode import decode
 from edge.engine import Engine
 from edge.metadata import MetadataError, ModelMeta
 from edge.model import ModelError, open_model
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import keras
 
-        import training.layers  # noqa: F401  (registers sixview's custom layers)
+        import training.models.layers  # noqa: F401  (registers sixview's custom layers)
     except ImportError as e:
         log(f"error: the reference path needs the training extras: pip install -e '.[train]' ({e})")
         return 2
@@ -260,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, path, precision in (("sixview FP32", args.onnx, "fp32"), ("sixview INT8", int8, "int8")):
         if path is None:
             continue
-        eng = Engine(model_dir_for(path, role, precision), engine=role, device="cpu", precision=precision,
+        eng = Engine(model_dir_for(path, role, precision), routing=role, device="cpu", precision=precision,
                      threads=args.threads)
         t0 = time.perf_counter()
         try:
@@ -291,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 if i >= args.warmup:
                     samples[label].append(ms)
         for label, eng in engines.items():  # merged scores for the agreement check
-            prepared = eng.prepare(decode(data, lambda w, h: (fraction, size)), role=role)
-            v = eng.classify([prepared])[0]
+            v = eng.classify([eng.load(data, routing=role)])[0]
             merged[label] = np.array([v.decision.scores[c] for c in meta.classes])
         ref_total = np.array([s["total"] for s in samples["reference (Keras)"]])
         ratios = {}
@@ -320,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                            "keras_version": keras.__version__},
               "goal_ratio": GOAL, "cold_start_s": cold, "conversion_max_abs_diff": parity, "frames": frames_out}
     out = out_dir(args.out, args.quick)
-    write_json(out / "reference.json", result)
-    (out / "reference.md").write_text(markdown(result), encoding="utf-8")
+    write_results(out, "reference", result, markdown(result))
     log(f"wrote {out / 'reference.json'}, reference.md")
     return 0
 

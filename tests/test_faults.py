@@ -11,10 +11,8 @@ import csv
 import fcntl
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import cv2
@@ -24,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, grey_with_square
 
+from benchmarks.memory import png_declaring
 from edge.cli import main
 from edge.engine import Engine
 from edge.inputs import InputError, collect_keyed, read_file
@@ -53,16 +52,6 @@ def photos(folder: Path, n: int, start: int = 0) -> Path:
     for i in range(start, start + n):
         cv2.imwrite(str(folder / f"{i:03d}.png"), grey_with_square())
     return folder
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A small PNG whose header declares width x height (its pixel data is a few bytes)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-            + chunk(b"IEND", b""))
 
 
 def test_named_pipes_and_devices_get_a_record_and_never_block(tmp_path, colour_models):

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import REPO, grey_with_square, need_shared
 
 from edge.cli import main
-from edge.records import FIELDS
 from edge.inputs import collect, in_shard, parse_shard
+from edge.records import FIELDS
 
 
 def run(*args: str):

@@ -1,4 +1,4 @@
-"""training.torch_state: .pth files written here in torch.save's two formats, without torch."""
+"""training.models.torch_state: .pth files written here in torch.save's two formats, without torch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from training.errors import WeightsError
-from training.torch_state import LEGACY_MAGIC, read_state_dict
+from training.models.torch_state import LEGACY_MAGIC, read_state_dict
 
 FORMATS = ["legacy", "zip"]
 SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 8}}

@@ -1,4 +1,4 @@
-"""Issue 4, data side (no TensorFlow): safe unpickling, readers, alignment, cache, report."""
+"""Without TensorFlow: safe unpickling, readers, alignment, cache, data report, training metrics."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.cache import load_split, source_cache_dir
-from training.datasets import (
+from training.data.cache import load_split, source_cache_dir
+from training.data.datasets import (
     CIFAR10_CLASSES,
     CifarPickleSource,
     CsvSource,
@@ -19,8 +19,7 @@ from training.datasets import (
     open_source,
     read_labels_csv,
 )
-from training.errors import DataError
-from training.labels import (
+from training.data.labels import (
     align_classes,
     align_labels,
     check_classes,
@@ -29,10 +28,11 @@ from training.labels import (
     split_train_val,
     stratified_order,
 )
-from training.metrics import bce, binary_accuracy, macro_auc, score, top1
-from training.report import build_report
-from training.safe_pickle import UnsafePickleError, read_cifar_batch, safe_load
-from training.synthetic import write_cifar_pickle, write_image_folder, write_labels_csv
+from training.data.report import build_report
+from training.data.safe_pickle import UnsafePickleError, read_cifar_batch, safe_load
+from training.data.synthetic import write_cifar_pickle, write_image_folder, write_labels_csv
+from training.errors import DataError
+from training.eval.metrics import bce, binary_accuracy, macro_auc, score, top1_accuracy
 
 
 class _Evil:
@@ -226,7 +226,7 @@ def test_report_drops_bad_files_and_finds_duplicates(tmp_path: Path) -> None:
 def test_data_report_cli(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from training.cli import data
+    from training.commands.data import data
 
     root = write_image_folder(tmp_path / "set", n_per_class=2)
     res = CliRunner().invoke(data, ["report", str(root), "--out", str(tmp_path / "rep"),
@@ -244,8 +244,8 @@ def test_data_report_cli(tmp_path: Path) -> None:
 def test_metrics() -> None:
     y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]], np.float32)
     p = np.array([[0.9, 0.2, 0.1], [0.6, 0.7, 0.1], [0.1, 0.2, 0.3], [0.8, 0.9, 0.1]])
-    assert top1(y, p) == 1.0  # rows with exactly one label only
-    assert top1(y, np.array([[0.1, 0.9, 0], [0.9, 0.1, 0], [0, 0, 0], [0, 0, 0]])) == 0.0
+    assert top1_accuracy(y, p) == 1.0  # rows with exactly one label only
+    assert top1_accuracy(y, np.array([[0.1, 0.9, 0], [0.9, 0.1, 0], [0, 0, 0], [0, 0, 0]])) == 0.0
     assert macro_auc(y, p) == 1.0  # class 3 has no positives: skipped
     assert binary_accuracy(y, p) == pytest.approx(11 / 12)
     known = np.array([True, True, False])

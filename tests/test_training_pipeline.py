@@ -1,4 +1,4 @@
-"""Issue 4: MixUp and the tf.data pipeline."""
+"""MixUp and the tf.data pipeline (training.data.tfdata)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from training.cache import load_split  # noqa: E402
-from training.datasets import open_source  # noqa: E402
-from training.labels import select  # noqa: E402
-from training.pipeline import (  # noqa: E402
+from training.data.cache import load_split  # noqa: E402
+from training.data.datasets import open_source  # noqa: E402
+from training.data.labels import select  # noqa: E402
+from training.data.synthetic import write_image_folder, write_labels_csv  # noqa: E402
+from training.data.tfdata import (  # noqa: E402
     make_dataset,
     mixup,
     mixup_batch,
     resize_images,
     sample_mixup_lambda,
 )
-from training.synthetic import write_image_folder, write_labels_csv  # noqa: E402
 
 pytestmark = pytest.mark.train
 

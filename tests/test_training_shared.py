@@ -1,4 +1,4 @@
-"""Issue 4 on the real shared data (skipped when ../shared/data is absent)."""
+"""Data readers and label alignment on the real shared data (skipped when ../shared/data is absent)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.datasets import CIFAR10_CLASSES, CsvSource, open_source
-from training.labels import align_labels, select
+from training.data.datasets import CIFAR10_CLASSES, CsvSource, open_source
+from training.data.labels import align_labels, select
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "voc07_val" / "labels.csv").exists(),

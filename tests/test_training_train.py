@@ -1,4 +1,4 @@
-"""Issue 4: models, training runs, run folder, MLflow, resume, mixed precision, mirrored."""
+"""Models, training runs, run folder, MLflow, resume, mixed precision, mirrored."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from training.cli import train as train_cmd  # noqa: E402
+from training.commands.train import train as train_cmd  # noqa: E402
+from training.data.synthetic import write_image_folder  # noqa: E402
 from training.errors import WeightsError  # noqa: E402
-from training.layers import StochasticDepth  # noqa: E402
-from training.models import build_model, copy_backbone  # noqa: E402
-from training.runs import load_run, sample_images  # noqa: E402
-from training.synthetic import write_image_folder  # noqa: E402
-from training.train import TrainConfig, compile_model, run_training  # noqa: E402
+from training.fit.run_folder import load_run, sample_images  # noqa: E402
+from training.fit.train import TrainConfig, compile_model, run_training  # noqa: E402
+from training.models.factory import build_model, copy_backbone  # noqa: E402
+from training.models.layers import StochasticDepth  # noqa: E402
 
 pytestmark = pytest.mark.train
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +252,7 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from training.train import TrainConfig, run_training
+    from training.fit.train import TrainConfig, run_training
     data, out = sys.argv[1], sys.argv[2]
     m = run_training(TrainConfig(data=data, out=out, epochs=1, batch_size=16, input_size=[32, 32],
                                  distribute="mirrored", mlflow_uri="off", verbose=0,

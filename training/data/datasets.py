@@ -2,7 +2,7 @@
 
 A `DataSource` names its classes and splits and yields `Record`s (an id, the
 label names, and a reader returning file bytes or a decoded uint8 array);
-`training.cache` turns those into memory-mapped arrays. `open_source` picks the
+`training.data.cache` turns those into memory-mapped arrays. `open_source` picks the
 reader from what a path holds:
 
 - CIFAR-10 pickled: `cifar-10-python.tar.gz`, or the `cifar-10-batches-py/`
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.safe_pickle import read_cifar_batch, read_cifar_meta
 from training.errors import DataError
-from training.safe_pickle import read_cifar_batch, read_cifar_meta
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",

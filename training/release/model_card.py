@@ -8,19 +8,16 @@ then this one reproduces the card.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import click
 
+from training.eval.report import pct
+
 
 def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _p(x: Any) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * float(x):.1f}"
 
 
 def _eval_rows(report: dict[str, Any]) -> list[str]:
@@ -29,9 +26,9 @@ def _eval_rows(report: dict[str, Any]) -> list[str]:
         for t in ("on", "off"):
             m = r[f"tiling_{t}"]
             size = m.get("recall_by_size") or {}
-            rows.append(f"| {role} | {t} | {_p(m['mAP'])} | {_p(m['top1'])} | {_p(m['exact_match'])} "
-                        f"| {_p(m['prf']['micro']['f1'])} | {_p(size.get('small', {}).get('recall'))} "
-                        f"| {_p(size.get('medium', {}).get('recall'))} | {_p(size.get('large', {}).get('recall'))} |")
+            rows.append(f"| {role} | {t} | {pct(m['mAP'])} | {pct(m['top1'])} | {pct(m['exact_match'])} "
+                        f"| {pct(m['prf']['micro']['f1'])} | {pct(size.get('small', {}).get('recall'))} "
+                        f"| {pct(size.get('medium', {}).get('recall'))} | {pct(size.get('large', {}).get('recall'))} |")
     return rows
 
 
@@ -85,18 +82,18 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
         s, h = voc["roles"]["standard"]["tiling_on"], voc["roles"]["hd"]["tiling_on"]
         out += ["#### Per class on voc07_val (six views; percent)", "",
                 "| class | AP Standard | AP HD | F1 Standard | F1 HD |", "| --- | --- | --- | --- | --- |"]
-        out += [f"| {c} | {_p(s['ap'][c])} | {_p(h['ap'][c])} | {_p(s['prf'][c]['f1'])} "
-                f"| {_p(h['prf'][c]['f1'])} |" for c in voc["classes"]]
+        out += [f"| {c} | {pct(s['ap'][c])} | {pct(h['ap'][c])} | {pct(s['prf'][c]['f1'])} "
+                f"| {pct(h['prf'][c]['f1'])} |" for c in voc["classes"]]
         out.append("")
     if hd:
         b, a = hd.get("before", {}), hd.get("after", {})
         out += [f"### Adaptation: before and after (runs/{name}/hd/metrics.json; percent)", "",
                 "| measure | Standard | HD |", "| --- | --- | --- |",
-                f"| voc07_val mAP, six views (Keras) | {_p(b['photos']['tiling_on']['mAP'])} "
-                f"| {_p(a['photos']['tiling_on']['mAP'])} |"]
+                f"| voc07_val mAP, six views (Keras) | {pct(b['photos']['tiling_on']['mAP'])} "
+                f"| {pct(a['photos']['tiling_on']['mAP'])} |"]
         if "cifar10_test" in a:
-            out.append(f"| CIFAR-10 test top-1 (Keras) | {_p(b['cifar10_test']['top1'])} "
-                       f"| {_p(a['cifar10_test']['top1'])} |")
+            out.append(f"| CIFAR-10 test top-1 (Keras) | {pct(b['cifar10_test']['top1'])} "
+                       f"| {pct(a['cifar10_test']['top1'])} |")
         out.append("")
     others = sorted(p for p in root.glob("hd*") if (p / "metrics.json").is_file())
     if len(others) > 1:
@@ -108,8 +105,8 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
             after = m["after"]
             unl = "distilled" if c["adapt"].get("distill_unlabelled") else "masked"
             out.append(f"| `{p.name}` | {c['adapt']['lr']:g} | {c['adapt'].get('freeze_stages', 0)} | {unl} "
-                       f"| {m['epochs_run']} | {_p(m['val_map_after'])} | {_p(after['photos']['tiling_off']['mAP'])} "
-                       f"| {_p(after['cifar10_test']['top1'])} |")
+                       f"| {m['epochs_run']} | {pct(m['val_map_after'])} | {pct(after['photos']['tiling_off']['mAP'])} "
+                       f"| {pct(after['cifar10_test']['top1'])} |")
         out.append("")
     return out
 
@@ -121,19 +118,19 @@ def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
 
     def m(role: str, t: str, key: str, rep: dict = voc) -> str:
         r = rep.get("roles", {}).get(role, {}).get(f"tiling_{t}")
-        return _p(r[key]) if r else "-"
+        return pct(r[key]) if r else "-"
 
     small = {t: roles.get("hd", {}).get(f"tiling_{t}", {}).get("recall_by_size", {}).get("small", {}).get("recall")
              for t in ("on", "off")}
     forget = "-"
     if hd.get("after", {}).get("cifar10_test"):
-        forget = f"{_p(hd['before']['cifar10_test']['top1'])} -> {_p(hd['after']['cifar10_test']['top1'])}"
+        forget = f"{pct(hd['before']['cifar10_test']['top1'])} -> {pct(hd['after']['cifar10_test']['top1'])}"
     r = lat.get(name, {})
     ms = (f"{r['fp32']['p50']:.1f} / {r['int8']['p50']:.1f}" if r.get("fp32") and r.get("int8") else "-")
     size = "x".join(str(v) for v in cfg.get("input_size", [])) or "-"
     return (f"| `{name}` | {size} | {cfg.get('weights', '-')} | {m('standard', 'off', 'top1', cifar)} "
             f"| {m('standard', 'on', 'mAP')} / {m('standard', 'off', 'mAP')} | {m('hd', 'on', 'mAP')} / "
-            f"{m('hd', 'off', 'mAP')} | {_p(small['on'])} / {_p(small['off'])} | {forget} | {ms} |")
+            f"{m('hd', 'off', 'mAP')} | {pct(small['on'])} / {pct(small['off'])} | {forget} | {ms} |")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -145,11 +142,11 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
     recipes = sorted(p.name for p in runs.iterdir() if (p / "stages.json").is_file()) if runs.is_dir() else []
     shipped = next((r for r in recipes if _same_file(models / "hd.onnx", runs / r / "calibrated" / "hd.onnx")), None)
     out = ["# sixview models: model card", "",
-           "Produced end to end by `make models` (training/make_models.py) on this repository's CPU "
+           "Produced end to end by `make models` (training/release/make_models.py) on this repository's CPU "
            "machine from `../shared/data`: for each backbone it trains Standard, adapts HD, converts, calibrates "
            "and evaluates, then ships one backbone's models. Every figure below comes from a file a command "
            "writes (`runs/<backbone>/*/metrics.json`, `models/eval/<backbone>/*/report.json`, `make bench`, "
-           "`benchmarks/backbones.py`); this card is regenerated with `python -m training.model_card`.", "",
+           "`benchmarks/backbones.py`); this card is regenerated with `python -m training.release.model_card`.", "",
            "## The shipped models", "",
            "| file | role | what |", "| --- | --- | --- |"]
     for f in sorted(models.glob("*.onnx")):

@@ -54,7 +54,7 @@ def write_image_folder(root: Path, classes: Sequence[str] = ("cat", "dog", "ship
 def write_cifar_pickle(root: Path, n_per_batch: int = 10, n_classes: int = 10,
                        archive: bool = False, protocol: int = 2, seed: int = 0) -> Path:
     """Write a CIFAR-10-format `cifar-10-batches-py/` (or its .tar.gz); return its path."""
-    from training.datasets import CIFAR10_CLASSES
+    from training.data.datasets import CIFAR10_CLASSES
 
     rng = np.random.default_rng(seed)
     files: dict[str, bytes] = {}

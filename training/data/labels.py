@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.datasets import norm_class
+from training.data.datasets import norm_class
 from training.errors import DataError
 
 

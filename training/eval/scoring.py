@@ -7,10 +7,9 @@ settings come from the same pass.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge.decode import Decoded, DecodeError, decode
+from edge.decode import Decoded
 from edge.engine import Engine, Prepared
-from edge.merge import decide
-from training import eval_metrics as M
-from training.datasets import DataSource, Record, norm_class, open_source
-from training.labels import align_labels
+from edge.errors import per_image
+from edge.merge import choose, in_dtype
+from edge.tiling import view_count
+from training.data.boxes import relative_sides
+from training.data.datasets import DataSource, Record, open_source
+from training.data.labels import align_labels
+from training.eval import metrics as M
 
 
 @dataclass
@@ -49,15 +51,15 @@ def load_set(source: DataSource, split: str, model_classes: Sequence[str], limit
     set_classes = [c for c in source.classes if c not in set(unlabelled)]
     multi = np.array([[c in r.labels for c in set_classes] for r in recs], np.float32)
     targets, known = align_labels(multi.reshape(len(recs), len(set_classes)), model_classes, set_classes)
-    boxes = _read_boxes(source, recs, model_classes)
+    boxes = relative_sides(Path(source.path), [r.id for r in recs], model_classes)
     return LabelledSet(f"{source.path}:{split}", recs, targets, known, boxes)
 
 
 def heldout_ids(run_dir: str | Path) -> tuple[str, str, set[str]]:
     """(data, split, ids) of the images a training run held out for validation
     (recomputed with the run's own seed and split fraction)."""
-    from training.cache import load_split
-    from training.labels import select, split_train_val
+    from training.data.cache import load_split
+    from training.data.labels import select, split_train_val
 
     cfg = json.loads((Path(run_dir) / "config.json").read_text())
     cache = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else None
@@ -68,49 +70,23 @@ def heldout_ids(run_dir: str | Path) -> tuple[str, str, set[str]]:
     return cfg["data"], cfg["train_split"], {split.ids[int(i)] for i in val.indices}
 
 
-def _read_boxes(source: DataSource, recs: list[Record], classes: Sequence[str]) -> list[tuple[int, int, float]]:
-    path = Path(source.path) / "boxes.csv"
-    if not path.is_file():
-        return []
-    row = {r.id: i for i, r in enumerate(recs)}
-    col = {norm_class(c): k for k, c in enumerate(classes)}
-    out, sizes = [], {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        for b in csv.DictReader(fh):
-            i, k = row.get(b["path"]), col.get(norm_class(b["label"]))
-            if i is None or k is None:
-                continue
-            if i not in sizes:
-                with open(Path(source.path) / b["path"], "rb") as img:
-                    from PIL import Image
-                    sizes[i] = Image.open(img).size
-            w, h = sizes[i]
-            side = np.sqrt((float(b["x1"]) - float(b["x0"])) * (float(b["y1"]) - float(b["y0"])) / (w * h))
-            out.append((i, k, float(side)))
-    return out
-
-
-def _decoded(rec: Record, target: Callable) -> Decoded:
+def _prepare(engine: Engine, role: str, rec: Record) -> Prepared:
+    """One record through the engine's per-frame path, sent to `role` whatever the image's context."""
     data = rec.read()
     if isinstance(data, np.ndarray):  # pickled CIFAR: RGB pixels
         bgr = np.ascontiguousarray(data[..., ::-1])
-        return Decoded(bgr, bgr.shape[1], bgr.shape[0])
-    return decode(data, target)
+        return engine.prepare(Decoded(bgr, bgr.shape[1], bgr.shape[0]), routing=role)
+    return engine.load(data, routing=role)
 
 
 def view_scores(engine: Engine, role: str, data: LabelledSet, batch: int = 8,
                 workers: int = 2) -> np.ndarray:
-    """(N, 6, K) per-view scores of `role` on every image (NaN rows for undecodable ones)."""
-    meta = engine.model(role).meta
-    k = len(meta.classes)
-    out = np.full((len(data.records), 6, k), np.nan, np.float32)
+    """(N, views, K) per-view scores of `role` on every image (NaN rows for undecodable ones)."""
+    k = len(engine.model(role).meta.classes)
+    out = np.full((len(data.records), view_count(engine.tiling), k), np.nan, np.float32)
 
     def prep(rec: Record) -> Prepared | None:
-        try:
-            d = _decoded(rec, lambda w, h: (meta.view_fraction, meta.input_size))
-        except (DecodeError, OSError):
-            return None
-        return engine.prepare(d, role=role)  # this engine, whatever the image's context
+        return per_image(_prepare, engine, role, rec)[0]
 
     with ThreadPoolExecutor(workers) as pool, tqdm(total=len(out), desc=role, unit="img",
                                                      disable=None, leave=False) as bar:
@@ -127,12 +103,12 @@ def view_scores(engine: Engine, role: str, data: LabelledSet, batch: int = 8,
 
 def evaluate_scores(vs: np.ndarray, data: LabelledSet, classes: Sequence[str], thresholds: Sequence[float],
                     fallback_min: float) -> dict[str, Any]:
-    """Metrics for tiling on (max over views) and off (whole view) from (N, 6, K) scores."""
+    """Metrics for tiling on (max over views) and off (whole view) from (N, views, K) scores."""
     valid = ~np.isnan(vs[:, 0, 0])
     known = data.known
     names = [c for c, kn in zip(classes, known, strict=True) if kn]
     y = data.targets[valid][:, known]
-    th = np.asarray(thresholds, np.float32)
+    th = np.asarray(thresholds, np.float32).tolist()
     result: dict[str, Any] = {"images": int(valid.sum()), "failed": int((~valid).sum())}
     rows = np.flatnonzero(valid)
     remap = {int(r): j for j, r in enumerate(rows)}
@@ -140,8 +116,9 @@ def evaluate_scores(vs: np.ndarray, data: LabelledSet, classes: Sequence[str], t
              if i in remap and known[k]]
     for tiling, s_all in (("on", np.nanmax(vs[valid], axis=1)), ("off", vs[valid][:, 0])):
         pred_all = np.zeros_like(s_all, dtype=np.int8)
-        for n, sc in enumerate(s_all):
-            pred_all[n, decide(sc, th, fallback_min)] = 1
+        fallback = in_dtype(fallback_min, s_all.dtype)
+        for n, sc in enumerate(s_all.tolist()):
+            pred_all[n, choose(sc, th, fallback)] = 1
         s, pred = s_all[:, known], pred_all[:, known]
         ap = M.per_class_ap(y, s, names)
         result[f"tiling_{tiling}"] = {
@@ -153,7 +130,7 @@ def evaluate_scores(vs: np.ndarray, data: LabelledSet, classes: Sequence[str], t
 
 
 def evaluate_role(engine: Engine, role: str, data: LabelledSet, batch: int = 8) -> tuple[dict, np.ndarray]:
-    """Score one engine on a set; returns its metrics and the raw (N, 6, K) view scores."""
+    """Score one engine on a set; returns its metrics and the raw (N, views, K) view scores."""
     meta = engine.model(role).meta
     t0 = time.perf_counter()
     vs = view_scores(engine, role, data, batch)

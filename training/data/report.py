@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cache import CachedSplit, load_split
-from training.datasets import DataSource
+from training.data.cache import CachedSplit, load_split
+from training.data.datasets import DataSource
 
 MAX_LISTED = 50
 
@@ -117,7 +117,7 @@ def build_report(source: DataSource, cache_root: Path | None = None,
 
 def write_report(rep: DataReport, out_dir: Path, stem: str = "data_report") -> tuple[Path, Path]:
     """Write `<stem>.md` and `<stem>.png` into `out_dir`; return both paths."""
-    from training.plots import class_bars
+    from training.fit.plots import class_bars
 
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{stem}.png"

@@ -13,6 +13,7 @@ os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 import click  # noqa: E402
 
+from edge.metadata import ROLES, MetadataError  # noqa: E402
 from training.errors import UserError  # noqa: E402
 
 
@@ -59,7 +60,7 @@ def _read_config(run_dir: Path, checkpoint: str) -> dict:
 
 @click.command("convert")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--role", type=click.Choice(["standard", "hd"]), required=True,
+@click.option("--role", type=click.Choice(ROLES), required=True,
               help="Which engine the model is: standard (CIFAR-like) or hd (real photos).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("models"), show_default=True, help="Folder for the ONNX files.")
@@ -80,8 +81,6 @@ def convert(run_dir: Path, role: str, out_dir: Path, opset: int, checkpoint: str
             verify_images: Path | None, verify_count: int, int8: bool, calibration_count: int,
             thresholds_from: Path | None) -> None:
     """Convert a training run into verified FP32/FP16 ONNX files with metadata."""
-    from edge.metadata import MetadataError
-
     try:
         config = _read_config(run_dir, checkpoint)
         thresholds = _thresholds_from(thresholds_from, config["classes"]) if thresholds_from else None
@@ -92,7 +91,7 @@ def convert(run_dir: Path, role: str, out_dir: Path, opset: int, checkpoint: str
     from convert.export import ConversionError
     from convert.metadata import build_provenance
     from convert.verify import VerificationError, images_from_dir
-    from training.runs import load_run, sample_images
+    from training.fit.run_folder import load_run, sample_images
 
     try:
         run = load_run(run_dir, which=checkpoint)

@@ -1,4 +1,4 @@
-"""Phase 3: fine-tune a Standard run on real photos into the HD model.
+"""Fine-tune a Standard run on real photos into the HD model.
 
 The set's classes are aligned to the model's by name; model classes the set
 does not label are masked out of the loss (not negatives). Every epoch the
@@ -9,7 +9,6 @@ on the CIFAR-10 test split (forgetting) go into the run folder.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,17 +21,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training import eval_metrics as M  # noqa: E402
-from training.adapt_data import UNKNOWN, PhotoCrops, masked_bce, read_boxes, six_views  # noqa: E402
-from training.cache import load_split  # noqa: E402
-from training.datasets import norm_class, open_source  # noqa: E402
+from edge.metadata import DEFAULT_THRESHOLD  # noqa: E402
+from training.data.boxes import read_boxes  # noqa: E402
+from training.data.cache import load_split  # noqa: E402
+from training.data.datasets import norm_class, open_source  # noqa: E402
+from training.data.labels import align_labels, select  # noqa: E402
+from training.data.photos import UNKNOWN, PhotoCrops, masked_bce, six_views  # noqa: E402
+from training.data.tfdata import predict_arrays  # noqa: E402
 from training.errors import DataError, RunError  # noqa: E402
-from training.labels import align_labels, select  # noqa: E402
-from training.metrics import score  # noqa: E402
-from training.pipeline import predict_arrays  # noqa: E402
-from training.runs import load_run  # noqa: E402
-from training.tracking import open_tracker  # noqa: E402
-from training.train import _RunState, _write_json  # noqa: E402
+from training.eval import metrics as M  # noqa: E402
+from training.fit.run_folder import (  # noqa: E402
+    RunState,
+    finish_run,
+    load_best,
+    load_run,
+    read_state,
+    run_callbacks,
+    run_tracker,
+    write_json,
+)
+from training.fit.tracking import ending  # noqa: E402
+from training.fit.train import adamw  # noqa: E402
+from training.models.efficientnet_lite import lite0_stage  # noqa: E402
+
+HD_THRESHOLD = DEFAULT_THRESHOLD["hd"]  # the before/after F1 is measured at the HD model's default
 
 
 @dataclass
@@ -116,8 +128,6 @@ def photo_report(model: keras.Model, cb: SixViewMAP, classes: list[str], thresho
 
 def _is_early(name: str, stages: int) -> bool:
     if name.startswith("lite0"):
-        from training.efficientnet import lite0_stage
-
         stage = lite0_stage(name)
         return stage is not None and stage < stages - 1
     early = range(stages - 1)
@@ -182,42 +192,30 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
               "n_train": len(tsplit), "n_val": len(vsplit),
               "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "base_config_data": base.config.get("data")}
-    state = json.loads((out / "state.json").read_text()) if resume and (out / "state.json").exists() else {}
-    _write_json(out / "config.json", config)
-    tracker = open_tracker(cfg.mlflow_uri, out, out.name, run_id=state.get("mlflow_run_id"))
-    state["mlflow_run_id"] = tracker.run_id
-    if not resume:
-        tracker.log_params({k: v for k, v in asdict(cfg).items()})
+    state = read_state(out) if resume else {}
+    write_json(out / "config.json", config)
+    tracker = run_tracker(cfg.mlflow_uri, out, state, None if resume else asdict(cfg))
 
-    hd_threshold = 0.30
-    metrics: dict[str, Any] = {"before": {"photos": photo_report(base.model, cb_map, classes, hd_threshold)}}
-    status = "FAILED"
-    try:
+    metrics: dict[str, Any] = {"before": {"photos": photo_report(base.model, cb_map, classes, HD_THRESHOLD)}}
+    with ending(tracker):
         if resume:
             model = keras.models.load_model(out / "last.keras", custom_objects={"masked_bce": masked_bce})
         else:
             model = load_run(cfg.base).model  # a fresh copy to fine-tune
             frozen = _freeze(model, cfg.freeze_stages)
             state["frozen_layers"] = frozen
-            opt = keras.optimizers.AdamW(learning_rate=cfg.lr, weight_decay=cfg.weight_decay)
-            opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-            model.compile(optimizer=opt, loss=masked_bce)
-        run_state = _RunState(out, state, "val_loss")
+            model.compile(optimizer=adamw(cfg.lr, cfg.weight_decay), loss=masked_bce)
+        run_state = RunState(out, state, "val_loss")
         callbacks = [
             cb_map,  # first: the others read val_map from the logs
-            keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_map", mode="max", save_best_only=True,
-                                            initial_value_threshold=state.get("best_map")),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_map", mode="max", factor=0.5, patience=2, min_lr=1e-7),
-            keras.callbacks.EarlyStopping(monitor="val_map", mode="max", patience=cfg.patience,
-                                          restore_best_weights=True),
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+            *run_callbacks(out, "val_map", state.get("best_map"), cfg.patience, 1e-7, resume, mode="max"),
             keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: state.update(
                 best_map=max(state.get("best_map") or -1.0, logs["val_map"]))),
             run_state, tracker.callback()]  # run_state saves state.json, after best_map is updated
         model.fit(train, validation_data=val_whole, epochs=cfg.epochs, initial_epoch=int(state.get("epoch", 0)),
                   callbacks=callbacks, verbose=cfg.verbose)
-        best = keras.models.load_model(out / "best.keras", compile=False) if (out / "best.keras").exists() else model
-        metrics["after"] = {"photos": photo_report(best, cb_map, classes, hd_threshold)}
+        best = load_best(out, model)
+        metrics["after"] = {"photos": photo_report(best, cb_map, classes, HD_THRESHOLD)}
         cifar = cfg.cifar or base.config.get("data")
         if cifar and Path(cifar).exists():
             csrc = open_source(cifar, cache)
@@ -225,31 +223,19 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
                 csplit = load_split(csrc, "test", cache)
                 sel = select(csplit.labels, csplit.classes, classes, negatives=True)
                 for when, m in (("before", base.model), ("after", best)):
-                    metrics[when]["cifar10_test"] = score(sel.targets, predict_arrays(m, csplit, sel, size),
-                                                          sel.known)
+                    metrics[when]["cifar10_test"] = M.score(sel.targets, predict_arrays(m, csplit, sel, size),
+                                                            sel.known)
         hist = (out / "history.csv").read_text().splitlines()
-        state.update(finished=True, wall_s=state.get("wall_s", 0.0) + time.perf_counter() - t_start)
+        state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - t_start
         metrics.update(
             test=metrics["after"].get("cifar10_test", {}),
             val_map_before=metrics["before"]["photos"]["tiling_on"]["mAP"],
             val_map_after=metrics["after"]["photos"]["tiling_on"]["mAP"], epochs_run=len(hist) - 1,
             wall_time_s=round(state["wall_s"], 1), n_train=len(tsplit), n_val=len(vsplit))
-        _write_json(out / "metrics.json", metrics)
-        _write_json(out / "state.json", state)
         (out / "report.md").write_text(adapt_report(metrics, config))
-        from training.plots import training_curves
-
-        training_curves(out / "history.csv", out / "curves.png")
-        tracker.log_metrics({"val_map_before": metrics["val_map_before"], "val_map_after": metrics["val_map_after"]},
-                            step=metrics["epochs_run"])
-        tracker.log_artifacts(out)
-        status = "FINISHED"
+        finish_run(out, state, metrics, tracker,
+                   {"val_map_before": metrics["val_map_before"], "val_map_after": metrics["val_map_after"]})
         return metrics
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(status)
 
 
 def adapt_report(metrics: dict[str, Any], config: dict[str, Any]) -> str:
@@ -263,7 +249,7 @@ def adapt_report(metrics: dict[str, Any], config: dict[str, Any]) -> str:
     for t in ("on", "off"):
         lines.append(f"| val mAP, tiling {t} | {pct(b['photos'][f'tiling_{t}']['mAP'])} "
                      f"| {pct(a['photos'][f'tiling_{t}']['mAP'])} |")
-    lines.append(f"| val micro F1 @0.30, tiling on | {pct(b['photos']['tiling_on']['micro_f1'])} "
+    lines.append(f"| val micro F1 @{HD_THRESHOLD:.2f}, tiling on | {pct(b['photos']['tiling_on']['micro_f1'])} "
                  f"| {pct(a['photos']['tiling_on']['micro_f1'])} |")
     if "cifar10_test" in a:
         for k in ("top1", "auc"):

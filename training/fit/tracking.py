@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,17 @@ def open_tracker(uri: str | None, out: Path, run_name: str,
         return Tracker()
     uri = uri or default_tracking_uri(out)
     return MlflowTracker(uri, run_name, out.resolve().parent / "mlartifacts", run_id=run_id)
+
+
+@contextmanager
+def ending(tracker: Tracker) -> Iterator[Tracker]:
+    """Close the tracker's run on leaving the block: FINISHED, KILLED on Ctrl-C, FAILED on an error."""
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status)

@@ -1,8 +1,10 @@
-"""Evaluation metrics as pure functions over arrays (scikit-learn does the maths).
+"""Multi-label metrics as pure numpy functions (scikit-learn does the harder maths).
 
-Conventions: `y` is a (N, K) 0/1 target matrix, `s` a (N, K) score matrix,
-`pred` a (N, K) 0/1 decision matrix, over the classes a set labels (masked
-classes are dropped before these are called, never counted as negatives).
+Conventions: `y` is a (N, K) multi-hot target matrix, `s` (or `p`) a (N, K)
+score matrix in [0, 1], `pred` a (N, K) 0/1 decision matrix. Classes a set does
+not label are never counted as negatives: the evaluation metrics expect them
+dropped before they are called; the training summary (`score`) takes a
+per-class `known` mask instead.
 """
 
 from __future__ import annotations
@@ -10,8 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
+EPS = 1e-7  # Keras' clipping for binary cross-entropy
 SIZE_BINS = (("small", 0.0, 0.25), ("medium", 0.25, 0.5), ("large", 0.5, float("inf")))
 
 
@@ -45,10 +53,11 @@ def exact_match(y: np.ndarray, pred: np.ndarray) -> float:
 
 def top1_accuracy(y: np.ndarray, s: np.ndarray) -> float:
     """Top-1 accuracy over images with exactly one true class (NaN if there are none)."""
-    single = y.sum(axis=1) == 1
+    y = np.asarray(y)
+    single = (y >= 0.5).sum(axis=1) == 1
     if not single.any():
         return float("nan")
-    return float(np.mean(s[single].argmax(axis=1) == y[single].argmax(axis=1)))
+    return float(np.mean(np.argmax(np.asarray(s)[single], axis=1) == np.argmax(y[single], axis=1)))
 
 
 def size_bin(rel_side: float) -> str:
@@ -77,3 +86,44 @@ def best_f1_thresholds(y: np.ndarray, s: np.ndarray, default: Sequence[float]) -
         f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
         out.append(float(np.clip(t[int(np.argmax(f1))], 0.01, 0.99)))
     return out
+
+
+# Training summary: binary cross-entropy, accuracy and AUC with a `known` mask
+
+
+def _cols(y: np.ndarray, p: np.ndarray, known: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, np.float64)
+    p = np.asarray(p, np.float64)
+    if known is not None:
+        y, p = y[:, known], p[:, known]
+    return y, p
+
+
+def bce(y: np.ndarray, p: np.ndarray, known: np.ndarray | None = None) -> float:
+    """Mean binary cross-entropy over samples and (known) classes."""
+    y, p = _cols(y, p, known)
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+def binary_accuracy(y: np.ndarray, p: np.ndarray, known: np.ndarray | None = None,
+                    threshold: float = 0.5) -> float:
+    """Fraction of (sample, class) decisions at `threshold` that match the targets."""
+    y, p = _cols(y, p, known)
+    return float(np.mean((p >= threshold) == (y >= 0.5)))
+
+
+def macro_auc(y: np.ndarray, p: np.ndarray, known: np.ndarray | None = None) -> float:
+    """ROC AUC per class (classes with both positives and negatives), averaged."""
+    y, p = _cols(y, p, known)
+    aucs = [roc_auc_score(y[:, k] >= 0.5, p[:, k]) for k in range(y.shape[1])
+            if 0 < (y[:, k] >= 0.5).sum() < len(y)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def score(y: np.ndarray, p: np.ndarray, known: np.ndarray | None = None) -> dict[str, float]:
+    """All training metrics at once: top1, auc, loss, binary_accuracy, counts."""
+    y = np.asarray(y)
+    return {"top1": top1_accuracy(y, p), "auc": macro_auc(y, p, known), "loss": bce(y, p, known),
+            "binary_accuracy": binary_accuracy(y, p, known), "n": int(len(y)),
+            "n_single_label": int(((y >= 0.5).sum(axis=1) == 1).sum())}

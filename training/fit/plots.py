@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +20,7 @@ def _plt():
 def class_bars(counts: Mapping[str, Mapping[str, int]], short_sides: Mapping[str, list[int]],
                path: Path, title: str = "") -> Path:
     """Grouped bars of images per class for each split, plus a histogram of short sides."""
-    plt = _plt()
+    plt = pyplot()
     splits = list(counts)
     names = sorted({c for s in splits for c in counts[s]}, key=lambda c: (c == "(none)", c))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1]})
@@ -44,7 +45,7 @@ def class_bars(counts: Mapping[str, Mapping[str, int]], short_sides: Mapping[str
 
 def training_curves(history_csv: Path, path: Path) -> Path:
     """Plot loss, AUC, binary accuracy and learning rate per epoch from a CSVLogger file."""
-    plt = _plt()
+    plt = pyplot()
     with open(history_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     epochs = [int(r["epoch"]) + 1 for r in rows]

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 
-def _f(x: float | None, pct: bool = True) -> str:
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal; "-" for a missing or NaN value."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    return f"{100 * x:.1f}" if pct else f"{x:.3f}"
+    return f"{100 * x:.1f}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -32,33 +33,33 @@ def markdown(report: dict[str, Any]) -> str:
         for t in ("on", "off"):
             m = r[f"tiling_{t}"]
             size = m["recall_by_size"] or {}
-            lines.append(f"| {role} | {t} | {_f(m['mAP'])} | {_f(m['exact_match'])} | {_f(m['prf']['micro']['f1'])} "
-                         f"| {_f(m['prf']['macro']['f1'])} | {_f(m['top1'])} | "
-                         + " | ".join(f"{_f(size.get(s, {}).get('recall'))} (n={size.get(s, {}).get('objects', 0)})"
+            lines.append(f"| {role} | {t} | {pct(m['mAP'])} | {pct(m['exact_match'])} | {pct(m['prf']['micro']['f1'])} "
+                         f"| {pct(m['prf']['macro']['f1'])} | {pct(m['top1'])} | "
+                         + " | ".join(f"{pct(size.get(s, {}).get('recall'))} (n={size.get(s, {}).get('objects', 0)})"
                                       if size else "-" for s in ("small", "medium", "large")) + " |")
     if {"standard", "hd"} <= set(roles):
         s, h = roles["standard"]["tiling_on"], roles["hd"]["tiling_on"]
         lines += ["", "## Standard vs HD (six views, model thresholds; percent)", "",
                   "| | Standard | HD | difference |", "| --- | --- | --- | --- |",
-                  f"| overall accuracy (exact match) | {_f(s['exact_match'])} | {_f(h['exact_match'])} "
+                  f"| overall accuracy (exact match) | {pct(s['exact_match'])} | {pct(h['exact_match'])} "
                   f"| {100 * (h['exact_match'] - s['exact_match']):+.1f} |",
-                  f"| mAP | {_f(s['mAP'])} | {_f(h['mAP'])} | {100 * (h['mAP'] - s['mAP']):+.1f} |"]
+                  f"| mAP | {pct(s['mAP'])} | {pct(h['mAP'])} | {100 * (h['mAP'] - s['mAP']):+.1f} |"]
         for c in report["classes"]:
             fs, fh = s["prf"][c]["f1"], h["prf"][c]["f1"]
-            lines.append(f"| F1 {c} | {_f(fs)} | {_f(fh)} | {100 * (fh - fs):+.1f} |")
+            lines.append(f"| F1 {c} | {pct(fs)} | {pct(fh)} | {100 * (fh - fs):+.1f} |")
     lines += ["", "## Per-class AP (percent)", "",
               "| class | " + " | ".join(f"{r} tiling {t}" for r in roles for t in ("on", "off")) + " |",
               "| --- |" + " --- |" * (2 * len(roles))]
     for c in report["classes"]:
-        lines.append(f"| {c} | " + " | ".join(_f(roles[r][f"tiling_{t}"]["ap"][c]) for r in roles
+        lines.append(f"| {c} | " + " | ".join(pct(roles[r][f"tiling_{t}"]["ap"][c]) for r in roles
                                              for t in ("on", "off")) + " |")
     lines += ["", "## Precision / recall / F1 at the model thresholds (six views; percent)", "",
               "| class | " + " | ".join(f"{r} P | {r} R | {r} F1" for r in roles) + " |",
               "| --- |" + " --- |" * (3 * len(roles))]
     for c in [*report["classes"], "micro", "macro"]:
         lines.append(f"| {c} | " + " | ".join(
-            f"{_f(roles[r]['tiling_on']['prf'][c]['precision'])} | {_f(roles[r]['tiling_on']['prf'][c]['recall'])} "
-            f"| {_f(roles[r]['tiling_on']['prf'][c]['f1'])}" for r in roles) + " |")
+            f"{pct(roles[r]['tiling_on']['prf'][c]['precision'])} | {pct(roles[r]['tiling_on']['prf'][c]['recall'])} "
+            f"| {pct(roles[r]['tiling_on']['prf'][c]['f1'])}" for r in roles) + " |")
     lines += ["", "Object sizes: box side relative to the image side, sqrt(box area / image area): "
               "small < 0.25 <= medium < 0.5 <= large. An object counts as found when its class is among "
               "its image's labels.", ""]
@@ -67,11 +68,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 def pr_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, list[str]]], path: Path) -> None:
     """One panel per engine: per-class precision-recall curves (six views)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve
 
+    from training.fit.plots import pyplot
+
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 5), squeeze=False)
     for ax, (role, (y, s, names)) in zip(axes[0], curves.items(), strict=True):
         for k, c in enumerate(names):

@@ -14,8 +14,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from training.cache import CachedSplit  # noqa: E402
-from training.labels import Selection  # noqa: E402
+from training.data.cache import CachedSplit  # noqa: E402
+from training.data.labels import Selection  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
 

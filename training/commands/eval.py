@@ -10,15 +10,16 @@ import click
 import numpy as np
 
 from edge.engine import Engine
-from edge.options import SETUP_ERRORS
+from edge.errors import SETUP_ERRORS
+from edge.metadata import PRECISIONS, ROLES
 from edge.providers import DEVICES
-from training import eval_metrics as M
-from training.calibrate import role_files, write_thresholds
-from training.datasets import open_source
+from training.data.datasets import open_source
+from training.data.labels import parse_classes
 from training.errors import UserError
-from training.eval_report import write_report
-from training.evaluate import evaluate_role, heldout_ids, load_set
-from training.labels import parse_classes
+from training.eval import metrics as M
+from training.eval.calibrate import role_files, write_thresholds
+from training.eval.report import write_report
+from training.eval.scoring import evaluate_role, heldout_ids, load_set
 
 
 @click.command("eval")
@@ -29,7 +30,7 @@ from training.labels import parse_classes
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score an evenly spaced subset of N images.")
 @click.option("--heldout-of", type=click.Path(file_okay=False, exists=True), default=None,
               help="Score only the images this training run held out for validation (its --data and split).")
-@click.option("--engines", default="standard,hd", show_default=True, help="Which models to score.")
+@click.option("--engines", default=",".join(ROLES), show_default=True, help="Which models to score.")
 @click.option("--unlabelled-classes", default=None,
               help="Classes this set does not label (masked); default: model classes absent from the set.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -39,7 +40,7 @@ from training.labels import parse_classes
               help="Where calibrated model files go (default: MODELS_DIR/calibrated).")
 @click.option("--in-place", is_flag=True, help="With --calibrate: rewrite the files in MODELS_DIR.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="fp32", show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=0)
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Images per model call.")
 def eval_cmd(models_dir: Path, data: str | None, split: str | None, limit: int | None, heldout_of: str | None,
@@ -53,9 +54,9 @@ def eval_cmd(models_dir: Path, data: str | None, split: str | None, limit: int |
     thresholds maximise F1 on this set (never report calibrated figures on the calibrating set).
     """
     roles = [r.strip() for r in engines.split(",") if r.strip()]
-    if not roles or set(roles) - {"standard", "hd"}:
+    if not roles or set(roles) - set(ROLES):
         raise click.UsageError("--engines takes standard, hd or both")
-    engine = Engine(models_dir, engine=roles[0], device=device, precision=precision, threads=threads, tiling=True)
+    engine = Engine(models_dir, routing=roles[0], device=device, precision=precision, threads=threads, tiling=True)
     only = None
     try:
         if heldout_of:

@@ -38,14 +38,14 @@ from training.errors import UserError  # noqa: E402
 @click.option("--cache-dir", default=None, help="Decoded-image cache (default ~/.cache/sixview).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[str, ...], **opts) -> None:
-    """Phase 3: fine-tune a Standard run on real photos (all layers, lr 1e-5) into HD.
+    """Fine-tune a Standard run on real photos (all layers, lr 1e-5) into HD.
 
     Aligns the photo set's classes to the model's by name, masks classes the set
     does not label, keeps the epoch with the best six-view mAP on --val, and
     reports before/after on --val and on the CIFAR-10 test split (forgetting).
     """
-    from training.adapt import AdaptConfig, run_adapt
-    from training.labels import parse_classes
+    from training.data.labels import parse_classes
+    from training.fit.adapt import AdaptConfig, run_adapt
 
     cfg = AdaptConfig(**opts, ignore_classes=list(ignore_classes),
                       unlabelled_classes=parse_classes(unlabelled_classes) if unlabelled_classes is not None else None)

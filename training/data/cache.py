@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.decode import DecodeError, decode
-from training.datasets import DataSource, Record, default_cache_root
+from training.data.datasets import DataSource, Record, default_cache_root
 
 CACHE_VERSION = 1
 
@@ -115,7 +115,7 @@ def _decode_record(rec: Record) -> tuple[np.ndarray | None, bytes, str]:
     return img, digest, ""
 
 
-def _decoded(records: Iterable[Record], workers: int) -> Iterator[tuple[Record, tuple]]:
+def _decode_records(records: Iterable[Record], workers: int) -> Iterator[tuple[Record, tuple]]:
     batch: list[Record] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for rec in records:
@@ -135,7 +135,7 @@ def _build_split(source: DataSource, split: str, d: Path, progress: bool) -> Non
     cls = {c: k for k, c in enumerate(source.classes)}
     offset = 0
     workers = max(1, min(4, os.cpu_count() or 1))
-    it = _decoded(source.records(split), workers)
+    it = _decode_records(source.records(split), workers)
     with open(raw_path, "wb") as raw:
         for rec, (img, digest, reason) in tqdm(it, desc=f"caching {split}", unit="img",
                                                disable=not progress, file=sys.stderr):

@@ -1,8 +1,7 @@
-"""Phase 2: train the Standard model and leave a self-contained run folder.
+"""Train the Standard model and leave a self-contained run folder.
 
-Run folder (a contract other commands rely on): config.json, best.keras,
-last.keras + state.json (for --resume), history.csv, curves.png,
-data_report.md/.png, metrics.json.
+The folder's files are listed in `training.fit.run_folder`; a training run also
+holds the report of its data set, data_report.md/.png.
 """
 
 from __future__ import annotations
@@ -22,17 +21,26 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from training.cache import load_split  # noqa: E402
-from training.datasets import open_source  # noqa: E402
+from training.data.cache import load_split  # noqa: E402
+from training.data.datasets import open_source  # noqa: E402
+from training.data.labels import check_classes, select, split_train_val  # noqa: E402
+from training.data.report import build_report, write_report  # noqa: E402
+from training.data.tfdata import make_dataset, predict_arrays  # noqa: E402
 from training.errors import DataError, RunError  # noqa: E402
-from training.labels import check_classes, select, split_train_val  # noqa: E402
-from training.metrics import score  # noqa: E402
-from training.models import ALL_ARCHS, backbone_layers, build_model, default_lr, use_jit  # noqa: E402
-from training.pipeline import make_dataset, predict_arrays  # noqa: E402
-from training.report import build_report, write_report  # noqa: E402
-from training.tracking import open_tracker  # noqa: E402
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from training.eval.metrics import score  # noqa: E402
+from training.fit.run_folder import (  # noqa: E402
+    RunState,
+    finish_run,
+    load_best,
+    read_state,
+    run_callbacks,
+    run_tracker,
+    write_json,
+)
+from training.fit.tracking import ending  # noqa: E402
+from training.models.archs import ALL_ARCHS, TRAIN_PRECISIONS, default_lr  # noqa: E402
+from training.models.factory import build_model, use_jit  # noqa: E402
+from training.models.head import backbone_layers  # noqa: E402
 
 
 @dataclass
@@ -91,51 +99,6 @@ def _strategy(kind: str) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-class _RunState(keras.callbacks.Callback):
-    """Saves last.keras + state.json every epoch and times the training steps."""
-
-    def __init__(self, out: Path, state: dict, monitor: str) -> None:
-        super().__init__()
-        self.out, self.state, self.monitor = out, state, monitor
-        self.train_s = 0.0
-        self._t0: float | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._t0 = time.perf_counter()
-
-    def _stop_clock(self) -> None:
-        if self._t0 is not None:
-            self.train_s += time.perf_counter() - self._t0
-            self._t0 = None
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        self._stop_clock()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._stop_clock()
-        logs = logs or {}
-        value = logs.get(self.monitor)
-        if value is not None and (self.state.get("best") is None or value < self.state["best"]):
-            self.state.update(best=float(value), best_epoch=epoch + 1)
-        self.state["epoch"] = epoch + 1
-        self.model.save(self.out / "last.keras")
-        _write_json(self.out / "state.json", self.state)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, (Path, np.ndarray)):
-        return str(o) if isinstance(o, Path) else o.tolist()
-    raise TypeError(type(o).__name__)
-
-
 def _prepare_out(cfg: TrainConfig, resume: bool, epochs_given: bool) -> tuple[TrainConfig, dict]:
     out = Path(cfg.out).expanduser()
     if resume:
@@ -145,7 +108,7 @@ def _prepare_out(cfg: TrainConfig, resume: bool, epochs_given: bool) -> tuple[Tr
         saved.out = str(out)
         if epochs_given:
             saved.epochs = cfg.epochs
-        state = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
+        state = read_state(out)
         if state.get("epoch", 0) >= saved.epochs:
             raise RunError(f"--resume: {out} already ran {state['epoch']} of {saved.epochs} "
                            "epochs; pass a larger --epochs to continue")
@@ -156,13 +119,18 @@ def _prepare_out(cfg: TrainConfig, resume: bool, epochs_given: bool) -> tuple[Tr
     return cfg, {}
 
 
+def adamw(lr: float, weight_decay: float) -> keras.optimizers.AdamW:
+    """AdamW that leaves norms, biases and scales out of the weight decay."""
+    opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
+    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
+
+
 def compile_model(model: keras.Model, lr: float, n: int, weight_decay: float = 1e-4,
                   jit_compile: str = "auto") -> None:
     """Compile for multi-label training: AdamW (no decay on norms/biases/scales), BCE,
     binary accuracy and multi-label AUC."""
-    opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy(),
+    model.compile(optimizer=adamw(lr, weight_decay), loss=keras.losses.BinaryCrossentropy(),
                   metrics=[keras.metrics.BinaryAccuracy(name="binary_accuracy"),
                            keras.metrics.AUC(multi_label=True, num_labels=n, name="auc")],
                   jit_compile=use_jit(jit_compile))
@@ -175,8 +143,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
     out = Path(cfg.out).expanduser()
     if cfg.arch not in ALL_ARCHS:
         raise DataError(f"unknown --arch {cfg.arch!r} (choose from {', '.join(ALL_ARCHS)})")
-    if cfg.precision not in PRECISIONS:
-        raise DataError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if cfg.precision not in TRAIN_PRECISIONS:
+        raise DataError(f"--precision must be one of {', '.join(TRAIN_PRECISIONS)}")
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
     source = open_source(cfg.data, cache_root)
     classes = check_classes(cfg.classes, source.classes) if cfg.classes else list(source.classes)
@@ -228,82 +196,53 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
                            "python": sys.version.split()[0]},
               "created": state.get("created") or datetime.now(UTC).isoformat(timespec="seconds")}
     state.setdefault("created", config["created"])
-    _write_json(out / "config.json", config)
-
-    tracker = open_tracker(cfg.mlflow_uri, out, out.name, run_id=state.get("mlflow_run_id"))
-    state["mlflow_run_id"] = tracker.run_id
-    if not resume:
-        tracker.log_params({k: v for k, v in config.items() if k not in ("versions",)})
+    write_json(out / "config.json", config)
+    tracker = run_tracker(cfg.mlflow_uri, out, state,
+                          None if resume else {k: v for k, v in config.items() if k not in ("versions",)})
 
     keras.mixed_precision.set_global_policy(cfg.precision)
-    status = "FAILED"
     try:
-        with strategy.scope():
-            if resume:
-                import training.layers  # noqa: F401
+        with ending(tracker):
+            with strategy.scope():
+                if resume:
+                    model = keras.models.load_model(out / "last.keras")
+                    model.jit_compile = use_jit(cfg.jit_compile)
+                else:
+                    model = build_model(weights=cfg.weights, **cfg.model_kwargs(len(classes)))
+                    if cfg.freeze_backbone:  # transfer learning, first step: train the head only
+                        for layer in backbone_layers(model):
+                            layer.trainable = False
+                    compile_model(model, cfg.lr, len(classes), cfg.weight_decay, cfg.jit_compile)
+            run_state = RunState(out, state, monitor)
+            callbacks = [*run_callbacks(out, monitor, state.get("best"), cfg.patience, 1e-6, resume),
+                         run_state, tracker.callback()]
+            initial = int(state.get("epoch", 0))
+            hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial,
+                             callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
+            epochs_now = len(hist.history.get("loss", []))
 
-                model = keras.models.load_model(out / "last.keras")
-                model.jit_compile = use_jit(cfg.jit_compile)
+            best = load_best(out, model, cfg.jit_compile)
+            if test_split is not None:
+                test_sel = select(test_split.labels, test_split.classes, classes, cfg.negatives)
+                eval_split, test_source = test_split, "test"
             else:
-                model = build_model(weights=cfg.weights, **cfg.model_kwargs(len(classes)))
-                if cfg.freeze_backbone:  # transfer learning, first step: train the head only
-                    for layer in backbone_layers(model):
-                        layer.trainable = False
-                compile_model(model, cfg.lr, len(classes), cfg.weight_decay, cfg.jit_compile)
-        run_state = _RunState(out, state, monitor)
-        callbacks = [
-            keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor, save_best_only=True,
-                                            initial_value_threshold=state.get("best")),
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=2, min_lr=1e-6),
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience,
-                                          restore_best_weights=True),
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
-            run_state, tracker.callback()]
-        initial = int(state.get("epoch", 0))
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial,
-                         callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
-        epochs_now = len(hist.history.get("loss", []))
-
-        import training.layers  # noqa: F401
-
-        if (out / "best.keras").exists():
-            best = keras.models.load_model(out / "best.keras", compile=False)
-            best.jit_compile = use_jit(cfg.jit_compile)
-        else:
-            best = model
-        if test_split is not None:
-            test_sel = select(test_split.labels, test_split.classes, classes, cfg.negatives)
-            eval_split, test_source = test_split, "test"
-        else:
-            test_sel, eval_split, test_source = val_sel, val_split, "val"
-        probs = predict_arrays(best, eval_split, test_sel, size, cfg.batch_size)
-        test = score(test_sel.targets, probs, test_sel.known)
-        state["train_s"] = state.get("train_s", 0.0) + run_state.train_s
-        state["images"] = state.get("images", 0) + len(train_sel) * epochs_now
-        state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - t_start
-        state["finished"] = True
-        metrics = {"test": test, "test_source": test_source, "epochs_run": state.get("epoch", 0),
-                   "best_epoch": state.get("best_epoch"), "best_" + monitor: state.get("best"),
-                   "wall_time_s": round(state["wall_s"], 2),
-                   "train_time_s": round(state["train_s"], 2),
-                   "images_per_s": round(state["images"] / max(state["train_s"], 1e-9), 1),
-                   "n_train": len(train_sel), "n_val": len(val_sel), "n_test": len(test_sel),
-                   "precision": cfg.precision, "distribute": cfg.distribute,
-                   "replicas": replicas}
-        _write_json(out / "metrics.json", metrics)
-        _write_json(out / "state.json", state)
-        from training.plots import training_curves
-
-        training_curves(out / "history.csv", out / "curves.png")
-        tracker.log_metrics({f"test_{k}": v for k, v in test.items()}, step=metrics["epochs_run"])
-        tracker.log_metrics({"images_per_s": metrics["images_per_s"],
-                             "wall_time_s": metrics["wall_time_s"]}, step=metrics["epochs_run"])
-        tracker.log_artifacts(out)
-        status = "FINISHED"
-        return metrics
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+                test_sel, eval_split, test_source = val_sel, val_split, "val"
+            probs = predict_arrays(best, eval_split, test_sel, size, cfg.batch_size)
+            test = score(test_sel.targets, probs, test_sel.known)
+            state["train_s"] = state.get("train_s", 0.0) + run_state.train_s
+            state["images"] = state.get("images", 0) + len(train_sel) * epochs_now
+            state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - t_start
+            metrics = {"test": test, "test_source": test_source, "epochs_run": state.get("epoch", 0),
+                       "best_epoch": state.get("best_epoch"), "best_" + monitor: state.get("best"),
+                       "wall_time_s": round(state["wall_s"], 2),
+                       "train_time_s": round(state["train_s"], 2),
+                       "images_per_s": round(state["images"] / max(state["train_s"], 1e-9), 1),
+                       "n_train": len(train_sel), "n_val": len(val_sel), "n_test": len(test_sel),
+                       "precision": cfg.precision, "distribute": cfg.distribute,
+                       "replicas": replicas}
+            finish_run(out, state, metrics, tracker,
+                       {**{f"test_{k}": v for k, v in test.items()},
+                        "images_per_s": metrics["images_per_s"], "wall_time_s": metrics["wall_time_s"]})
+            return metrics
     finally:
         keras.mixed_precision.set_global_policy(old_policy)
-        tracker.end(status)

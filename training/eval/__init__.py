@@ -1,0 +1,2 @@
+"""Evaluation without TensorFlow: scoring ONNX models through `edge`, metrics, the report,
+threshold calibration."""

@@ -1,0 +1,208 @@
+"""The run folder that `sixview train` and `sixview adapt` leave, written and read back.
+
+A run folder is a contract other commands rely on: config.json, best.keras,
+last.keras + state.json (for --resume), history.csv, curves.png, metrics.json
+(written last: the run finished), and the data or adaptation report. The
+converter and evaluation read it back: the model, its config and metrics, real
+sample images of its data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import training.models.layers  # noqa: E402,F401  (registers custom layers for load_model)
+from training.data.cache import load_split  # noqa: E402
+from training.data.datasets import open_source  # noqa: E402
+from training.data.labels import select, stratified_order  # noqa: E402
+from training.data.tfdata import resize_images  # noqa: E402
+from training.errors import RunError  # noqa: E402
+from training.fit.plots import training_curves  # noqa: E402
+from training.fit.tracking import Tracker, open_tracker  # noqa: E402
+from training.models.factory import build_model, copy_backbone, use_jit, weighted_layers  # noqa: E402
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` as indented JSON, atomically (numpy numbers and arrays, paths allowed)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, (Path, np.ndarray)):
+        return str(o) if isinstance(o, Path) else o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def read_state(out: Path) -> dict:
+    """The run's state.json (epochs done, best value, tracker run id...), or {} if there is none."""
+    return json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
+
+
+class RunState(keras.callbacks.Callback):
+    """Saves last.keras + state.json every epoch and times the training steps."""
+
+    def __init__(self, out: Path, state: dict, monitor: str) -> None:
+        super().__init__()
+        self.out, self.state, self.monitor = out, state, monitor
+        self.train_s = 0.0
+        self._t0: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def _stop_clock(self) -> None:
+        if self._t0 is not None:
+            self.train_s += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._stop_clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._stop_clock()
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is not None and (self.state.get("best") is None or value < self.state["best"]):
+            self.state.update(best=float(value), best_epoch=epoch + 1)
+        self.state["epoch"] = epoch + 1
+        self.model.save(self.out / "last.keras")
+        write_json(self.out / "state.json", self.state)
+
+
+def run_tracker(uri: str | None, out: Path, state: dict, params: dict[str, Any] | None) -> Tracker:
+    """The run's tracker: it continues the run whose id `state` holds (a resumed run), else
+    starts one and records its id in `state`; `params` (None when resuming) are logged."""
+    tracker = open_tracker(uri, out, out.name, run_id=state.get("mlflow_run_id"))
+    state["mlflow_run_id"] = tracker.run_id
+    if params is not None:
+        tracker.log_params(params)
+    return tracker
+
+
+def run_callbacks(out: Path, monitor: str, best: float | None, patience: int, min_lr: float, resume: bool,
+                  mode: str = "auto") -> list[keras.callbacks.Callback]:
+    """best.keras whenever `monitor` improves on `best`, the learning rate halved after two
+    epochs without improvement, early stopping after `patience` (best weights restored),
+    and the per-epoch history.csv (appended to when resuming)."""
+    return [
+        keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor, mode=mode, save_best_only=True,
+                                        initial_value_threshold=best),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=2, min_lr=min_lr),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume)]
+
+
+def load_best(out: Path, model: keras.Model, jit_compile: str | None = None) -> keras.Model:
+    """The run's best.keras (uncompiled; XLA per `jit_compile` if given), or `model` if none was saved."""
+    if not (out / "best.keras").exists():
+        return model
+    best = keras.models.load_model(out / "best.keras", compile=False)
+    if jit_compile is not None:
+        best.jit_compile = use_jit(jit_compile)
+    return best
+
+
+def finish_run(out: Path, state: dict, metrics: dict[str, Any], tracker: Tracker, tracked: dict[str, float]) -> None:
+    """Close a finished run: metrics.json, state.json marked finished, curves.png from
+    history.csv; then `tracked` metrics (at the last epoch) and the folder's files to the tracker."""
+    state["finished"] = True
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "state.json", state)
+    training_curves(out / "history.csv", out / "curves.png")
+    tracker.log_metrics(tracked, step=metrics["epochs_run"])
+    tracker.log_artifacts(out)
+
+
+@dataclass
+class Run:
+    """A loaded run: the Keras model, config.json, metrics.json and the checkpoint used."""
+
+    model: keras.Model
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    checkpoint: Path
+
+    @property
+    def classes(self) -> list[str]:
+        """Ordered class names of the model's outputs."""
+        return list(self.config["classes"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Model input (H, W)."""
+        h, w = self.config["input_size"]
+        return int(h), int(w)
+
+
+def load_run(run_dir: str | Path, which: str = "best", float32: bool = True) -> Run:
+    """Load `<run_dir>/<which>.keras` with its config and metrics.
+
+    With `float32` (default) the model is rebuilt by the current `build_model`
+    in float32 and the checkpoint's weights copied in by layer name: a
+    mixed-precision run comes back in float32, and checkpoints from earlier
+    builders (Dense pointwise layers, Keras GELU/Normalization) come back in the
+    export-friendly graph. Outputs are identical.
+    """
+    d = Path(run_dir).expanduser()
+    ckpt = d / f"{which}.keras"
+    if not (d / "config.json").exists():
+        raise RunError(f"{d}: not a run folder (no config.json)")
+    if not ckpt.exists():
+        raise RunError(f"{d}: no checkpoint {ckpt.name}")
+    config = json.loads((d / "config.json").read_text())
+    metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
+    model = keras.models.load_model(ckpt, compile=False)
+    if float32 and "model" in config:
+        model = _rebuild_float32(model, config["model"])
+    model.jit_compile = use_jit("auto")
+    return Run(model=model, config=config, metrics=metrics, checkpoint=ckpt)
+
+
+def _rebuild_float32(model: keras.Model, model_kwargs: dict[str, Any]) -> keras.Model:
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        f32 = build_model(weights="none", **model_kwargs)
+    finally:
+        keras.mixed_precision.set_global_policy(old)
+    if copy_backbone(model, f32) != len(weighted_layers(f32)):
+        raise RunError("checkpoint does not match its config.json model (cannot rebuild)")
+    return f32
+
+
+def sample_images(config: dict[str, Any], n: int, seed: int = 0,
+                  split: str | None = None) -> np.ndarray:
+    """`n` real images from the run's data source, uint8 (n, H, W, 3) RGB at the input size.
+
+    Drawn class-balanced from the test split (else the training split), resized
+    bicubically like the training pipeline.
+    """
+    cache = Path(config["cache_dir"]).expanduser() if config.get("cache_dir") else None
+    source = open_source(config["data"], cache)
+    name = split or config.get("test_split") or config.get("train_split") or source.splits[0]
+    sp = load_split(source, name, cache, progress=False)
+    sel = select(sp.labels, sp.classes, config["classes"], negatives=True)
+    if len(sel) == 0:
+        raise RunError(f"no images in split {name!r} of {config['data']}")
+    order = stratified_order(sel.targets, seed)
+    rows = np.resize(order, n)  # repeats when n exceeds the split
+    h, w = (int(v) for v in config["input_size"])
+    out = np.empty((n, h, w, 3), np.uint8)
+    for k, r in enumerate(rows):
+        img = resize_images(np.asarray(sp.image(int(sel.indices[r]))), (h, w)).numpy()
+        out[k] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,1 @@
+"""Producing the shipped models end to end (`make models`) and their model card."""

@@ -277,3 +277,109 @@ def test_camera_counts_add_up_after_sigterm(tmp_path, colour_models):
     captured, processed, dropped = (int(line.split(f" {w}")[0].split()[-1])
                                     for w in ("frames captured", "processed", "dropped"))
     assert captured == processed + dropped and processed >= 1
+
+
+# --- sixview eval: nothing listed is dropped silently ------------------------------------------
+
+def colour_csv_set(root: Path, n: int = 6, classes_txt: bool = True) -> Path:
+    """A labels.csv set of n synthetic images labelled red/green/blue in turn (and classes.txt)."""
+    from training.data.synthetic import write_labels_csv
+
+    colours = ["red", "green", "blue"]
+    write_labels_csv(root, [(f"images/{i}.png", [colours[i % 3]]) for i in range(n)], colours)
+    if classes_txt:
+        (root / "classes.txt").write_text("red\ngreen\nblue\n")
+    return root
+
+
+def evaluate(colour_models: Path, data: Path, *args: object):
+    """`sixview eval` in-process on the toy models, bounded by an alarm (a blocking read fails the case)."""
+    import signal
+
+    pytest.importorskip("sklearn")
+
+    def hung(*_: object) -> None:
+        raise TimeoutError(f"sixview eval took over {TIMEOUT} s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(TIMEOUT)
+    try:
+        return CliRunner().invoke(main, ["eval", str(colour_models), "--data", str(data), *map(str, args)])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_eval_missing_files_are_an_error_unless_allowed(tmp_path, colour_models):
+    data = colour_csv_set(tmp_path / "set")
+    (data / "images" / "1.png").unlink()  # the only other green one is 4.png
+    (data / "images" / "4.png").unlink()
+    (data / "images" / "5.png").unlink()
+    os.mkfifo(data / "images" / "5.png")  # listed, there, but no image: must not block
+    out = tmp_path / "report"
+    res = evaluate(colour_models, data, "--out", out)
+    assert res.exit_code == 1, res.output
+    assert "3 of 6 listed images missing or unreadable" in res.stderr
+    assert "images/1.png (missing)" in res.stderr and "images/5.png (not a regular file)" in res.stderr
+    assert "--allow-missing" in res.stderr and not out.exists()  # nothing scored, nothing written
+    res = evaluate(colour_models, data, "--out", out, "--allow-missing")
+    assert res.exit_code == 0, res.output
+    assert "3 of 6 listed images missing or unreadable, left out" in res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 3 and report["inputs"]["missing"] == 3 and report["inputs"]["listed"] == 6
+    md = (out / "report.md").read_text()
+    assert "missing or unreadable (left out): 3" in md and "`images/4.png` (missing)" in md
+    assert "no scored image is labelled with" in md and "green" in md.split("no scored image")[1].split("\n")[0]
+
+
+def test_eval_unknown_label_names_are_named_then_ignored_on_request(tmp_path, colour_models):
+    data = colour_csv_set(tmp_path / "set")
+    with open(data / "labels.csv", "a") as fh:
+        fh.write("images/0.png,red|purple\n")  # purple: not in classes.txt
+    res = evaluate(colour_models, data, "--out", tmp_path / "r0")
+    assert res.exit_code == 1 and "purple (1 image" in res.stderr and "classes.txt" in res.stderr, res.output
+    res = evaluate(colour_models, data, "--out", tmp_path / "r1", "--ignore-class", "Purple")
+    assert res.exit_code == 0, res.output
+    assert "ignored 1 label name" in res.stderr and "purple" in res.stderr
+    report = json.loads((tmp_path / "r1" / "report.json").read_text())
+    assert report["inputs"]["ignored_labels"] == {"purple": 1} and report["images"] == 7
+    assert "label names ignored (not classes of this set): purple" in (tmp_path / "r1" / "report.md").read_text()
+    # a class of the set is not a label to ignore
+    res = evaluate(colour_models, data, "--ignore-class", "red")
+    assert res.exit_code == 2 and "red is a class of this set" in res.output
+    # without classes.txt the set's classes are its labels: one the models do not know is named too
+    typo = colour_csv_set(tmp_path / "typo", classes_txt=False)
+    (typo / "labels.csv").write_text((typo / "labels.csv").read_text().replace("green", "gren"))
+    res = evaluate(colour_models, typo, "--out", tmp_path / "r2")
+    assert res.exit_code == 1 and "gren (2 images" in res.stderr and "no classes.txt" in res.stderr, res.output
+    res = evaluate(colour_models, typo, "--out", tmp_path / "r2", "--ignore-unknown-classes")
+    assert res.exit_code == 0 and "gren" in res.stderr, res.output
+    assert json.loads((tmp_path / "r2" / "report.json").read_text())["inputs"]["ignored_labels"] == {"gren": 2}
+
+
+def test_eval_undecodable_images_are_reported_and_fail_unless_allowed(tmp_path, colour_models):
+    data = colour_csv_set(tmp_path / "set")
+    (data / "images" / "2.png").write_bytes(b"not a png at all")
+    res = evaluate(colour_models, data, "--out", tmp_path / "r")
+    assert res.exit_code == 1 and "1 of 6 listed images could not be read or decoded" in res.stderr, res.output
+    assert "images/2.png" in res.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())  # the scoring is kept
+    assert report["inputs"]["failed"] == 1 and report["roles"]["hd"]["failed"] == 1 and report["images"] == 5
+    assert "failed when read or decoded (left out of the metrics): 1" in (tmp_path / "r" / "report.md").read_text()
+    res = evaluate(colour_models, data, "--out", tmp_path / "r", "--allow-missing")
+    assert res.exit_code == 0 and "images/2.png" in res.stderr, res.output
+
+
+@pytest.mark.parametrize("case", ["header_only", "no_rows_no_classes", "all_missing", "all_missing_allowed"])
+def test_eval_with_nothing_to_score_is_one_line_exit_2(tmp_path, colour_models, case):
+    data = colour_csv_set(tmp_path / "set", classes_txt=case != "no_rows_no_classes")
+    if case in ("header_only", "no_rows_no_classes"):
+        (data / "labels.csv").write_text("path,labels\n")
+    else:
+        for f in (data / "images").iterdir():
+            f.unlink()
+    res = evaluate(colour_models, data, "--out", tmp_path / "r", *(["--allow-missing"] if "allowed" in case else []))
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)  # a clean exit, not a crash
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "no images to score" in res.stderr
+    assert not (tmp_path / "r").exists()

@@ -12,14 +12,17 @@ import numpy as np
 from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
 from edge.metadata import PRECISIONS, ROLES
+from edge.options import setup_error
 from edge.providers import DEVICES
-from training.data.datasets import open_source
+from training.data.datasets import DataSource, norm_class, open_source
 from training.data.labels import parse_classes
 from training.errors import UserError
 from training.eval import metrics as M
 from training.eval.calibrate import role_files, write_thresholds
 from training.eval.report import write_report
-from training.eval.scoring import evaluate_role, heldout_ids, load_set
+from training.eval.scoring import LabelledSet, evaluate_role, heldout_ids, load_set
+
+EXAMPLES = 5  # ids (or names) shown per problem on stderr and in the report
 
 
 @click.command("eval")
@@ -33,6 +36,17 @@ from training.eval.scoring import evaluate_role, heldout_ids, load_set
 @click.option("--engines", default=",".join(ROLES), show_default=True, help="Which models to score.")
 @click.option("--unlabelled-classes", default=None,
               help="Classes this set does not label (masked); default: model classes absent from the set.")
+@click.option("--allow-missing", is_flag=True,
+              help="Score the rest when listed images are missing, unreadable or fail to decode; they are "
+                   "counted and named on stderr and in the report. Without it, missing or unreadable files "
+                   "stop eval before scoring (exit 1), and images that fail to decode give exit 1 after the report.")
+@click.option("--ignore-class", "ignore_class", multiple=True, metavar="NAME",
+              help="Drop the label NAME from the rows that carry it (repeatable, or comma-separated). Only for "
+                   "names that are not classes of the set (not in its classes.txt; without one, not a class of "
+                   "the models): such a label is otherwise an error (exit 1), never silently dropped.")
+@click.option("--ignore-unknown-classes", is_flag=True,
+              help="Drop every label name that is not a class of the set (each is still named on stderr and in "
+                   "the report).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder (default: eval_out/<set name>).")
 @click.option("--calibrate", is_flag=True, help="Choose per-class thresholds maximising F1 on this set.")
@@ -44,14 +58,19 @@ from training.eval.scoring import evaluate_role, heldout_ids, load_set
 @click.option("--threads", type=click.IntRange(min=0), default=0)
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Images per model call.")
 def eval_cmd(models_dir: Path, data: str | None, split: str | None, limit: int | None, heldout_of: str | None,
-             engines: str,
-             unlabelled_classes: str | None, out_dir: Path | None, calibrate: bool, calibrated_out: Path | None,
+             engines: str, unlabelled_classes: str | None, allow_missing: bool, ignore_class: tuple[str, ...],
+             ignore_unknown_classes: bool, out_dir: Path | None, calibrate: bool, calibrated_out: Path | None,
              in_place: bool, device: str, precision: str, threads: int, batch: int) -> None:
     """Score the models in MODELS_DIR on a labelled set: mAP and per-class AP, precision/recall/F1
     at the model thresholds, exact match, top-1, recall by object size, each with tiling on and off.
 
     Writes report.md, report.json and pr.png. With --calibrate, also writes models whose
     thresholds maximise F1 on this set (never report calibrated figures on the calibrating set).
+
+    Nothing is left out silently. Exit code 0 when every listed image was scored and every label
+    names a class of the set; 1 when listed images are missing, unreadable or undecodable (unless
+    --allow-missing) or labels name other classes (unless --ignore-class/--ignore-unknown-classes);
+    2 for a usage, model or data error, including a set with nothing to score.
     """
     roles = [r.strip() for r in engines.split(",") if r.strip()]
     if not roles or set(roles) - set(ROLES):
@@ -63,7 +82,7 @@ def eval_cmd(models_dir: Path, data: str | None, split: str | None, limit: int |
             data, split, only = heldout_ids(heldout_of)
         if not data:
             raise click.UsageError("--data (or --heldout-of RUN) is required")
-        source = open_source(data)
+        source = open_source(data, strict=False)
         split = split or ("test" if "test" in source.splits else source.splits[0])
         if split not in source.splits:
             raise click.UsageError(f"--split {split}: this set has {', '.join(source.splits)}")
@@ -71,15 +90,19 @@ def eval_cmd(models_dir: Path, data: str | None, split: str | None, limit: int |
         report: dict = {"set": f"{data} ({split}{held})", "models": str(models_dir),
                         "command": "sixview eval " + shlex.join(sys.argv[2:]), "roles": {}}
         curves, calib = {}, {}
-        for role in roles:
+        unlabelled = parse_classes(unlabelled_classes) or ()
+        sets = {role: load_set(source, split, engine.model(role).meta.classes, limit, unlabelled, only)
+                for role in roles}
+        report["inputs"] = check_inputs(source, sets, engine, allow_missing, ignore_class, ignore_unknown_classes)
+        for role, ds in sets.items():
             meta = engine.model(role).meta
-            ds = load_set(source, split, meta.classes, limit, parse_classes(unlabelled_classes) or (), only)
             res, vs = evaluate_role(engine, role, ds, batch)
             report["roles"][role] = res
             names = [c for c, k in zip(meta.classes, ds.known, strict=True) if k]
             valid = ~np.isnan(vs[:, 0, 0])
             y, s = ds.targets[valid][:, ds.known], np.nanmax(vs[valid], axis=1)[:, ds.known]
             curves[role] = (y, s, names)
+            report["inputs"]["no_positives"] = [c for c, n in zip(names, y.sum(axis=0).tolist(), strict=True) if not n]
             report.update(images=res["images"], classes=names,
                           masked=[c for c, k in zip(meta.classes, ds.known, strict=True) if not k])
             cal = meta.provenance.get("calibration", {}).get("set")
@@ -88,18 +111,95 @@ def eval_cmd(models_dir: Path, data: str | None, split: str | None, limit: int |
             if calibrate:
                 default = [meta.thresholds[c] for c in names]
                 calib[role] = dict(zip(names, M.best_f1_thresholds(y, s, default), strict=True))
-    except SETUP_ERRORS as e:
-        raise click.UsageError(str(e)) from None
-    except UserError as e:
-        raise click.UsageError(str(e)) from None
+        failed = max(report["roles"].values(), key=lambda r: r["failed"])
+        report["inputs"].update(failed=failed["failed"], failed_examples=failed["failed_examples"])
+    except (*SETUP_ERRORS, UserError) as e:
+        raise setup_error(e) from None
     out_dir = out_dir or Path("eval_out") / Path(str(data).rstrip("/")).name
     for p in write_report(report, curves, out_dir):
         click.echo(f"wrote {p}")
     click.echo((out_dir / "report.md").read_text().split("## Standard vs HD")[0].split("## Summary")[1].strip())
-    if calibrate:
+    refused = report_failed(report["inputs"], allow_missing)
+    if calibrate and refused:
+        click.echo("calibrated models not written: images failed (see above)", err=True)
+    elif calibrate:
         dest_dir = models_dir if in_place else (calibrated_out or models_dir / "calibrated")
         for role, th in calib.items():
             for src in role_files(models_dir, role):
                 write_thresholds(src, dest_dir / src.name, th, report["set"])
             click.echo(f"calibrated {role} on {report['set']}: "
                        + ", ".join(f"{c} {t:.2f}" for c, t in th.items()) + f" -> {dest_dir}")
+    if refused:
+        sys.exit(1)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _examples(pairs: list, more: int) -> str:
+    return ", ".join(f"{i} ({why})" for i, why in pairs[:EXAMPLES]) + (f", and {more - EXAMPLES} more"
+                                                                        if more > EXAMPLES else "")
+
+
+def check_inputs(source: DataSource, sets: dict[str, LabelledSet], engine: Engine, allow_missing: bool,
+                 ignore: tuple[str, ...], ignore_unknown: bool) -> dict:
+    """Say on stderr which listed files are missing and which label names are not classes of the set;
+    exit 1 (before scoring) unless allowed or ignored. Returns the report's `inputs` section."""
+    first = next(iter(sets.values()))
+    model_classes = {c for role in sets for c in engine.model(role).meta.classes}
+    vocabulary = set(source.classes) if source.declared else model_classes
+    names = {norm_class(x) for v in ignore for x in v.split(",") if x.strip()}
+    if names & vocabulary:
+        name = sorted(names & vocabulary)[0]
+        of = "this set" if source.declared else "the models (this set has no classes.txt)"
+        raise click.UsageError(f"--ignore-class {name}: {name} is a class of {of}; --ignore-class is for label "
+                               "names that are not (--unlabelled-classes leaves a class out of scoring)")
+    unknown: dict[str, list[str]] = {}
+    for ds in sets.values():
+        for c, ids in ds.unknown.items():
+            unknown.setdefault(c, ids)
+    for name in sorted(names - set(unknown)):
+        click.echo(f"note: --ignore-class {name}: no label of this set uses it", err=True)
+    ignored = {c: ids for c, ids in unknown.items() if ignore_unknown or c in names}
+    left = {c: ids for c, ids in unknown.items() if c not in ignored}
+    stop = False
+    if first.missing:
+        verdict = "left out (--allow-missing)" if allow_missing else "nothing scored"
+        level = "warning" if allow_missing else "error"
+        click.echo(f"{level}: {len(first.missing)} of {_n(first.listed, 'listed image')} missing or unreadable, "
+                   f"{verdict}: {_examples(first.missing, len(first.missing))}", err=True)
+        stop = not allow_missing
+    what = "not in the set's classes.txt" if source.declared else \
+        "not a class of the models, and the set has no classes.txt"
+    if ignored:
+        click.echo(f"warning: ignored {_n(len(ignored), 'label name')} ({what}): "
+                   + ", ".join(f"{c} ({_n(len(ids), 'image')})" for c, ids in ignored.items()), err=True)
+    if left:
+        pairs = [(c, f"{_n(len(ids), 'image')}, e.g. {ids[0]}") for c, ids in left.items()]
+        click.echo(f"error: {_n(len(left), 'label name')} {what}, nothing scored: {_examples(pairs, len(pairs))}",
+                   err=True)
+        stop = True
+    if stop:
+        hints = (["--allow-missing scores the rest"] if first.missing and not allow_missing else []) + (
+            ["--ignore-class NAME (or --ignore-unknown-classes) drops such labels"
+             + (", or add the names to classes.txt" if source.declared else "")] if left else [])
+        click.echo("; ".join(hints), err=True)
+        sys.exit(1)
+    unscored = [c for c in source.classes if c not in model_classes] if source.declared else []
+    return {"listed": first.listed, "missing": len(first.missing), "missing_examples": first.missing[:EXAMPLES],
+            "allow_missing": allow_missing, "failed": 0, "failed_examples": [],
+            "ignored_labels": {c: len(ids) for c, ids in ignored.items()},
+            "unscored_classes": unscored}
+
+
+def report_failed(inputs: dict, allow_missing: bool) -> bool:
+    """Say on stderr which images failed to read or decode; True when that makes eval exit 1."""
+    if not inputs["failed"]:
+        return False
+    verdict = "left out of the metrics (--allow-missing)" if allow_missing else \
+        "counted as failed; the report is written, exit 1 (--allow-missing accepts them)"
+    level = "warning" if allow_missing else "error"
+    click.echo(f"{level}: {inputs['failed']} of {_n(inputs['listed'], 'listed image')} could not be read or "
+               f"decoded, {verdict}: {_examples(inputs['failed_examples'], inputs['failed'])}", err=True)
+    return not allow_missing

@@ -11,7 +11,8 @@ reader from what a path holds:
   `all`); a `.tar.gz` of such a tree is extracted once into the cache folder.
 - labels CSV: `labels.csv` (or its folder) with columns `path,labels`, labels
   `|`-separated, paths relative to the CSV; split `all`. An optional
-  `classes.txt` beside it declares the vocabulary (one name per line).
+  `classes.txt` beside it declares the vocabulary (one name per line); a label
+  outside it is an error (`strict`), or kept for the caller to judge.
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ def norm_class(name: str) -> str:
 
 @dataclass(frozen=True)
 class Record:
-    """One image of a split: its id, label names, and a reader for its content."""
+    """One image of a split: its id, label names, a reader for its content, and its file if it has one."""
 
     id: str
     labels: tuple[str, ...]
     read: Callable[[], bytes | np.ndarray]
+    path: Path | None = None
 
 
 class DataSource(ABC):
     """A labelled image set: ordered class names, split names, records per split."""
 
     kind: str = ""
+    declared: bool = True  # the class list is declared (folders, metadata, classes.txt), not inferred from labels
 
     def __init__(self, path: Path, classes: list[str], splits: list[str]) -> None:
         self.path = path
@@ -194,7 +197,7 @@ class FolderSource(DataSource):
     def records(self, split: str) -> Iterator[Record]:
         """Yield one record per file (decoding happens in the cache)."""
         for f, c in self._files(split):
-            yield Record(str(f.relative_to(self.path)), (c,), f.read_bytes)
+            yield Record(str(f.relative_to(self.path)), (c,), f.read_bytes, f)
 
     def digest(self) -> str:
         """Digest of every file's relative path, size and mtime."""
@@ -219,28 +222,37 @@ def read_labels_csv(csv_path: Path) -> list[tuple[str, tuple[str, ...]]]:
 
 
 class CsvSource(DataSource):
-    """Multi-label set described by a `path,labels` CSV (split `all`)."""
+    """Multi-label set described by a `path,labels` CSV (split `all`).
+
+    With `classes.txt`, a label it does not list raises DataError when `strict`;
+    otherwise the record keeps it and `undeclared` names it (for the caller to judge).
+    """
 
     kind = "csv"
 
-    def __init__(self, csv_path: Path) -> None:
+    def __init__(self, csv_path: Path, strict: bool = True) -> None:
         self.csv_path = csv_path
         self.rows = read_labels_csv(csv_path)
         vocab = csv_path.parent / "classes.txt"
-        if vocab.exists():
-            classes = [norm_class(x) for x in vocab.read_text().splitlines() if x.strip()]
+        self.declared = vocab.exists()
+        if self.declared:
+            try:
+                text = vocab.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise DataError(f"{vocab}: cannot read ({e})") from None
+            classes = [norm_class(x) for x in text.splitlines() if x.strip()]
         else:
             classes = sorted({c for _, labels in self.rows for c in labels})
-        unknown = {c for _, labels in self.rows for c in labels} - set(classes)
-        if unknown:
-            raise DataError(f"{csv_path}: labels not in classes.txt: {sorted(unknown)}")
+        self.undeclared = sorted({c for _, labels in self.rows for c in labels} - set(classes))
+        if self.undeclared and strict:
+            raise DataError(f"{csv_path}: labels not in classes.txt: {self.undeclared}")
         super().__init__(csv_path.parent, classes, ["all"])
 
     def records(self, split: str) -> Iterator[Record]:
         """Yield one record per CSV row (a missing file fails when read)."""
         root = self.csv_path.parent
         for rel, labels in self.rows:
-            yield Record(rel, labels, (root / rel).read_bytes)
+            yield Record(rel, labels, (root / rel).read_bytes, root / rel)
 
     def digest(self) -> str:
         """Digest of the CSV bytes plus every listed file's size and mtime."""
@@ -294,22 +306,22 @@ def _folder_root(d: Path) -> Path:
     return d
 
 
-def open_source(path: str | Path, cache_root: Path | None = None) -> DataSource:
-    """Open a data set, choosing the reader from what `path` holds."""
+def open_source(path: str | Path, cache_root: Path | None = None, strict: bool = True) -> DataSource:
+    """Open a data set, choosing the reader from what `path` holds (`strict`: see CsvSource)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data not found: {p}")
     try:
         if p.is_file():
             if p.suffix.lower() == ".csv":
-                return CsvSource(p)
+                return CsvSource(p, strict)
             if _is_tar(p):
                 if _tar_is_cifar_pickle(p):
                     return CifarPickleSource(p)
                 return FolderSource(_folder_root(extract_archive(p, cache_root)))
             raise DataError(f"{p}: not a data set (expected a folder, labels.csv or .tar.gz)")
         if (p / "labels.csv").is_file():
-            return CsvSource(p / "labels.csv")
+            return CsvSource(p / "labels.csv", strict)
         if (p / "data_batch_1").exists() or (p / "test_batch").exists() or (
                 p / "cifar-10-batches-py").is_dir():
             return CifarPickleSource(p)

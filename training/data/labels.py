@@ -8,7 +8,7 @@ truck, so a truck in a VOC photo is unlabelled, not absent).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,16 @@ def check_classes(requested: Sequence[str], available: Sequence[str]) -> list[st
         raise DataError(f"classes not in the data set: {', '.join(missing)} "
                         f"(it has: {', '.join(available)})")
     return list(requested)
+
+
+def unknown_labels(rows: Iterable[tuple[str, Sequence[str]]], vocabulary: Collection[str]) -> dict[str, list[str]]:
+    """Label names outside `vocabulary` -> ids of the rows that carry them (first-seen order)."""
+    out: dict[str, list[str]] = {}
+    for rid, labels in rows:
+        for c in dict.fromkeys(labels):
+            if c not in vocabulary:
+                out.setdefault(c, []).append(rid)
+    return out
 
 
 def align_classes(model_classes: Sequence[str],

@@ -17,6 +17,32 @@ def pct(x: float | None) -> str:
     return f"{100 * x:.1f}"
 
 
+def _examples(pairs: list) -> str:
+    return ", ".join(f"`{i}` ({why})" for i, why in pairs)
+
+
+def inputs_lines(inputs: dict[str, Any] | None) -> list[str]:
+    """Report lines on what was listed but not scored: missing files, failed images, ignored labels."""
+    if not inputs:
+        return []
+    lines = [f"- listed images: {inputs['listed']}; missing or unreadable (left out): {inputs['missing']}; "
+             f"failed when read or decoded (left out of the metrics): {inputs['failed']}"]
+    if inputs["missing"]:
+        lines.append(f"  - missing, e.g. {_examples(inputs['missing_examples'])}")
+    if inputs["failed"]:
+        lines.append(f"  - failed, e.g. {_examples(inputs['failed_examples'])}")
+    if inputs["ignored_labels"]:
+        lines.append("- label names ignored (not classes of this set): " + ", ".join(
+            f"{c} ({n} image{'' if n == 1 else 's'})" for c, n in inputs["ignored_labels"].items()))
+    if inputs.get("no_positives"):
+        lines.append("- classes no scored image is labelled with (AP undefined; precision, recall and F1 are 0): "
+                     + ", ".join(inputs["no_positives"]))
+    if inputs.get("unscored_classes"):
+        lines.append("- classes of this set the models do not have (not scored): "
+                     + ", ".join(inputs["unscored_classes"]))
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: summary, Standard-vs-HD table, per-class AP, object sizes."""
     roles = report["roles"]
@@ -24,6 +50,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# sixview evaluation: {report['set']}", "",
              f"- images: {report['images']}; classes scored: {', '.join(report['classes'])}"
              + (f"; masked (not labelled by this set): {', '.join(report['masked'])}" if report["masked"] else ""),
+             *inputs_lines(report.get("inputs")),
              f"- models: {report['models']}; command: `{report['command']}`",
              "- thresholds: each model's own" + (f" (calibrated on {cal})" if cal else ""),
              "", "## Summary (percent)", "",

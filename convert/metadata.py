@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from edge.metadata import DEFAULT_THRESHOLD, REQUIRED, MetadataError, ModelMeta
+from edge.metadata import DEFAULT_THRESHOLD, KEYS, MetadataError, ModelMeta
 
 
 def sha256_file(path: str | Path) -> str:
@@ -58,7 +58,8 @@ def build_provenance(checkpoint: str | Path | None = None, config: Mapping[str, 
     """Provenance: training data, epochs, metrics, checkpoint sha256, config digest, date, versions."""
     config = dict(config or {})
     prov: dict[str, Any] = {
-        "training_data": config.get("data"),
+        "training_data": config.get("sets") or config.get("data"),
+        "selection": config.get("selection"),  # what chose the kept epoch
         "arch": config.get("arch"),
         "epochs": config.get("epochs"),
         "metrics": dict(metrics or {}),
@@ -105,7 +106,7 @@ def build_meta(classes: Sequence[str], role: str, input_size: Sequence[int], pre
 
 def attach(model: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:
     """Replace the model's sixview metadata_props with `meta` (in place); return the model."""
-    keep = {p.key: p.value for p in model.metadata_props if p.key not in REQUIRED}
+    keep = {p.key: p.value for p in model.metadata_props if p.key not in KEYS}
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {**keep, **meta.to_props()})
     return model

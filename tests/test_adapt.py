@@ -127,3 +127,64 @@ def test_unlabelled_classes_are_distilled_from_the_teacher():
     assert sorted(map(tuple, y[:, [0, 2]].tolist())) == [(0.0, 1.0), (1.0, 0.0)]  # labelled classes untouched
     _, y = PhotoCrops(Split(), np.arange(2), targets, [[], []], (32, 32), 2)[0]
     assert (y[:, 1] == UNKNOWN).all()  # without a teacher: masked
+
+
+def test_balance_gives_every_set_the_same_share_and_rare_classes_more():
+    from training.fit.adapt import balance_weights
+
+    sets = np.array([0] * 8 + [1] * 2)
+    targets = np.array([[1, 0]] * 6 + [[0, 1]] * 1 + [[0, 0]] * 1 + [[1, 0]] * 2, np.float32)
+    w = balance_weights(sets, targets)
+    assert np.isclose(w[sets == 0].sum(), 0.5) and np.isclose(w[sets == 1].sum(), 0.5)
+    assert w[6] > w[0]  # the one photo of class 1 is drawn more than each of the six of class 0
+    assert np.isclose(w[6], w[7])  # a lone label-free photo weighs like a lone class
+
+
+def test_each_set_labels_its_own_classes_and_distils_the_rest():
+    from training.data.photos import PhotoCrops
+
+    class Split:
+        def __init__(self, base):
+            self.base = base
+
+        def image(self, i):
+            return np.full((40, 60, 3), self.base + i, np.uint8)
+
+    # set 0 labels classes 0 and 2; set 1 labels class 0 only
+    targets = np.array([[1, UNKNOWN, 0], [0, UNKNOWN, UNKNOWN]], np.float32)
+    teacher = lambda x, training=False: np.tile([0.9, 0.25, 0.8], (len(x), 1)).astype(np.float32)  # noqa: E731
+    crops = PhotoCrops([Split(0), Split(100)], np.array([[0, 0], [1, 0]]), targets, [[[]], [[]]], (32, 32), 2,
+                       teacher=teacher, unlabelled=targets == UNKNOWN)
+    x, y = crops[0]
+    by_set = {int(round(float(img.mean()))) >= 100: t for img, t in zip(x, y, strict=True)}
+    assert by_set[False].tolist() == pytest.approx([1, 0.25, 0])
+    assert by_set[True].tolist() == pytest.approx([0, 0.25, 0.8])
+
+
+def test_adaptation_on_several_sets_holds_part_of_each_out(tmp_path):
+    _thumbs(tmp_path / "thumbs", n=6)
+    _photos(tmp_path / "a", n=10, seed=1)
+    _photos(tmp_path / "b", n=10, seed=2)
+    (tmp_path / "b" / "classes.txt").write_text("red\n")  # set b does not label blue
+    rows = [r for r in csv.reader(open(tmp_path / "b" / "labels.csv"))]
+    with open(tmp_path / "b" / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *([p, "|".join(x for x in lab.split("|") if x == "red")]
+                                             for p, lab in rows[1:])])
+    cache = str(tmp_path / "cache")
+    base = tmp_path / "std"
+    run_training(TrainConfig(data=str(tmp_path / "thumbs"), out=str(base), input_size=[32, 32], epochs=1,
+                             batch_size=16, head_width=32, mlflow_uri="off", cache_dir=cache, verbose=0,
+                             width_scale=0.25, depths=[1, 1, 1, 1]))
+    out = tmp_path / "hd"
+    run_adapt(AdaptConfig(base=str(base), data=[str(tmp_path / "a"), str(tmp_path / "b")], out=str(out),
+                          holdout=0.3, epochs=1, batch_size=8, lr=1e-4, mlflow_uri="off", cache_dir=cache, verbose=0))
+    splits = json.loads((out / "splits.json").read_text())["sets"]
+    assert set(splits) == {str((tmp_path / s).resolve()) for s in "ab"}
+    for part in splits.values():
+        assert len(part["heldout"]) == 3 and len(part["fit"]) == 7 and not set(part["fit"]) & set(part["heldout"])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["known_by_set"] == {str((tmp_path / "a").resolve()): ["blue", "red"],
+                                   str((tmp_path / "b").resolve()): ["red"]}
+    assert cfg["n_train"] == 14 and cfg["n_val"] == 6
+    with pytest.raises(DataError, match="holdout"):
+        AdaptConfig(base=str(base), data=[str(tmp_path / "a")], out=str(out), holdout=0.0)

@@ -14,8 +14,16 @@ from training.errors import UserError  # noqa: E402
 @click.command("adapt")
 @click.option("--base", required=True, type=click.Path(file_okay=False, path_type=str),
               help="The Standard run folder (from `sixview train`).")
-@click.option("--data", required=True, help="Training photos: folder with labels.csv (+ boxes.csv) or class folders.")
-@click.option("--val", required=True, help="Held-out photos for selection and the before/after report.")
+@click.option("--data", required=True, multiple=True,
+              help="A photo set: folder with labels.csv (+ boxes.csv, classes.txt) or class folders. Repeatable: "
+                   "several sets at once, each with its own known classes.")
+@click.option("--val", multiple=True,
+              help="A set held out whole for selection (repeatable). Default: --holdout of every --data set.")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Fraction of every --data set held out (never trained on) to choose the epoch; listed in "
+                   "splits.json for calibration.")
+@click.option("--balance/--no-balance", default=True, show_default=True,
+              help="Give every set the same share of each epoch and draw rare classes more often.")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder for the HD model.")
 @click.option("--lr", type=float, default=1e-5, show_default=True, help="AdamW learning rate (tiny: keep features).")
 @click.option("--epochs", type=int, default=15, show_default=True)
@@ -38,22 +46,25 @@ from training.errors import UserError  # noqa: E402
 @click.option("--cache-dir", default=None, help="Decoded-image cache (default ~/.cache/sixview).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[str, ...], **opts) -> None:
-    """Fine-tune a Standard run on real photos (all layers, lr 1e-5) into HD.
+    """Fine-tune a Standard run on real photos into HD.
 
-    Aligns the photo set's classes to the model's by name, masks classes the set
-    does not label, keeps the epoch with the best six-view mAP on --val, and
-    reports before/after on --val and on the CIFAR-10 test split (forgetting).
+    Aligns every set's classes to the model's by name; a class a set does not
+    label is distilled from the Standard model (or masked), never a negative,
+    and photos with none of a set's classes teach "none of these". Keeps the
+    epoch with the best six-view mAP on the held-out photos (splits.json), and
+    reports before/after on them and on the CIFAR-10 test split (forgetting).
     """
     from training.data.labels import parse_classes
     from training.fit.adapt import AdaptConfig, run_adapt
 
-    cfg = AdaptConfig(**opts, ignore_classes=list(ignore_classes),
-                      unlabelled_classes=parse_classes(unlabelled_classes) if unlabelled_classes is not None else None)
+    opts["data"], opts["val"] = list(opts["data"]), list(opts["val"])
+    unlabelled = parse_classes(unlabelled_classes) if unlabelled_classes is not None else None
     try:
+        cfg = AdaptConfig(**opts, ignore_classes=list(ignore_classes), unlabelled_classes=unlabelled)
         m = run_adapt(cfg, resume=resume)
     except UserError as e:
         raise click.UsageError(str(e)) from None
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: resume with `sixview adapt ... --out {cfg.out} --resume`") from None
-    click.echo(f"val six-view mAP {100 * m['val_map_before']:.1f} -> {100 * m['val_map_after']:.1f}; "
+    click.echo(f"held-out six-view mAP {100 * m['val_map_before']:.1f} -> {100 * m['val_map_after']:.1f}; "
                f"report: {cfg.out}/report.md")

@@ -51,24 +51,38 @@ def crop_targets(base: np.ndarray, boxes: list[tuple[int, np.ndarray]], crop: tu
 
 
 class PhotoCrops(keras.utils.PyDataset):
-    """Training batches: a random whole photo or view-sized crop, random flip, resized to the input."""
+    """Training batches: a random whole photo or view-sized crop, random flip, resized to the input.
 
-    def __init__(self, split: CachedSplit, rows: np.ndarray, targets: np.ndarray,
-                 boxes: list[list[tuple[int, np.ndarray]]], input_size: tuple[int, int], batch_size: int,
-                 view_fraction: float = 0.6, seed: int = 0, teacher: keras.Model | None = None,
-                 unlabelled: np.ndarray | None = None):
+    `sources` is one split or a list of them (several photo sets); `rows` then holds
+    (source, image) pairs, one per target row, and `boxes` one list per source.
+    `unlabelled` marks the classes to distil from the teacher: (classes,) for every
+    row or (rows, classes) when each set labels its own classes. With `weights`,
+    every epoch draws len(rows) rows with replacement in proportion to them
+    (balanced sampling); without, it is a permutation.
+    """
+
+    def __init__(self, sources, rows: np.ndarray, targets: np.ndarray, boxes, input_size: tuple[int, int],
+                 batch_size: int, view_fraction: float = 0.6, seed: int = 0, teacher: keras.Model | None = None,
+                 unlabelled: np.ndarray | None = None, weights: np.ndarray | None = None):
         super().__init__(workers=1, use_multiprocessing=False)
-        self.split, self.rows, self.targets, self.boxes = split, rows, targets, boxes
-        self.teacher, self.unlabelled = teacher, unlabelled
+        if not isinstance(sources, list | tuple):
+            sources, boxes = [sources], [boxes]
+        rows = np.asarray(rows)
+        self.sources, self.boxes, self.targets = list(sources), list(boxes), targets
+        self.rows = rows if rows.ndim == 2 else np.stack([np.zeros_like(rows), rows], axis=1)
+        self.teacher = teacher
+        self.unlabelled = None if unlabelled is None else np.broadcast_to(unlabelled, targets.shape)
         self.size, self.batch_size, self.fraction = input_size, batch_size, view_fraction
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(rows))
+        self.p = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+        self.on_epoch_end()
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
 
     def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.rows))
+        n = len(self.rows)
+        self.order = self.rng.permutation(n) if self.p is None else self.rng.choice(n, n, p=self.p)
 
     def __getitem__(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         pick = self.order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -76,8 +90,8 @@ class PhotoCrops(keras.utils.PyDataset):
         x = np.empty((len(pick), h, w, 3), np.float32)
         y = np.empty((len(pick), self.targets.shape[1]), np.float32)
         for n, j in enumerate(pick):
-            i = int(self.rows[j])
-            img = self.split.image(i)
+            src, i = (int(v) for v in self.rows[j])
+            img = self.sources[src].image(i)
             ih, iw = img.shape[:2]
             whole = self.rng.random() < 1 / 3
             scale = 1.0 if whole else self.rng.uniform(self.fraction - 0.1, self.fraction + 0.15)
@@ -89,10 +103,12 @@ class PhotoCrops(keras.utils.PyDataset):
             if self.rng.random() < 0.5:
                 out = out[:, ::-1]
             x[n] = out
-            y[n] = crop_targets(self.targets[j], self.boxes[i], (cx, cy, cx + cw, cy + ch), whole)
-        if self.teacher is not None and self.unlabelled is not None and self.unlabelled.any():
-            soft = np.asarray(self.teacher(x, training=False), np.float32)
-            y[:, self.unlabelled] = soft[:, self.unlabelled]
+            y[n] = crop_targets(self.targets[j], self.boxes[src][i], (cx, cy, cx + cw, cy + ch), whole)
+        if self.teacher is not None and self.unlabelled is not None:
+            mask = self.unlabelled[pick]
+            if mask.any():
+                soft = np.asarray(self.teacher(x, training=False), np.float32)
+                y[mask] = soft[mask]
         return x, y
 
 

@@ -1,10 +1,18 @@
 """Fine-tune a Standard run on real photos into the HD model.
 
-The set's classes are aligned to the model's by name; model classes the set
-does not label are masked out of the loss (not negatives). Every epoch the
-six-view mAP on the validation photos is measured exactly as the runtime
-computes it, and the best epoch is kept. Before/after figures on the photos and
-on the CIFAR-10 test split (forgetting) go into the run folder.
+Several photo sets can be used at once. Each set's classes (its `classes.txt`)
+are aligned to the model's by name; a model class a set does not label is
+unknown for that set's photos: distilled from the Standard model (or masked),
+never a negative. A photo with none of its set's classes is a negative for all
+of them (how the model learns "none of these"). Sampling is balanced: every set
+gets the same share of each epoch, and within a set rare classes are drawn more.
+
+Part of every set (`holdout`) is held out and never trained on; every epoch the
+six-view mAP on those photos is measured exactly as the runtime computes it,
+and the best epoch is kept. `splits.json` lists which photos were fitted and
+which held out, so thresholds can be calibrated on the held-out ones and
+figures reported on sets that chose nothing. Before/after figures on the
+held-out photos and on the CIFAR-10 test split (forgetting) go into the run folder.
 """
 
 from __future__ import annotations
@@ -52,9 +60,10 @@ class AdaptConfig:
     """Everything needed to (re)run an adaptation; saved in config.json under 'adapt'."""
 
     base: str
-    data: str
-    val: str
+    data: list[str]  # photo sets to adapt on
     out: str
+    val: list[str] = field(default_factory=list)  # sets held out whole; default: `holdout` of each data set
+    holdout: float = 0.2
     lr: float = 1e-5
     epochs: int = 15
     batch_size: int = 32
@@ -68,7 +77,30 @@ class AdaptConfig:
     cifar: str | None = None  # forgetting check; default: the base run's data
     mlflow_uri: str | None = None
     cache_dir: str | None = None
+    balance: bool = True  # equal share per set, rare classes drawn more
     verbose: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        self.data = [self.data] if isinstance(self.data, str) else list(self.data)
+        self.val = [self.val] if isinstance(self.val, str) else list(self.val or [])
+        if not self.data:
+            raise DataError("adaptation needs at least one photo set (--data)")
+        if not self.val and not 0.0 < self.holdout < 1.0:
+            raise DataError(f"--holdout must be in (0, 1) when no --val set is given, got {self.holdout}")
+
+
+@dataclass
+class PhotoSet:
+    """One photo set: its decoded split, model-ordered targets (UNKNOWN where it does not label
+    a class), boxes, and which of its photos are fitted and which held out."""
+
+    path: str
+    split: Any
+    targets: np.ndarray
+    known: np.ndarray
+    boxes: list
+    fit: np.ndarray
+    heldout: np.ndarray
 
 
 def photo_targets(source_classes: list[str], labels: np.ndarray, model_classes: list[str],
@@ -91,12 +123,23 @@ def photo_targets(source_classes: list[str], labels: np.ndarray, model_classes: 
     return targets, known
 
 
-class SixViewMAP(keras.callbacks.Callback):
-    """Adds `val_map` (six views, max-merged) and `val_map_whole` to each epoch's logs."""
+def masked_ap(y: np.ndarray, s: np.ndarray, known: np.ndarray, names: list[str]) -> dict[str, float | None]:
+    """AP per class over the rows where the class is known (None where it has no positive)."""
+    return {c: M.per_class_ap(y[known[:, k], k:k + 1], s[known[:, k], k:k + 1], [c])[c]
+            for k, c in enumerate(names)}
 
-    def __init__(self, views: np.ndarray, targets: np.ndarray, known: np.ndarray, batch: int = 64):
+
+class SixViewMAP(keras.callbacks.Callback):
+    """Adds `val_map` (six views, max-merged) and `val_map_whole` to each epoch's logs.
+
+    `targets` may hold UNKNOWN: a class is scored over the rows of the sets that label it."""
+
+    def __init__(self, views: np.ndarray, targets: np.ndarray, batch: int = 64):
         super().__init__()
-        self.views, self.y, self.known, self.batch = views, targets[:, known], known, batch
+        self.views, self.batch = views, batch
+        self.row_known = targets != UNKNOWN
+        self.known = self.row_known.any(axis=0)  # classes some held-out set labels
+        self.y, self.mask = np.clip(targets[:, self.known], 0, 1), self.row_known[:, self.known]
 
     def scores(self, model: keras.Model) -> np.ndarray:
         """(N, 6, K) per-view scores."""
@@ -109,21 +152,44 @@ class SixViewMAP(keras.callbacks.Callback):
         s = self.scores(self.model)[:, :, self.known]
         names = [str(k) for k in range(self.y.shape[1])]
         logs = logs if logs is not None else {}
-        logs["val_map"] = M.mean_ap(M.per_class_ap(self.y, s.max(axis=1), names))
-        logs["val_map_whole"] = M.mean_ap(M.per_class_ap(self.y, s[:, 0], names))
+        logs["val_map"] = M.mean_ap(masked_ap(self.y, s.max(axis=1), self.mask, names))
+        logs["val_map_whole"] = M.mean_ap(masked_ap(self.y, s[:, 0], self.mask, names))
 
 
 def photo_report(model: keras.Model, cb: SixViewMAP, classes: list[str], thresholds: float) -> dict[str, Any]:
-    """mAP (six views / whole), per-class AP and F1 at `thresholds` on the validation photos."""
+    """mAP (six views / whole), per-class AP and F1 at `thresholds` on the held-out photos
+    (each class over the rows of the sets that label it)."""
     s = cb.scores(model)[:, :, cb.known]
     names = [c for c, k in zip(classes, cb.known, strict=True) if k]
     out = {}
     for tiling, sc in (("on", s.max(axis=1)), ("off", s[:, 0])):
-        ap = M.per_class_ap(cb.y, sc, names)
-        prf = M.prf_at(cb.y, (sc >= thresholds).astype(int), names)
-        out[f"tiling_{tiling}"] = {"mAP": M.mean_ap(ap), "ap": ap, "micro_f1": prf["micro"]["f1"],
-                                   "f1": {c: prf[c]["f1"] for c in names}}
+        ap = masked_ap(cb.y, sc, cb.mask, names)
+        pred, y, m = sc >= thresholds, cb.y == 1, cb.mask
+        f1 = {}
+        for k, c in enumerate(names):
+            tp, fp, fn = (int(v) for v in ((pred & y & m)[:, k].sum(), (pred & ~y & m)[:, k].sum(),
+                                             (~pred & y & m)[:, k].sum()))
+            f1[c] = 2 * tp / max(2 * tp + fp + fn, 1)
+        tp, fp, fn = (pred & y & m).sum(), (pred & ~y & m).sum(), (~pred & y & m).sum()
+        out[f"tiling_{tiling}"] = {"mAP": M.mean_ap(ap), "ap": ap, "micro_f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
+                                   "f1": f1}
     return out
+
+
+def balance_weights(sets: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Sampling weights: every set the same share; within a set, a photo's weight is
+    1/sqrt(count) of its rarest class (or of the photos with none), so rare classes are
+    drawn more without the common ones vanishing."""
+    w = np.zeros(len(sets))
+    groups = np.unique(sets)
+    for g in groups:
+        rows = sets == g
+        pos = targets[rows] == 1.0
+        none = ~pos.any(axis=1)
+        inv = 1.0 / np.sqrt(np.maximum(pos.sum(axis=0), 1))
+        rw = np.where(none, 1.0 / np.sqrt(max(int(none.sum()), 1)), (pos * inv).max(axis=1))
+        w[rows] = rw / rw.sum() / len(groups)
+    return w
 
 
 def _is_early(name: str, stages: int) -> bool:
@@ -149,7 +215,8 @@ def _freeze(model: keras.Model, stages: int) -> int:
 
 
 def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
-    """Fine-tune `cfg.base` on `cfg.data`, select on `cfg.val`; write the run folder; return metrics."""
+    """Fine-tune `cfg.base` on the photo sets, select on the held-out photos; write the run folder;
+    return metrics."""
     t_start = time.perf_counter()
     out = Path(cfg.out).expanduser()
     if (out / "config.json").exists() and not resume:
@@ -163,33 +230,50 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
     ignore = [norm_class(c) for c in cfg.ignore_classes]
     unl = [norm_class(c) for c in cfg.unlabelled_classes] if cfg.unlabelled_classes is not None else None
 
-    def photos(path: str):
+    rng = np.random.default_rng(cfg.seed)
+
+    def photo_set(path: str, hold: float) -> PhotoSet:
         src = open_source(path, cache)
         split = load_split(src, src.splits[0], cache)
         targets, known = photo_targets(split.classes, split.labels, classes, ignore, unl)
-        return src, split, targets, known
+        order = rng.permutation(len(split))
+        n_held = round(len(split) * hold)
+        boxes = read_boxes(Path(src.path), split.ids, classes)
+        return PhotoSet(str(Path(path).resolve()), split, targets, known, boxes,
+                        np.sort(order[n_held:]), np.sort(order[:n_held]))
 
-    tsrc, tsplit, ttargets, known = photos(cfg.data)
-    vsrc, vsplit, vtargets, vknown = photos(cfg.val)
-    if not known.any():
-        raise DataError(f"{cfg.data} labels none of the model's classes ({', '.join(classes)})")
+    sets = [photo_set(p, 0.0 if cfg.val else cfg.holdout) for p in cfg.data]
+    sets += [photo_set(p, 1.0) for p in cfg.val]
+    if not any(ps.known.any() for ps in sets):
+        raise DataError(f"{', '.join(cfg.data)}: no set labels any of the model's classes ({', '.join(classes)})")
+    fitted = [(g, i) for g, ps in enumerate(sets) for i in ps.fit]
+    held = [(g, i) for g, ps in enumerate(sets) for i in ps.heldout]
+    if not fitted or not held:
+        raise DataError("adaptation needs photos to fit and photos held out for selection")
     keras.utils.set_random_seed(cfg.seed)
-    boxes = read_boxes(Path(tsrc.path), tsplit.ids, classes)
-    # classes the set does not label: distilled from the base model (or left masked)
+    fit_rows = np.array(fitted)
+    fit_targets = np.stack([sets[g].targets[i] for g, i in fitted])
+    # classes a set does not label: distilled from the base model (or left masked)
     teacher = base.model if cfg.distill_unlabelled else None
-    train = PhotoCrops(tsplit, np.arange(len(tsplit)), ttargets, boxes, size, cfg.batch_size, seed=cfg.seed,
-                       teacher=teacher, unlabelled=~known)
-    vrows = np.arange(len(vsplit))
-    val_views = six_views(vsplit, vrows, size)
+    train = PhotoCrops([ps.split for ps in sets], fit_rows, fit_targets, [ps.boxes for ps in sets], size,
+                       cfg.batch_size, seed=cfg.seed, teacher=teacher, unlabelled=fit_targets == UNKNOWN,
+                       weights=balance_weights(fit_rows[:, 0], fit_targets) if cfg.balance else None)
+    val_views = np.concatenate([six_views(ps.split, ps.heldout, size) for ps in sets if len(ps.heldout)])
+    vtargets = np.concatenate([ps.targets[ps.heldout] for ps in sets if len(ps.heldout)])
     val_whole = (val_views[:, 0].astype(np.float32), vtargets)
-    cb_map = SixViewMAP(val_views, vtargets, vknown)
+    cb_map = SixViewMAP(val_views, vtargets)
+    write_json(out / "splits.json", {"sets": {ps.path: {"fit": [ps.split.ids[i] for i in ps.fit],
+                                                        "heldout": [ps.split.ids[i] for i in ps.heldout]}
+                                              for ps in sets}})
 
     config = {**base.config, "adapt": asdict(cfg), "role": "hd", "base_run": str(Path(cfg.base).resolve()),
-              "data": str(Path(cfg.data).resolve()), "val": str(Path(cfg.val).resolve()),
-              "train_split": tsplit.name, "test_split": None,  # sample_images draws photos from `data`
-              "known_classes": [c for c, k in zip(classes, known, strict=True) if k],
+              "data": sets[0].path, "sets": [ps.path for ps in sets],
+              "selection": "six-view mAP on the held-out photos of splits.json",
+              "train_split": sets[0].split.name, "test_split": None,  # sample_images draws photos from `data`
+              "known_classes": [c for c, k in zip(classes, cb_map.known, strict=True) if k],
+              "known_by_set": {ps.path: [c for c, k in zip(classes, ps.known, strict=True) if k] for ps in sets},
               "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
-              "n_train": len(tsplit), "n_val": len(vsplit),
+              "n_train": len(fitted), "n_val": len(held),
               "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "base_config_data": base.config.get("data")}
     state = read_state(out) if resume else {}
@@ -231,7 +315,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
             test=metrics["after"].get("cifar10_test", {}),
             val_map_before=metrics["before"]["photos"]["tiling_on"]["mAP"],
             val_map_after=metrics["after"]["photos"]["tiling_on"]["mAP"], epochs_run=len(hist) - 1,
-            wall_time_s=round(state["wall_s"], 1), n_train=len(tsplit), n_val=len(vsplit))
+            wall_time_s=round(state["wall_s"], 1), n_train=len(fitted), n_val=len(held))
         (out / "report.md").write_text(adapt_report(metrics, config))
         finish_run(out, state, metrics, tracker,
                    {"val_map_before": metrics["val_map_before"], "val_map_after": metrics["val_map_after"]})
@@ -239,11 +323,12 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
 
 
 def adapt_report(metrics: dict[str, Any], config: dict[str, Any]) -> str:
-    """Markdown: before/after on the validation photos and on CIFAR-10 test."""
+    """Markdown: before/after on the held-out photos and on CIFAR-10 test."""
     b, a = metrics["before"], metrics["after"]
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     lines = [f"# Adaptation: {config['base_run']} -> HD", "",
-             f"train: {config['data']} ({config['n_train']} photos); val: {config['val']} ({config['n_val']}); "
+             f"sets: {', '.join(config['sets'])}; {config['n_train']} photos fitted, {config['n_val']} held out "
+             "for selection (splits.json); "
              f"masked classes: {', '.join(c for c in config['classes'] if c not in config['known_classes']) or 'none'}",
              "", "| measure | before (Standard) | after (HD) |", "| --- | --- | --- |"]
     for t in ("on", "off"):

@@ -141,7 +141,7 @@ def colour_model(classes: Sequence[str] = ("red", "green", "blue"),
                  colours: Sequence[Sequence[float]] = ((255, 0, 0), (0, 255, 0), (0, 0, 255)),
                  input_size: tuple[int, int] = (32, 32), role: str = "standard",
                  threshold: float | dict[str, float] | None = None, delay_ms: float = 0,
-                 precision: str = "fp32") -> onnx.ModelProto:
+                 precision: str = "fp32", presence_threshold: float = 0.0) -> onnx.ModelProto:
     """Build the colour-detector model with valid sixview metadata."""
     classes = tuple(classes)
     cols = np.asarray(colours, np.float32).reshape(-1, 3)
@@ -154,6 +154,7 @@ def colour_model(classes: Sequence[str] = ("red", "green", "blue"),
         thresholds=_thresholds(classes, role, threshold), precision=precision,
         provenance={"source": "convert.toy colour detector", "colours": cols.tolist(),
                     "delay_ms": delay_ms, "delay_iters": iters},
+        presence_threshold=presence_threshold,
     )
     helper.set_model_props(model, meta.to_props())
     onnx.checker.check_model(model)

@@ -7,7 +7,7 @@ Every caller (scan, camera, eval, benchmarks) goes through these calls:
   model the image routes to), then render its views: a `Prepared` item;
 - `Engine.prepare(decoded)`: the same for pixels already decoded (camera frames);
 - `Engine.classify(items)`: one model call per role, merge by max, an optional
-  per-stream score hook, the decision: one `Verdict` per item.
+  per-stream score hook, the decision (labels, guess, presence): one `Verdict` per item.
 
 Loading is separate from classifying so that a scan can load in worker threads
 while the main thread runs the model. An image is routed once, in `load` or
@@ -79,7 +79,9 @@ class Verdict:
     width: int
     height: int
     thresholds: dict[str, float]
-    fallback_min: float  # the top class is a label when nothing passes and it scores above this
+    fallback_min: float  # when nothing passes, the top class is the guess if it scores above this
+    presence_threshold: float  # presence below this: none of the classes (the model's metadata)
+    guess_in_labels: bool  # the reference system's rule: the guess is also put in labels
     views: tuple[View, ...]
     timings_ms: dict[str, float]
 
@@ -88,17 +90,20 @@ class Engine:
     """Standard and HD models behind one per-frame path; each opened on first use.
 
     `routing` (auto|standard|hd) and `tiling` are defaults: `load` and `prepare`
-    take either per call.
+    take either per call. `guess_in_labels` applies the reference system's rule (the
+    fallback guess is also a label); by default it is kept apart in `Decision.guess`.
     """
 
     def __init__(self, models_dir: Path | str = DEFAULT_MODELS, routing: str = "auto",
                  device: str = "auto", precision: str = "auto", threads: int = 0,
-                 tiling: bool = True, threshold: float | None = None, max_pixels: int = MAX_PIXELS):
+                 tiling: bool = True, threshold: float | None = None, max_pixels: int = MAX_PIXELS,
+                 guess_in_labels: bool = False):
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}")
         self.models_dir, self.routing, self.device = Path(models_dir), routing, device
         self.precision, self.threads = precision, threads
         self.tiling, self.threshold, self.max_pixels = tiling, threshold, max_pixels
+        self.guess_in_labels = guess_in_labels
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._buffers: dict[str, BatchBuffer] = {}
@@ -201,8 +206,9 @@ class Engine:
         return scores, infer_ms
 
     def classify(self, items: list[Prepared], hook: ScoreHook | None = None) -> list[Verdict]:
-        """Run prepared images (any mix of roles), merge each one's views and decide its labels;
-        `hook` (e.g. a stream's smoothing) transforms the merged scores before the decision."""
+        """Run prepared images (any mix of roles), merge each one's views and decide (labels, guess,
+        presence, with the model's presence threshold); `hook` (e.g. a stream's smoothing)
+        transforms the merged scores before the decision."""
         all_scores, infer_ms = self.view_scores(items)
         verdicts = []
         for p, scores, ms in zip(items, all_scores, infer_ms, strict=True):
@@ -210,11 +216,13 @@ class Engine:
             model = self.model(p.role)
             meta = model.meta
             thresholds, named = self.thresholds(p.role)
-            fallback = meta.fallback_min_score
-            decision = decide_image(scores, meta.classes, p.view_names, thresholds, fallback, p.role, hook)
+            fallback, presence_threshold = meta.fallback_min_score, meta.presence_threshold
+            decision = decide_image(scores, meta.classes, p.view_names, thresholds, fallback, p.role, hook,
+                                    presence_threshold, self.guess_in_labels)
             timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
             verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, p.tiling, p.width, p.height,
-                                    dict(named), fallback, p.views, timings))
+                                    dict(named), fallback, presence_threshold, self.guess_in_labels, p.views,
+                                    timings))
         return verdicts
 
     def thresholds(self, role: str) -> tuple[np.ndarray, dict[str, float]]:

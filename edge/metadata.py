@@ -26,6 +26,8 @@ REQUIRED = (
     "precision",
     "provenance",
 )
+OPTIONAL = ("presence_threshold",)  # absent: the default (files written before the key stay valid)
+KEYS = REQUIRED + OPTIONAL
 DEFAULT_FALLBACK = {"rule": "top1", "min_score": 0.20}
 DEFAULT_TILING = {"view_fraction": 0.60}
 DEFAULT_THRESHOLD = {"standard": 0.50, "hd": 0.30}
@@ -50,6 +52,7 @@ class ModelMeta:
     input_layout: str = "NHWC"
     input_range: str = "0..255 RGB"
     format: int = FORMAT_VERSION
+    presence_threshold: float = 0.0  # presence (P(any class)) below this: none of the classes
 
     @property
     def view_fraction(self) -> float:
@@ -58,7 +61,7 @@ class ModelMeta:
 
     @property
     def fallback_min_score(self) -> float:
-        """The top class is reported when nothing passes and it scores above this."""
+        """When no class passes its threshold, the top class is the guess if it scores above this."""
         return float(self.fallback["min_score"])
 
     def threshold_vector(self) -> list[float]:
@@ -71,7 +74,8 @@ class ModelMeta:
         d["sixview.format"] = d.pop("format")
         d["classes"] = list(self.classes)
         d["input_size"] = list(self.input_size)
-        return {k: json.dumps(d[k]) for k in REQUIRED}
+        keys = KEYS if self.presence_threshold else REQUIRED  # 0.0 (the default) is not written
+        return {k: json.dumps(d[k]) for k in keys}
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMeta:
@@ -80,7 +84,7 @@ class ModelMeta:
         if missing:
             raise MetadataError(f"{source}: not a sixview model, metadata missing: {', '.join(missing)}")
         try:
-            v = {k: json.loads(props[k]) for k in REQUIRED}
+            v = {k: json.loads(props[k]) for k in KEYS if k in props}
         except json.JSONDecodeError as e:
             raise MetadataError(f"{source}: metadata value is not JSON ({e})") from None
 
@@ -118,6 +122,9 @@ class ModelMeta:
             raise bad("precision", f"must be one of {PRECISIONS}")
         if not isinstance(v["provenance"], dict):
             raise bad("provenance", "must be an object")
+        pt = v.get("presence_threshold", 0.0)
+        if not (isinstance(pt, int | float) and not isinstance(pt, bool) and 0.0 <= pt <= 1.0):
+            raise bad("presence_threshold", "must be a number in [0, 1]")
         return cls(
             classes=tuple(classes),
             role=v["role"],
@@ -127,4 +134,5 @@ class ModelMeta:
             fallback=fb,
             tiling=tl,
             provenance=v["provenance"],
+            presence_threshold=float(pt),
         )

@@ -16,7 +16,7 @@ from .providers import DEVICES
 
 
 def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--models --engine --device --precision --threads --tiling --threshold --max-pixels."""
+    """--models --engine --device --precision --threads --tiling --threshold --max-pixels --guess-in-labels."""
     opts = [
         click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
                      default=DEFAULT_MODELS, show_default="the shipped models/",
@@ -36,15 +36,19 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-pixels", type=click.IntRange(min=1), default=MAX_PIXELS, show_default=True,
                      help="Images whose header declares more pixels are refused before decoding "
                           "(an error record), so no file can take the machine's memory."),
+        click.option("--guess-in-labels", is_flag=True,
+                     help="The reference system's rule: when no class passes its threshold, the top class, "
+                          "if above the fallback score, is put in labels (default: kept apart in 'guess')."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(opts), f)
 
 
 def make_engine(models_dir: Path, engine: str, device: str, precision: str, threads: int,
-                tiling: bool, threshold: float | None, max_pixels: int = MAX_PIXELS) -> Engine:
+                tiling: bool, threshold: float | None, max_pixels: int = MAX_PIXELS,
+                guess_in_labels: bool = False) -> Engine:
     """An Engine from the shared options (`--engine` is its routing)."""
     return Engine(models_dir, routing=engine, device=device, precision=precision, threads=threads,
-                  tiling=tiling, threshold=threshold, max_pixels=max_pixels)
+                  tiling=tiling, threshold=threshold, max_pixels=max_pixels, guess_in_labels=guess_in_labels)
 
 
 class SetupError(click.ClickException):

@@ -31,6 +31,8 @@ class Summary:
     images: int = 0
     errors: int = 0
     labels: Counter = field(default_factory=Counter)
+    unlabelled: int = 0  # classified images with no confident label (none of the classes, or a guess)
+    guessed: int = 0  # of them, those with a guess
     stage_ms: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     interrupted: bool = False
@@ -39,6 +41,10 @@ class Summary:
         self.images += 1
         self.errors += rec["error"] is not None
         self.labels.update(rec["labels"])
+        if rec["error"] is None:  # a guess comes only without confident labels (in labels too with --guess-in-labels)
+            guessed = rec.get("guess") is not None
+            self.unlabelled += guessed or not rec["labels"]
+            self.guessed += guessed
         self.stage_ms.update(rec["timings_ms"])
 
     def text(self) -> str:
@@ -47,6 +53,9 @@ class Summary:
                  f"in {self.seconds:.1f} s ({rate:.1f} images/s), {self.errors} errors"]
         if self.labels:
             lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in self.labels.most_common()))
+        if self.unlabelled:
+            lines.append(f"none of the classes (no label): {self.unlabelled} images "
+                         f"({self.guessed} of them with a guess)")
         ok = self.images - self.errors
         if ok:
             lines.append("mean ms per image: " + ", ".join(

@@ -20,7 +20,7 @@ from .sinks import CsvSink, JsonlSink, done_paths
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSONL results file (default: stdout).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a flat CSV (path, labels, one score column per class).")
+              help="Also write a flat CSV (path, labels, guess, presence, one score column per class).")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write copies with labels and the winning views drawn into this folder.")
 @click.option("--resume", is_flag=True,

@@ -152,7 +152,8 @@ class JsonlSink:
 
 
 class CsvSink:
-    """A flat CSV: path, engine, labels ('|'-joined), error, then one score column per class.
+    """A flat CSV: path, engine, labels ('|'-joined), guess (the guessed class, its score is in its
+    column), presence, error, then one score column per class.
 
     `rows` (the records a resumed JSONL file keeps) are written first, so the CSV always
     matches the whole JSONL file; a resumed run passes `overwrite` to rebuild it that way.
@@ -171,7 +172,7 @@ class CsvSink:
         self._fh = open(self._binary.fileno(), "w", newline="", encoding="utf-8", errors="surrogateescape",
                         closefd=False)
         self._writer = csv.writer(self._fh)
-        self._writer.writerow(["path", "engine", "labels", "error", *self.classes])
+        self._writer.writerow(["path", "engine", "labels", "guess", "presence", "error", *self.classes])
         for rec in self._rows:
             self.write(rec)
         return self
@@ -180,8 +181,10 @@ class CsvSink:
         """Write one record's row and flush it."""
         assert self._fh is not None
         try:
+            guess, presence = rec.get("guess"), rec.get("presence")  # absent in records of older runs
             self._writer.writerow([rec.get("path", rec.get("frame")), rec["engine"] or "",
-                                   "|".join(rec["labels"]), rec["error"] or "",
+                                   "|".join(rec["labels"]), guess["label"] if guess else "",
+                                   "" if presence is None else presence, rec["error"] or "",
                                    *(rec["scores"].get(c, "") for c in self.classes)])
             self._fh.flush()
         except OSError as e:

@@ -19,6 +19,8 @@ from convert.toy import save_colour_model  # noqa: E402
 from edge import sources  # noqa: E402
 from edge.camera import LoopState, ScoreSmoother, handle_key, run_camera  # noqa: E402
 from edge.camera_cli import camera  # noqa: E402
+from edge.decode import Decoded  # noqa: E402
+from edge.draw import MUTED, class_colour, draw_verdict, none_of  # noqa: E402
 from edge.engine import Engine  # noqa: E402
 from edge.merge import decide_image  # noqa: E402
 from edge.sources import FrameSource, SourceError, SourceSpec, parse_source  # noqa: E402
@@ -339,8 +341,10 @@ def test_window_without_gui_or_model_errors_are_one_line(models, video, tmp_path
 
 # -- smoothing -----------------------------------------------------------------------
 def _decide(hook: ScoreSmoother, red: float, green: float, role: str = "hd") -> list[str]:
+    """The labels, with the guess (if any) as the reference system's rule puts it there."""
     s = np.array([[red, green], [red / 2, green / 2]], np.float32)
-    d = decide_image(s, ("red", "green"), ("whole", "centre"), np.float32([0.3, 0.3]), 0.2, role, hook)
+    d = decide_image(s, ("red", "green"), ("whole", "centre"), np.float32([0.3, 0.3]), 0.2, role, hook,
+                     guess_in_labels=True)
     return d.labels
 
 
@@ -351,8 +355,34 @@ def test_smoother_averages_and_redecides():
     assert labels == [["red"], ["red"], ["red"], ["red"], ["red"], []]
     assert ScoreSmoother(1)("hd", [0.1, 0.9]) == pytest.approx([0.1, 0.9])  # k=1: untouched
     sm.reset()
-    assert _decide(sm, 0.1, 0.25) == ["green"]  # fallback: top-1 above 0.20
+    assert _decide(sm, 0.1, 0.25) == ["green"]  # the guess (top-1 above 0.20), in labels by the reference rule
     _decide(sm, 0.9, 0.9)
     assert _decide(sm, 0.1, 0.1, role="standard") == []  # another model: the history starts again
     with pytest.raises(ValueError):
         ScoreSmoother(0)
+
+
+# -- overlay -------------------------------------------------------------------------
+def test_overlay_draws_confident_labels_the_guess_and_none_of_apart(models):
+    frame = make_frame(0)  # red, top left
+    red = np.array(class_colour(0), np.uint8)
+
+    def drawn(scale: float, img: np.ndarray = frame) -> tuple[np.ndarray, object]:
+        engine = Engine(models, routing="hd")  # thresholds 0.3, fallback score 0.2
+        [v] = engine.classify([engine.prepare(Decoded(img, W, H))], hook=lambda _, s: [x * scale for x in s])
+        return draw_verdict(img.copy(), v), v
+
+    confident, v = drawn(1.0)
+    assert v.decision.labels == ["red"] and (confident == red).all(axis=2).sum() > 100  # bar and bold box
+    guess, v = drawn(0.25)
+    assert v.decision.labels == [] and v.decision.guess[0] == "red"
+    empty, v = drawn(1.0, np.full((H, W, 3), 90, np.uint8))
+    assert v.decision.labels == [] and v.decision.guess is None and not (empty == red).all(axis=2).any()
+
+    def muted(img: np.ndarray) -> int:
+        return int((img == np.array(MUTED, np.uint8)).all(axis=2).sum())
+
+    assert not (guess == red).all(axis=2).any() and muted(guess) > muted(empty) + 200  # a muted bar, no bold box
+    assert none_of(["red", "green", "blue"], 1000, 0.5, 1) == "none of: red, green, blue"
+    assert none_of(["airplane", "automobile", "bird", "cat", "deer"], 260, 0.5, 1).endswith(", ...")
+    assert none_of(["airplane"], 10, 0.5, 1) == "none of the classes"

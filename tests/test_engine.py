@@ -8,6 +8,7 @@ import pytest
 from conftest import grey_with_square
 
 import edge.engine as engine_module
+from convert.toy import save_colour_model
 from edge.decode import Decoded
 from edge.engine import Engine
 from edge.errors import per_image
@@ -84,6 +85,8 @@ def test_classify_mixed_roles_in_order_with_one_call_per_role(colour_models):
     v = verdicts[0]
     assert (v.width, v.height, v.provider, v.precision) == (600, 450, "cpu", "fp32")
     assert v.fallback_min == pytest.approx(0.2) and v.thresholds == {"red": 0.3, "green": 0.3, "blue": 0.3}
+    assert (v.presence_threshold, v.guess_in_labels, v.decision.guess) == (0.0, False, None)
+    assert v.decision.presence == pytest.approx(1 - np.prod([1 - x for x in v.decision.scores.values()]), abs=1e-6)
     assert {"preprocess", "infer", "postprocess"} <= set(v.timings_ms)
 
 
@@ -102,15 +105,43 @@ def test_threshold_override_applies_to_every_class(colour_models):
     assert set(v.thresholds.values()) == {0.99}
 
 
+@pytest.mark.parametrize("guess_in_labels", [False, True])
+def test_guess_kept_apart_unless_guess_in_labels(colour_models, guess_in_labels):
+    engine = Engine(colour_models, threshold=0.99, guess_in_labels=guess_in_labels)  # red scores 0.96: a guess
+    [v] = engine.classify([engine.prepare(Decoded(grey_with_square(), 600, 450))])
+    d = v.decision
+    assert d.guess == ("red", d.scores["red"]) and 0.9 < d.scores["red"] < 0.99
+    assert d.labels == (["red"] if guess_in_labels else []) and v.guess_in_labels is guess_in_labels
+    rec = record("path", "a.png", v)
+    assert rec["guess"] == {"label": "red", "score": d.scores["red"]} and rec["labels"] == d.labels
+    assert rec["presence"] == round(d.presence, 6) and rec["presence"] > d.scores["red"]
+
+
+def test_the_models_presence_threshold_says_none_of_the_classes(tmp_path):
+    save_colour_model(tmp_path / "hd.onnx", role="hd", input_size=(64, 64), presence_threshold=0.97)
+    engine = Engine(tmp_path, routing="hd", guess_in_labels=True)
+    small, large = (engine.prepare(Decoded(grey_with_square(side=s), 600, 450), tiling=False) for s in (90, 300))
+    v_small, v_large = engine.classify([small, large])
+    assert v_small.presence_threshold == 0.97 and v_small.decision.presence < 0.97
+    assert v_small.decision.labels == [] and v_small.decision.guess is None
+    assert v_large.decision.presence > 0.97 and v_large.decision.labels == ["red"]
+    strict = Engine(tmp_path, routing="hd", threshold=0.99)
+    [v] = strict.classify([strict.prepare(Decoded(grey_with_square(), 600, 450))])
+    assert 0.9 < v.decision.scores["red"] < v.decision.presence < 0.97  # a guess without the presence threshold
+    assert v.decision.labels == [] and v.decision.guess is None and record("path", "x", v)["guess"] is None
+
+
 def test_record_from_a_verdict_and_from_an_error(colour_models):
     engine = Engine(colour_models)
     [v] = engine.classify([engine.load(png(grey_with_square()))])
     rec = record("path", "a.png", v)
     assert tuple(rec) == FIELDS and rec["width"] == 600 and rec["error"] is None
+    assert rec["labels"] == ["red"] and rec["guess"] is None and 0.95 < rec["presence"] <= 1.0
     assert rec["timings_ms"]["total"] == pytest.approx(sum(x for k, x in rec["timings_ms"].items() if k != "total"),
                                                        abs=0.01)
     err = record("path", "b.png", error="empty file", width=3, height=2)
     assert tuple(err) == FIELDS and err["labels"] == [] and err["engine"] is None and err["width"] == 3
+    assert err["guess"] is None and err["presence"] is None
 
 
 def test_error_policy_per_image_vs_setup(colour_models, tmp_path):

@@ -179,7 +179,7 @@ def test_csv_columns_come_from_the_models_and_resume_keeps_one_row_per_path(tmp_
     assert run(d / "000_broken.png", d / "001.png", "--models", colour_models, "--out", out,
                "--csv", table).exit_code == 1
     rows = list(csv.reader(table.open(newline="")))
-    assert rows[0] == ["path", "engine", "labels", "error", "red", "green", "blue"]
+    assert rows[0] == ["path", "engine", "labels", "guess", "presence", "error", "red", "green", "blue"]
     cv2.imwrite(str(d / "000_broken.png"), grey_with_square())  # repaired: --resume retries it
     r = run(d, "--models", colour_models, "--out", out, "--csv", table, "--resume")
     assert r.exit_code == 0 and "1 images already done" in r.output

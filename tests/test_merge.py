@@ -1,7 +1,9 @@
+import math
+
 import numpy as np
 import pytest
 
-from edge.merge import choose, decide_image, resolve_thresholds
+from edge.merge import choose, decide_image, presence, resolve_thresholds
 
 
 def merge_max(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -10,13 +12,19 @@ def merge_max(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s[winner, np.arange(s.shape[1])], winner
 
 
-def decide(scores: np.ndarray, thresholds: np.ndarray, fallback_min: float) -> np.ndarray:
-    """The decision rule spelled in numpy (comparisons in the scores' dtype)."""
+def decide(scores: np.ndarray, thresholds: np.ndarray, fallback_min: float) -> tuple[list[int], int | None]:
+    """The decision rule spelled in numpy (comparisons in the scores' dtype): (confident, guess)."""
     present = np.flatnonzero(scores >= thresholds)
     if present.size:
-        return present[np.argsort(-scores[present], kind="stable")]
+        return present[np.argsort(-scores[present], kind="stable")].tolist(), None
     top = int(scores.argmax())
-    return np.array([top]) if scores[top] > fallback_min else np.array([], dtype=int)
+    return [], top if scores[top] > fallback_min else None
+
+
+def presence_np(scores: np.ndarray) -> float:
+    """P(at least one class) spelled in numpy: 1 - prod(1 - clip(p, 0, 1))."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(-np.expm1(np.log1p(-np.clip(scores.astype(np.float64), 0.0, 1.0)).sum()))
 
 
 def test_merge_keeps_the_winning_view():
@@ -27,15 +35,75 @@ def test_merge_keeps_the_winning_view():
 
 
 @pytest.mark.parametrize("scores,thresholds,expected", [
-    ([0.6, 0.2, 0.9], [0.5, 0.5, 0.5], [2, 0]),       # several labels, best first
-    ([0.5, 0.2, 0.1], [0.5, 0.5, 0.5], [0]),          # >= threshold counts
-    ([0.45, 0.25, 0.1], [0.5, 0.5, 0.5], [0]),        # nothing passes: top-1 above 0.20
-    ([0.2, 0.1, 0.05], [0.5, 0.5, 0.5], []),          # top-1 not above 0.20: no label
-    ([0.35, 0.4, 0.1], [0.3, 0.9, 0.3], [0]),         # per-class thresholds
+    ([0.6, 0.2, 0.9], [0.5, 0.5, 0.5], ([2, 0], None)),   # several labels, best first
+    ([0.5, 0.2, 0.1], [0.5, 0.5, 0.5], ([0], None)),      # >= threshold counts
+    ([0.5, 0.2, 0.5], [0.5, 0.5, 0.5], ([0, 2], None)),   # ties in class order
+    ([0.45, 0.25, 0.1], [0.5, 0.5, 0.5], ([], 0)),        # nothing passes: the guess, top-1 above 0.20
+    ([0.1, 0.25, 0.25], [0.5, 0.5, 0.5], ([], 1)),        # the guess among ties: the first
+    ([0.2, 0.1, 0.05], [0.5, 0.5, 0.5], ([], None)),      # top-1 not above 0.20: none of the classes
+    ([0.35, 0.4, 0.1], [0.3, 0.9, 0.3], ([0], None)),     # per-class thresholds
+    ([0.9, math.nan, 0.1], [0.95, 0.5, 0.5], ([], None)),  # NaN is the top class: no guess
+    ([], [], ([], None)),
 ])
 def test_choose(scores, thresholds, expected):
     assert choose(scores, thresholds, 0.20) == expected
-    assert decide(np.array(scores, np.float32), np.array(thresholds, np.float32), 0.20).tolist() == expected
+    if scores:
+        assert decide(np.array(scores, np.float32), np.array(thresholds, np.float32), 0.20) == expected
+
+
+@pytest.mark.parametrize("scores,expected", [
+    ([], 0.0), ([0.0] * 10, 0.0), ([0.5], 0.5), ([0.5, 0.5], 0.75), ([0.2, 0.25], 0.4),
+    ([0.1, 0.2, 0.3], 1 - 0.9 * 0.8 * 0.7), ([0.3, 1.0], 1.0), ([1.0, 1.0], 1.0),
+    ([-0.5, 0.5], 0.5), ([-0.2, 1.5], 1.0),  # clipped to [0, 1]
+])
+def test_presence_known_values(scores, expected):
+    assert presence(scores) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert presence_np(np.array(scores)) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_presence_is_stable_for_small_scores_and_monotonic_in_the_energy():
+    assert presence([1e-12] * 3) == pytest.approx(3e-12, rel=1e-9)  # 1 - prod(1 - p) gives 2.99993e-12
+    assert presence([1e-300]) == 1e-300
+    assert math.isnan(presence([0.3, math.nan])) and math.isnan(presence([1.0, math.nan]))
+    rng = np.random.default_rng(2)
+    rows = rng.random((200, 6)) ** 3
+    energy = -np.log1p(-rows).sum(axis=1)  # the joint energy sum(-log(1 - p))
+    p = np.array([presence(r.tolist()) for r in rows])
+    np.testing.assert_allclose(p, -np.expm1(-energy), rtol=1e-12)
+    order = np.argsort(energy, kind="stable")
+    assert (np.diff(p[order]) >= 0).all()
+    assert presence(rows[0].tolist()) >= rows[0].max()  # at least the best class's probability
+
+
+TH = np.float32([0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("scores,kwargs,labels,guess", [
+    ([0.6, 0.1, 0.9], {}, ["c", "a"], None),                                      # confident
+    ([0.6, 0.1, 0.9], {"guess_in_labels": True}, ["c", "a"], None),               # the flag changes nothing
+    ([0.45, 0.25, 0.1], {}, [], ("a", 0.45)),                                     # a guess, kept apart
+    ([0.45, 0.25, 0.1], {"guess_in_labels": True}, ["a"], ("a", 0.45)),           # the reference system's rule
+    ([0.2, 0.1, 0.05], {}, [], None),                                             # none of the classes
+    ([0.2, 0.1, 0.05], {"guess_in_labels": True}, [], None),
+    ([0.45, 0.25, 0.1], {"presence_threshold": 0.6}, [], ("a", 0.45)),            # presence 0.62875: kept
+    ([0.45, 0.25, 0.1], {"presence_threshold": 0.7}, [], None),                   # below: none, no guess
+    ([0.45, 0.25, 0.1], {"presence_threshold": 0.7, "guess_in_labels": True}, [], None),
+    ([0.6, 0.0, 0.0], {"presence_threshold": 0.7}, [], None),                     # even a confident class
+    ([0.6, 0.0, 0.0], {"presence_threshold": 0.6}, ["a"], None),                  # presence 0.6 (float32): kept
+])
+def test_rule_table(scores, kwargs, labels, guess):
+    s = np.float32([scores])
+    d = decide_image(s, ("a", "b", "c"), ("whole",), TH, 0.2, **kwargs)
+    assert d.labels == labels
+    assert d.guess == (None if guess is None else (guess[0], pytest.approx(guess[1])))
+    assert d.presence == pytest.approx(presence_np(s[0]), rel=1e-12)
+
+
+def test_guess_score_is_the_rounded_merged_score():
+    s = np.float32([[0.1, 0.27, 0.05], [0.2, 0.05, 0.1]])
+    d = decide_image(s, ("a", "b", "c"), ("whole", "centre"), TH, 0.2)
+    assert d.labels == [] and d.guess == ("b", d.scores["b"]) and d.scores["b"] == 0.27
+    assert d.presence == pytest.approx(1 - 0.8 * 0.73 * 0.9, rel=1e-6)
 
 
 def test_threshold_override():
@@ -53,12 +121,15 @@ def test_decide_image_names_views():
     assert d.scores == pytest.approx({"cat": 0.8, "dog": 0.6})
 
 
-def _reference(s, classes, names, thresholds, fallback_min):
+def _reference(s, classes, names, thresholds, fallback_min, presence_threshold=0.0, guess_in_labels=False):
     """decide_image spelled with the numpy building blocks it must agree with."""
     merged, winner = merge_max(s)
-    chosen = decide(merged, thresholds, fallback_min)
-    return ({c: round(float(x), 6) for c, x in zip(classes, merged, strict=True)},
-            {c: names[w] for c, w in zip(classes, winner, strict=True)}, [classes[i] for i in chosen])
+    present = presence_np(merged)
+    chosen, top = ([], None) if present < presence_threshold else decide(merged, thresholds, fallback_min)
+    scores = {c: round(float(x), 6) for c, x in zip(classes, merged, strict=True)}
+    guess = None if top is None else (classes[top], scores[classes[top]])
+    labels = [classes[i] for i in chosen] + ([classes[top]] if top is not None and guess_in_labels else [])
+    return scores, {c: names[w] for c, w in zip(classes, winner, strict=True)}, labels, guess, present
 
 
 def _same_floats(a: dict, b: dict) -> bool:
@@ -85,10 +156,14 @@ def test_decide_image_agrees_with_numpy_merge_and_decision(dtype):
         s = s.astype(dtype)
         th = rng.choice([0.0, 0.2, 0.3, 0.5, 1.0], c).astype(np.float32 if trial % 3 else np.float64)
         fb = (0.2, 0.0, 0.25)[trial % 3]
+        kw = {"presence_threshold": (0.0, 0.4, 0.7, 0.99)[trial % 4 if trial % 5 else 0],
+              "guess_in_labels": trial % 7 == 0}
         classes, names = tuple(f"c{i}" for i in range(c)), tuple(f"v{i}" for i in range(v))
-        scores, views, labels = _reference(s, classes, names, th, fb)
-        d = decide_image(s, classes, names, th, fb)
-        assert d.labels == labels and d.views == views and _same_floats(d.scores, scores), (s, th, fb)
+        scores, views, labels, guess, present = _reference(s, classes, names, th, fb, **kw)
+        d = decide_image(s, classes, names, th, fb, **kw)
+        assert d.labels == labels and d.views == views and _same_floats(d.scores, scores), (s, th, fb, kw)
+        assert d.guess == guess and (d.presence == pytest.approx(present, rel=1e-12, abs=1e-15)
+                                     or (math.isnan(d.presence) and math.isnan(present))), (s, th, fb, kw)
 
 
 def test_decide_image_rounding_matches_round():
@@ -115,5 +190,6 @@ def test_hook_sees_merged_scores_before_the_decision():
     s = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
     d = decide_image(s, ("a", "b"), ("whole", "centre"), np.float32([0.5, 0.5]), 0.2, "hd", halve)
     assert seen == [("hd", pytest.approx([0.9, 0.8]))]
-    assert d.scores == pytest.approx({"a": 0.45, "b": 0.4}) and d.labels == ["a"]  # nothing passes: fallback
+    assert d.scores == pytest.approx({"a": 0.45, "b": 0.4}) and d.labels == []  # nothing passes: the guess
+    assert d.guess == ("a", pytest.approx(0.45)) and d.presence == pytest.approx(1 - 0.55 * 0.6)
     assert d.views == {"a": "whole", "b": "centre"}

@@ -5,7 +5,7 @@ import pytest
 from onnx import helper
 
 from convert.toy import colour_model
-from edge.metadata import REQUIRED, MetadataError, ModelMeta
+from edge.metadata import KEYS, REQUIRED, MetadataError, ModelMeta
 from edge.model import ModelError, open_model
 
 
@@ -21,6 +21,30 @@ def test_round_trip():
     assert meta.classes == ("cat", "dog") and meta.input_size == (64, 64)
     assert meta.threshold_vector() == [0.3, 0.4]
     assert meta.view_fraction == 0.6 and meta.fallback_min_score == 0.2
+    assert meta.presence_threshold == 0.0  # absent: the default (files written before the key)
+
+
+def test_presence_threshold_is_optional_and_round_trips(tmp_path):
+    meta = ModelMeta(classes=("cat", "dog"), role="hd", input_size=(64, 64),
+                     thresholds={"cat": 0.3, "dog": 0.4}, precision="fp32", presence_threshold=0.35)
+    props = meta.to_props()
+    assert set(props) == set(KEYS) and json.loads(props["presence_threshold"]) == 0.35
+    assert ModelMeta.from_props(props).presence_threshold == 0.35
+    props["presence_threshold"] = "1"  # a JSON integer is a number too
+    assert ModelMeta.from_props(props).presence_threshold == 1.0
+    onnx.save(colour_model(role="hd", input_size=(16, 16), presence_threshold=0.25), tmp_path / "new.onnx")
+    onnx.save(colour_model(role="hd", input_size=(16, 16)), tmp_path / "old.onnx")  # no key: as files before it
+    assert "presence_threshold" not in {p.key for p in onnx.load(tmp_path / "old.onnx").metadata_props}
+    assert open_model(tmp_path / "new.onnx", "cpu").meta.presence_threshold == 0.25
+    assert open_model(tmp_path / "old.onnx", "cpu").meta.presence_threshold == 0.0
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "true", '"0.3"', "null", "NaN", "[0.3]"])
+def test_invalid_presence_threshold_refused(value):
+    props = good_props()
+    props["presence_threshold"] = value
+    with pytest.raises(MetadataError, match="'presence_threshold' must be a number in \\[0, 1\\]"):
+        ModelMeta.from_props(props, "m.onnx")
 
 
 @pytest.mark.parametrize("key", REQUIRED)
@@ -78,3 +102,13 @@ def test_not_onnx_and_missing_file(tmp_path):
         open_model(tmp_path / "junk.onnx", "cpu")
     with pytest.raises(ModelError, match="not found"):
         open_model(tmp_path / "nope.onnx", "cpu")
+
+
+def test_attach_replaces_an_earlier_presence_threshold():
+    from convert.metadata import attach, read_meta
+
+    m = colour_model(presence_threshold=0.25)
+    meta = read_meta(m)
+    assert meta.presence_threshold == 0.25
+    attach(m, ModelMeta(**{**meta.__dict__, "presence_threshold": 0.0}))
+    assert "presence_threshold" not in {p.key for p in m.metadata_props} and read_meta(m).presence_threshold == 0.0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 
-from edge.records import record
+from edge.records import FIELDS, record
 from edge.sinks import CsvSink, JsonlSink, done_paths
 
 
-def ok(path: str, labels: list[str], scores: dict[str, float]) -> dict:
+def ok(path: str, labels: list[str], scores: dict[str, float], guess: dict | None = None,
+       presence: float = 0.5) -> dict:
     rec = record("path", path, error=None)
-    rec.update(engine="hd", labels=labels, scores=scores)
+    rec.update(engine="hd", labels=labels, guess=guess, presence=presence, scores=scores)
     return rec
 
 
@@ -51,7 +52,32 @@ def test_csv_has_one_score_column_per_class_and_quotes(tmp_path):
     with CsvSink(out, ["cat", "dog"]) as table:
         table.write(ok('odd, "name".jpg', ["dog", "cat"], {"cat": 0.6, "dog": 0.8}))
         table.write(record("path", "bad.jpg", error="not an image, sorry"))
+        table.write(ok("guess.jpg", [], {"cat": 0.1, "dog": 0.25}, {"label": "dog", "score": 0.25}, 0.325))
+        table.write(ok("none.jpg", [], {"cat": 0.1, "dog": 0.05}, None, 0.145))
     rows = list(csv.reader(out.open(newline="", encoding="utf-8")))
-    assert rows[0] == ["path", "engine", "labels", "error", "cat", "dog"]
-    assert rows[1] == ['odd, "name".jpg', "hd", "dog|cat", "", "0.6", "0.8"]
-    assert rows[2] == ["bad.jpg", "", "", "not an image, sorry", "", ""]
+    assert rows[0] == ["path", "engine", "labels", "guess", "presence", "error", "cat", "dog"]
+    assert rows[1] == ['odd, "name".jpg', "hd", "dog|cat", "", "0.5", "", "0.6", "0.8"]
+    assert rows[2] == ["bad.jpg", "", "", "", "", "not an image, sorry", "", ""]
+    assert rows[3] == ["guess.jpg", "hd", "", "dog", "0.325", "", "0.1", "0.25"]
+    assert rows[4] == ["none.jpg", "hd", "", "", "0.145", "", "0.1", "0.05"]
+
+
+def test_error_records_have_no_guess_and_no_presence(tmp_path):
+    err = record("frame", 7, error="cannot decode", width=4, height=3)
+    assert list(err) == ["frame", *FIELDS[1:]] and FIELDS.index("guess") == FIELDS.index("labels") + 1
+    assert FIELDS.index("presence") == FIELDS.index("guess") + 1
+    assert err["labels"] == [] and err["guess"] is None and err["presence"] is None
+    out = tmp_path / "r.jsonl"
+    with JsonlSink(out) as sink:
+        sink.write(err)
+    back = json.loads(out.read_text())
+    assert back["guess"] is None and back["presence"] is None
+
+
+def test_csv_rebuilt_from_records_of_an_older_run_without_guess_or_presence(tmp_path):
+    old = ok("old.jpg", ["cat"], {"cat": 0.9, "dog": 0.1})
+    del old["guess"], old["presence"]
+    with CsvSink(tmp_path / "r.csv", ["cat", "dog"], rows=[old]):
+        pass
+    rows = list(csv.reader((tmp_path / "r.csv").open(newline="")))
+    assert rows[1] == ["old.jpg", "hd", "cat", "", "", "", "0.9", "0.1"]

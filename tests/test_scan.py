@@ -1,5 +1,6 @@
 """`sixview scan` end to end on synthetic images with the colour-detector models."""
 
+import csv
 import json
 import os
 import subprocess
@@ -53,8 +54,33 @@ def test_several_labels_and_threshold_override(tmp_path, colour_models):
     assert sorted(rec["labels"]) == ["blue", "red"]
     assert rec["views"]["red"] == "top_left" and rec["views"]["blue"] == "bottom_right"
     assert rerun(tmp_path / "two.png", "--models", colour_models, "--out", out, "--threshold", "0.999").exit_code == 0
-    rec = records(out)[0]
-    assert len(rec["labels"]) == 1 and rec["thresholds"] == {"red": 0.999, "green": 0.999, "blue": 0.999}
+    rec = records(out)[0]  # nothing passes: the top class is the guess, kept apart from labels
+    assert rec["labels"] == [] and rec["guess"]["label"] in ("red", "blue")
+    assert rec["thresholds"] == {"red": 0.999, "green": 0.999, "blue": 0.999}
+
+
+def test_guess_in_labels_end_to_end_and_the_summary_counts_images_with_no_label(tmp_path, colour_models):
+    cv2.imwrite(str(tmp_path / "a_red.png"), grey_with_square())  # red 0.96
+    cv2.imwrite(str(tmp_path / "b_grey.png"), np.full((450, 600, 3), 128, np.uint8))  # every class 0.007
+    cv2.imwrite(str(tmp_path / "c_big.png"), grey_with_square(side=300, corner="centre"))  # red 1.0
+    out, table = tmp_path / "r.jsonl", tmp_path / "r.csv"
+    res = run(tmp_path / "*.png", "--models", colour_models, "--out", out, "--csv", table, "--threshold", "0.99")
+    assert res.exit_code == 0
+    by = {Path(r["path"]).name: r for r in records(out)}
+    assert by["a_red.png"]["labels"] == [] and by["a_red.png"]["guess"] == {"label": "red", "score": 0.958478}
+    assert by["b_grey.png"]["labels"] == [] and by["b_grey.png"]["guess"] is None  # none of the classes
+    assert by["c_big.png"]["labels"] == ["red"] and by["c_big.png"]["guess"] is None
+    assert [r["presence"] for r in by.values()] == pytest.approx([0.959032, 0.019945, 1.0], abs=1e-6)
+    assert "none of the classes (no label): 2 images (1 of them with a guess)" in res.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(table.open(newline=""))}
+    assert (rows["a_red.png"]["labels"], rows["a_red.png"]["guess"], rows["a_red.png"]["presence"]) == \
+        ("", "red", "0.959032")
+    assert rerun(tmp_path / "*.png", "--models", colour_models, "--out", out, "--csv", table, "--threshold", "0.99",
+                 "--guess-in-labels").exit_code == 0
+    by = {Path(r["path"]).name: r for r in records(out)}
+    assert by["a_red.png"]["labels"] == ["red"] and by["a_red.png"]["guess"]["label"] == "red"  # the reference rule
+    assert by["b_grey.png"]["labels"] == [] and by["c_big.png"]["labels"] == ["red"]
+    assert run("--help").output.count("--guess-in-labels") == 1
 
 
 def test_thumbnails_go_to_standard_photos_to_hd(tmp_path, colour_models):
@@ -88,7 +114,7 @@ def test_bad_inputs_get_error_records_and_exit_1(tmp_path, colour_models):
     assert "empty" in errors["empty.jpg"] and "cannot read" in errors["dangling.jpg"]
     assert "5 images" in res.stderr and "4 errors" in res.stderr
     rows = table.read_text().splitlines()
-    assert rows[0].split(",")[:4] == ["path", "engine", "labels", "error"] and len(rows) == 6
+    assert rows[0].split(",")[:6] == ["path", "engine", "labels", "guess", "presence", "error"] and len(rows) == 6
 
 
 def test_record_schema(tmp_path, colour_models):

@@ -1,2 +1,3 @@
-"""Evaluation without TensorFlow: scoring ONNX models through `edge`, metrics, the report,
-threshold calibration."""
+"""Evaluation without TensorFlow: the sets scored (sets), scoring ONNX models through `edge`
+(scoring), the runtime's decision and threshold calibration (decision), metrics, the report,
+writing calibrated thresholds (calibrate)."""

@@ -1,4 +1,6 @@
-"""Writing calibrated per-class thresholds into sixview ONNX files' metadata."""
+"""Writing calibrated thresholds (per class, and the presence threshold) into sixview ONNX files'
+metadata, with which sets and images chose them in `provenance.calibration`. The choice itself
+is `training.eval.decision.calibrate`."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -19,16 +22,25 @@ def role_files(models_dir: Path, role: str) -> list[Path]:
             if (models_dir / f"{role}{suffix}").is_file()]
 
 
-def write_thresholds(src: Path, dest: Path, thresholds: dict[str, float], calibrated_on: str) -> None:
-    """Copy `src` to `dest` with new thresholds (for the classes given) and a calibration note."""
+def write_thresholds(src: Path, dest: Path, thresholds: dict[str, float], calibrated_on: str,
+                     presence_threshold: float | None = None, sets: list[dict[str, Any]] | None = None,
+                     method: str = "per-class max F1") -> None:
+    """Copy `src` to `dest` with new thresholds (for the classes given), the presence threshold
+    when given (`presence_threshold`, a JSON number) and a calibration note: `set` (a description),
+    `sets` (per set: path, split, the ids that chose the thresholds), `method`, `date`."""
     model = onnx.load(str(src))
     props = {p.key: p.value for p in model.metadata_props}
     meta = ModelMeta.from_props(props, str(src))
     new = {**meta.thresholds, **{c: round(float(t), 4) for c, t in thresholds.items() if c in meta.thresholds}}
     props["thresholds"] = json.dumps(new)
     prov = dict(meta.provenance)
-    prov["calibration"] = {"set": calibrated_on, "method": "per-class max F1", "classes": sorted(thresholds),
-                           "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    note: dict[str, Any] = {"set": calibrated_on, "method": method, "classes": sorted(thresholds)}
+    if presence_threshold is not None:
+        props["presence_threshold"] = json.dumps(float(presence_threshold))
+        note["presence_threshold"] = float(presence_threshold)
+    if sets is not None:
+        note["sets"] = sets
+    prov["calibration"] = {**note, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     props["provenance"] = json.dumps(prov)
     ModelMeta.from_props(props, str(dest))  # still valid
     del model.metadata_props[:]

@@ -43,16 +43,78 @@ def inputs_lines(inputs: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _trust_cells(d: dict[str, Any]) -> str:
+    c, g = d["confident"], d["confident_or_guess"]
+    auroc = d["presence_auroc"]
+    return (f"{pct(c['precision'])} | {pct(c['recall'])} | {pct(g['precision'])} | {pct(g['recall'])} "
+            f"| {pct(d['label_free_confident'])} | {pct(d['label_free_confident_or_guess'])} (n={d['label_free']}) "
+            f"| {'-' if auroc is None or math.isnan(auroc) else f'{auroc:.3f}'}")
+
+
+TRUST_HEAD = ("confident P | confident R | +guess P | +guess R | label-free: labelled | label-free: labelled "
+              "or guessed | presence AUROC")
+
+
+def trust_lines(report: dict[str, Any]) -> list[str]:
+    """The metrics of trust per engine and tiling, and per set when there are several."""
+    roles = report["roles"]
+    lines = ["", "## Trust at the model's decision (percent)", "",
+             "Labels are the confident classes (score >= threshold: the record's `labels`); \"+guess\" adds the "
+             "guess (the top class when none is confident, above the fallback score: the reference rule). "
+             "Label-free photos: none of their set's classes is present; the columns give the share that got a "
+             "confident label, or a label or guess. Presence AUROC: the runtime's presence, P(any of the model's "
+             "classes), ranking labelled photos above "
+             "label-free ones (- when either group is empty). Classes unknown to a photo's set are masked.", "",
+             f"| engine | tiling | presence threshold | mAP | {TRUST_HEAD} |", "| --- " * 11 + "|"]
+    for role, r in roles.items():
+        for t in ("on", "off"):
+            m = r[f"tiling_{t}"]
+            lines.append(f"| {role} | {t} | {r.get('presence_threshold', 0.0):.4g} | {pct(m['mAP'])} "
+                         f"| {_trust_cells(m['decision'])} |")
+    if any("per_set" in r["tiling_on"] for r in roles.values()):
+        lines += ["", "### Per set (six views; percent)", "",
+                  f"| set | engine | images | mAP | exact match | {TRUST_HEAD} | masked |", "| --- " * 13 + "|"]
+        for role, r in roles.items():
+            for name, m in r["tiling_on"].get("per_set", {}).items():
+                lines.append(f"| {name} | {role} | {m['images']} | {pct(m['mAP'])} | {pct(m['exact_match'])} "
+                             f"| {_trust_cells(m['decision'])} | {', '.join(m['masked']) or '-'} |")
+    return lines
+
+
+def calibration_lines(report: dict[str, Any]) -> list[str]:
+    """What --calibrate chose, and what it did to precision, recall and the label-free share."""
+    cal = report.get("calibration")
+    if not cal:
+        return []
+    lines = ["", "## Calibration (on the images above: these figures are not a test)", ""]
+    for role, c in cal.items():
+        sets = "; ".join(f"{p['path']} ({p['split']}{', held out' if p['heldout'] else ''}: {p['images']} images)"
+                         for p in c["sets"])
+        lines += [f"- {role}: chosen on {c['images']} images of {sets}. Rule: {c['rule']}.",
+                  "  - thresholds: " + ", ".join(f"{k} {v:.4g}" for k, v in c["thresholds"].items())
+                  + f"; presence threshold {c['presence_threshold']:.6g}"]
+    lines += ["", f"| engine | decision | {TRUST_HEAD} |", "| --- " * 9 + "|"]
+    for role, c in cal.items():
+        for key, what in (("before", "model's thresholds"), ("class_thresholds", "calibrated class thresholds"),
+                          ("after", "+ presence threshold")):
+            lines.append(f"| {role} | {what} | {_trust_cells(c[key])} |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: summary, Standard-vs-HD table, per-class AP, object sizes."""
+    """The report as Markdown: summary, trust, Standard-vs-HD table, per-class AP, object sizes,
+    calibration."""
     roles = report["roles"]
     cal = report.get("calibrated_on")
+    overlap = {r: v["calibration_overlap"] for r, v in roles.items() if v.get("calibration_overlap")}
     lines = [f"# sixview evaluation: {report['set']}", "",
              f"- images: {report['images']}; classes scored: {', '.join(report['classes'])}"
-             + (f"; masked (not labelled by this set): {', '.join(report['masked'])}" if report["masked"] else ""),
+             + (f"; masked (not labelled by the set): {', '.join(report['masked'])}" if report["masked"] else ""),
              *inputs_lines(report.get("inputs")),
              f"- models: {report['models']}; command: `{report['command']}`",
              "- thresholds: each model's own" + (f" (calibrated on {cal})" if cal else ""),
+             *[f"- warning: {n} of the {roles[r]['images']} scored images chose the {r} model's thresholds: "
+               "its figures here are optimistic" for r, n in overlap.items()],
              "", "## Summary (percent)", "",
              "| engine | tiling | mAP | exact match | micro F1 | macro F1 | top-1 | small recall | medium | large |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -64,6 +126,7 @@ def markdown(report: dict[str, Any]) -> str:
                          f"| {pct(m['prf']['macro']['f1'])} | {pct(m['top1'])} | "
                          + " | ".join(f"{pct(size.get(s, {}).get('recall'))} (n={size.get(s, {}).get('objects', 0)})"
                                       if size else "-" for s in ("small", "medium", "large")) + " |")
+    lines += trust_lines(report)
     if {"standard", "hd"} <= set(roles):
         s, h = roles["standard"]["tiling_on"], roles["hd"]["tiling_on"]
         lines += ["", "## Standard vs HD (six views, model thresholds; percent)", "",
@@ -80,7 +143,7 @@ def markdown(report: dict[str, Any]) -> str:
     for c in report["classes"]:
         lines.append(f"| {c} | " + " | ".join(pct(roles[r][f"tiling_{t}"]["ap"][c]) for r in roles
                                              for t in ("on", "off")) + " |")
-    lines += ["", "## Precision / recall / F1 at the model thresholds (six views; percent)", "",
+    lines += ["", "## Precision / recall / F1 of the confident labels (six views; percent)", "",
               "| class | " + " | ".join(f"{r} P | {r} R | {r} F1" for r in roles) + " |",
               "| --- |" + " --- |" * (3 * len(roles))]
     for c in [*report["classes"], "micro", "macro"]:
@@ -89,22 +152,25 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {pct(roles[r]['tiling_on']['prf'][c]['f1'])}" for r in roles) + " |")
     lines += ["", "Object sizes: box side relative to the image side, sqrt(box area / image area): "
               "small < 0.25 <= medium < 0.5 <= large. An object counts as found when its class is among "
-              "its image's labels.", ""]
+              "its image's labels.", *calibration_lines(report), ""]
     return "\n".join(lines)
 
 
-def pr_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, list[str]]], path: Path) -> None:
-    """One panel per engine: per-class precision-recall curves (six views)."""
+def pr_plot(curves: dict[str, tuple], path: Path) -> None:
+    """One panel per engine: per-class precision-recall curves (six views); `curves` maps a role to
+    (y, s, names) or (y, s, names, known (N, K) mask): a class's curve uses the rows that know it."""
     from sklearn.metrics import precision_recall_curve
 
     from training.fit.plots import pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 5), squeeze=False)
-    for ax, (role, (y, s, names)) in zip(axes[0], curves.items(), strict=True):
+    for ax, (role, (y, s, names, *known)) in zip(axes[0], curves.items(), strict=True):
+        mask = known[0] if known else np.ones(y.shape, bool)
         for k, c in enumerate(names):
-            if y[:, k].any():
-                p, r, _ = precision_recall_curve(y[:, k], s[:, k])
+            yk, sk = y[mask[:, k], k], s[mask[:, k], k]
+            if yk.any():
+                p, r, _ = precision_recall_curve(yk, sk)
                 ax.plot(r, p, label=c)
         ax.set(title=f"{role} (six views)", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)

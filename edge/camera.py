@@ -8,9 +8,7 @@ pure function (`handle_key`) so it can be tested without a window.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -19,12 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import cv2
 import numpy as np
 
 from .decode import Decoded
+from .display import Display, VideoRecorder, save_snapshot
 from .draw import draw_banner, draw_verdict, status_text
 from .engine import ROUTINGS, Engine, Verdict
 from .errors import per_image
@@ -34,10 +32,7 @@ from .sources import Frame, FrameSource
 from .stats import summarize
 
 MAX_CONSECUTIVE_FAILURES = 30  # a frame error that repeats this often is not transient: stop
-MAX_PAD_SECONDS = 5.0  # --record repeats a frame for at most this long to fill a gap
-RECORD_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-NO_GUI = ("this OpenCV has no GUI support (opencv-python-headless?): "
-          "pip uninstall opencv-python-headless && pip install opencv-python, or run with --headless")
+PAUSED = "PAUSED (space to resume)"
 
 
 def _stderr(msg: str) -> None:
@@ -47,22 +42,25 @@ def _stderr(msg: str) -> None:
 # -- keys ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LoopState:
-    """What the keys control: the frames' routing and tiling, and pausing."""
+    """What the keys control: the frames' routing and tiling, pausing, and whether the views
+    that won nothing are drawn (faint) or only the winners."""
 
     routing: str = "auto"
     tiling: bool = True
     paused: bool = False
+    all_views: bool = False
 
 
 KEYS = {ord("q"): "quit", 27: "quit", ord("e"): "engine", ord("t"): "tiling",
-        ord("s"): "snapshot", ord(" "): "pause"}
+        ord("s"): "snapshot", ord(" "): "pause", ord("v"): "views"}
+KEY_HELP = "q/Esc quit, e engine, t tiling, v all views, s snapshot, space pause"
 
 
 def handle_key(state: LoopState, key: int) -> tuple[LoopState, str | None]:
     """Apply a key code (as cv2.waitKey returns it; -1: none) to the state.
 
     Returns the new state and the action taken: quit, engine (next routing),
-    tiling, snapshot, pause, or None for no key or an unbound one.
+    tiling, snapshot, pause, views, or None for no key or an unbound one.
     """
     if key < 0:
         return state, None
@@ -73,6 +71,8 @@ def handle_key(state: LoopState, key: int) -> tuple[LoopState, str | None]:
         state = replace(state, tiling=not state.tiling)
     elif action == "pause":
         state = replace(state, paused=not state.paused)
+    elif action == "views":
+        state = replace(state, all_views=not state.all_views)
     return state, action
 
 
@@ -99,114 +99,6 @@ class ScoreSmoother:
             self._role = role
         self._history.append(np.asarray(scores, np.float64))
         return np.mean(self._history, axis=0).tolist()
-
-
-# -- outputs -------------------------------------------------------------------------
-class Display(Protocol):
-    """A window (or a test double): show images, report keys and closing."""
-
-    def show(self, img: np.ndarray) -> None: ...
-    def poll(self, wait_ms: int) -> int: ...
-    def closed(self) -> bool: ...
-    def close(self) -> None: ...
-
-
-class DisplayError(RuntimeError):
-    """No window can be shown here."""
-
-
-class WindowDisplay:
-    """An OpenCV HighGUI window."""
-
-    def __init__(self, name: str = "sixview"):
-        gui = re.search(r"GUI:\s+(\S+)", cv2.getBuildInformation())
-        if gui and gui.group(1).upper() == "NONE":
-            raise DisplayError(NO_GUI)
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise DisplayError("no display to open a window on ($DISPLAY is not set): run with --headless")
-        try:
-            cv2.namedWindow(name, cv2.WINDOW_NORMAL)
-        except cv2.error:
-            raise DisplayError(NO_GUI) from None
-        self.name, self._shown = name, False
-
-    def show(self, img: np.ndarray) -> None:
-        """Show an image."""
-        cv2.imshow(self.name, img)
-        self._shown = True
-
-    def poll(self, wait_ms: int) -> int:
-        """Pump window events; the key pressed or -1."""
-        return cv2.waitKey(max(1, wait_ms))
-
-    def closed(self) -> bool:
-        """True once the user closed the window."""
-        try:
-            return self._shown and cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE) < 1
-        except cv2.error:
-            return True
-
-    def close(self) -> None:
-        """Destroy the window."""
-        with contextlib.suppress(cv2.error):
-            cv2.destroyWindow(self.name)
-            cv2.waitKey(1)
-
-
-class RecordError(RuntimeError):
-    """--record cannot be written."""
-
-
-class VideoRecorder:
-    """Writes the annotated stream at the source's rate; a frame is repeated to cover
-    the frames dropped after it, so the video keeps real time."""
-
-    def __init__(self, path: Path | str, fps: float):
-        self.path, self.fps = Path(path), fps if fps > 0 else 30.0
-        if self.path.suffix.lower() not in RECORD_CODECS:
-            raise RecordError(f"--record {self.path}: use one of {', '.join(RECORD_CODECS)}")
-        self._writer: cv2.VideoWriter | None = None
-        self._size: tuple[int, int] = (0, 0)
-        self._next = 0  # source index the next written frame stands for
-        self.written = 0
-
-    def write(self, img: np.ndarray, index: int) -> None:
-        """Write the frame for source index `index` (and repeats for skipped indices)."""
-        if self._writer is None:
-            self._size = (img.shape[1], img.shape[0])
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*RECORD_CODECS[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
-            if not self._writer.isOpened():
-                self._writer = None
-                raise RecordError(f"--record {self.path}: OpenCV cannot write this file")
-            self._next = index
-        if (img.shape[1], img.shape[0]) != self._size:
-            img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
-        repeats = 1 + min(max(0, index - self._next), int(MAX_PAD_SECONDS * self.fps))
-        for _ in range(repeats):
-            self._writer.write(img)
-        self.written += repeats
-        self._next = index + 1
-
-    def close(self) -> None:
-        """Finish the file."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-
-
-def save_snapshot(folder: Path, frame: Frame, annotated: np.ndarray | None, rec: dict[str, Any]) -> Path:
-    """Write the frame as PNG (and its annotated copy) plus its JSON record; return the PNG."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(frame.timestamp))}_f{frame.index:06d}"
-    png = stem.with_suffix(".png")
-    if not cv2.imwrite(str(png), frame.image):
-        raise OSError(f"cannot write {png}")
-    if annotated is not None:
-        cv2.imwrite(str(stem) + ".annotated.png", annotated)
-    stem.with_suffix(".json").write_text(json.dumps({**rec, "snapshot": png.name}, indent=1), encoding="utf-8")
-    return png
 
 
 # -- the loop ------------------------------------------------------------------------
@@ -273,10 +165,13 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
     smoother = ScoreSmoother(smooth)
     hook = smoother if smooth > 1 else None
     last: tuple[Frame, np.ndarray | None, dict[str, Any]] | None = None
+    shown: tuple[Verdict, str] | None = None  # the last frame's verdict and status, to redraw it while paused
     inf_fps, t_prev, streak, in_hand = 0.0, None, 0, False
     restore = _sigterm_as_interrupt()
     t_start = time.perf_counter()
     try:
+        if display is not None:
+            log(f"window keys: {KEY_HELP}")
         summary.warmup_ms = warm_up(engine, *source.size)  # model load + first run, before frames queue up
         t_start = time.perf_counter()
         source.start()
@@ -290,10 +185,16 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
                 if action in ("engine", "tiling"):
                     smoother.reset()
                     log(f"engine {state.routing}, tiling {'on' if state.tiling else 'off'}")
+                if action == "views":
+                    log(f"views: {'all' if state.all_views else 'winners only'}")
+                if action == "pause":
+                    (source.pause if state.paused else source.resume)()
+                if action in ("pause", "views") and state.paused and last is not None and shown is not None:
+                    annotated = draw_verdict(last[0].image.copy(), shown[0], shown[1], state.all_views)
+                    last = (last[0], annotated, last[2])
+                    display.show(draw_banner(annotated.copy(), PAUSED))
                 if action == "snapshot" and last is not None:
                     log(f"snapshot: {save_snapshot(snapshots, *last)}")
-                if action == "pause" and state.paused and last is not None and last[1] is not None:
-                    display.show(draw_banner(last[1].copy(), "PAUSED (space to resume)"))
                 if state.paused:
                     continue
             frame = source.read(timeout=0.05 if display is not None else 0.5)
@@ -332,12 +233,15 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
             annotated = None
             if verdict is not None and (display is not None or recorder is not None):
                 status = status_text(state.routing, verdict, source.measured_fps, inf_fps, latency, smooth)
-                annotated = draw_verdict(frame.image.copy(), verdict, status)
+                annotated = draw_verdict(frame.image.copy(), verdict, status, state.all_views)
+                shown = (verdict, status)
                 if display is not None:
                     display.show(annotated)
                 if recorder is not None:
                     recorder.write(annotated, frame.index)
             last = (frame, annotated, rec)
+            if verdict is None:
+                shown = None
     except KeyboardInterrupt:
         summary.interrupted = True
     except BrokenPipeError:  # stdout closed by a reader (e.g. `| head`): stop quietly

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from .camera import DisplayError, RecordError, VideoRecorder, WindowDisplay, run_camera
+from .camera import run_camera
+from .display import DisplayError, RecordError, VideoRecorder, WindowDisplay
 from .errors import SETUP_ERRORS
 from .options import engine_options, make_engine, setup_error
 from .sinks import JsonlSink
@@ -45,14 +46,19 @@ def camera(source: str, headless: bool, out: Path | None, overwrite: bool, max_f
     """Classify a live picture: six views of the newest frame, never a queue.
 
     Window keys: q/Esc quit, e cycle engine (auto/standard/hd), t toggle tiling,
-    s snapshot (PNG + JSON record), space pause. Exit code 0 when the run ends
-    (source ended, limit, q, Ctrl-C), 1 when the source was lost and not
-    recovered or frames failed, 2 for a usage, model or output error.
+    v show all six views (faint) or only the winning ones, s snapshot (PNG + JSON
+    record), space pause (a video file waits). Exit code 0 when the run ends
+    (source ended, limit, q, Ctrl-C), 1 when the source cannot be opened (a missing
+    or undecodable file included) or was lost and not recovered, or frames failed;
+    2 for a usage, model or output error.
     """
+    if not source.strip():
+        raise click.UsageError("--source is empty")
     try:
         spec = parse_source(source)
-    except SourceError as e:
-        raise click.UsageError(str(e)) from None
+    except SourceError as e:  # a missing file, a pipeline this OpenCV cannot run: the source cannot be opened
+        click.echo(f"sixview camera: {e}", err=True)
+        sys.exit(1)
     if spec.live and (loop or realtime):
         click.echo(f"note: --loop/--realtime apply to video files; {spec} runs in real time anyway", err=True)
     engine = make_engine(**engine_opts)

@@ -19,7 +19,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import MAX_PIXELS
 
 # Decoding problems are reported in each record; OpenCV's own log lines would flood a scan.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+# (cv2.utils.logging is in the bindings from 4.13; cv2.setLogLevel(0), silent, in older ones and JetPack's.)
+if hasattr(cv2.utils, "logging"):
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+else:
+    cv2.setLogLevel(0)
 # `decode` checks every header against its `max_pixels` before decoding, so Pillow's own
 # decompression-bomb limit (a warning, then an error at twice its value) is not needed.
 Image.MAX_IMAGE_PIXELS = None

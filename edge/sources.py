@@ -5,7 +5,8 @@ so a slow model sees the present, not a queue (Ultralytics' stream loader does
 the same). Video files are read frame by frame by default (the reader waits for
 the consumer, nothing is dropped); with `realtime` they play at their own frame
 rate and drop frames like a camera. A lost camera or stream is reopened with
-bounded back-off.
+bounded back-off. `pause()` stops a file where it is (the reader waits until `resume()`);
+a camera or stream cannot wait, so it keeps being read and its newest frame kept.
 
 Jetson CSI camera (needs an OpenCV built with GStreamer, e.g. JetPack's; the
 pip wheels have none):
@@ -153,6 +154,7 @@ class FrameSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._attempt = 0  # reconnect attempts since the last good frame
+        self._paused_at: float | None = None  # perf_counter() when a file was paused
         self._rate_t: float | None = None
         self.measured_fps = 0.0  # frames per second actually captured (smoothed)
 
@@ -206,6 +208,30 @@ class FrameSource:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def pause(self) -> None:
+        """Stop reading a video file until `resume()`; a live source keeps draining (newest frame)."""
+        with self._cond:
+            if not self.spec.live and self._paused_at is None:
+                self._paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        """Go on reading where the file was paused (a frame read before the pause counts as captured now)."""
+        with self._cond:
+            if self._paused_at is None:
+                return
+            now = time.perf_counter()
+            if self._slot is not None:
+                shift = now - max(self._paused_at, self._slot.t_capture)
+                self._slot.t_capture += shift
+                self._slot.timestamp += shift
+            self._paused_at, self._rate_t = None, None
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        """True while a file is paused."""
+        return self._paused_at is not None
+
     @property
     def finished(self) -> bool:
         """True once the source has ended (EOF, failure or stop) and no frame is waiting."""
@@ -239,6 +265,12 @@ class FrameSource:
         pos = 0  # position in the file, for pacing
         t0 = time.perf_counter()
         while not self._stop.is_set():
+            if self._paused_at is not None:  # a paused file: read nothing, and let the clock wait too
+                t_wait = time.perf_counter()
+                with self._cond:
+                    self._cond.wait_for(lambda: self._paused_at is None or self._stop.is_set())
+                t0 += time.perf_counter() - t_wait
+                continue
             if pacing:  # play the file at its own rate; skip frames we are late for
                 due = t0 + pos * period
                 now = time.perf_counter()

@@ -20,7 +20,7 @@ from edge import sources  # noqa: E402
 from edge.camera import LoopState, ScoreSmoother, handle_key, run_camera  # noqa: E402
 from edge.camera_cli import camera  # noqa: E402
 from edge.decode import Decoded  # noqa: E402
-from edge.draw import MUTED, class_colour, draw_verdict, none_of  # noqa: E402
+from edge.draw import MUTED, Style, class_colour, draw_verdict, none_of  # noqa: E402
 from edge.engine import Engine  # noqa: E402
 from edge.merge import decide_image  # noqa: E402
 from edge.sources import FrameSource, SourceError, SourceSpec, parse_source  # noqa: E402
@@ -181,7 +181,9 @@ def test_source_that_cannot_open(models, monkeypatch, tmp_path):
     r = run_cli("--source", "3", "--headless", "--models", models)
     assert r.exit_code == 1 and "cannot open camera 3" in r.stderr
     r = run_cli("--source", tmp_path / "nope.mp4", "--headless", "--models", models)
-    assert r.exit_code == 2 and "no such video file" in r.stderr
+    assert r.exit_code == 1 and "no such video file" in r.stderr  # README: a source that cannot be opened
+    r = run_cli("--source", " ", "--headless", "--models", models)
+    assert r.exit_code == 2 and "--source is empty" in r.stderr
 
 
 # -- the loop, headless --------------------------------------------------------------
@@ -248,6 +250,7 @@ def test_duration_ends_a_looping_realtime_run(models, video):
     (ord("t"), LoopState(tiling=False), "tiling"),
     (ord("s"), LoopState(), "snapshot"),
     (ord(" "), LoopState(paused=True), "pause"),
+    (ord("v"), LoopState(all_views=True), "views"),
     (0x100000 | ord("t"), LoopState(tiling=False), "tiling"),  # modifier bits from waitKeyEx-style codes
 ])
 def test_handle_key(key, state, action):
@@ -263,6 +266,7 @@ def test_handle_key_cycles_and_toggles_back():
     assert engines == ["standard", "hd", "auto"]
     s, _ = handle_key(handle_key(s, ord("t"))[0], ord("t"))
     s, _ = handle_key(handle_key(s, ord(" "))[0], ord(" "))
+    s, _ = handle_key(handle_key(s, ord("v"))[0], ord("v"))
     assert s == LoopState()
 
 
@@ -383,6 +387,61 @@ def test_overlay_draws_confident_labels_the_guess_and_none_of_apart(models):
         return int((img == np.array(MUTED, np.uint8)).all(axis=2).sum())
 
     assert not (guess == red).all(axis=2).any() and muted(guess) > muted(empty) + 200  # a muted bar, no bold box
-    assert none_of(["red", "green", "blue"], 1000, 0.5, 1) == "none of: red, green, blue"
-    assert none_of(["airplane", "automobile", "bird", "cat", "deer"], 260, 0.5, 1).endswith(", ...")
-    assert none_of(["airplane"], 10, 0.5, 1) == "none of the classes"
+    st = Style.for_frame(640, 480)
+    assert none_of(["red", "green", "blue"], 1000, st) == "none of: red, green, blue"
+    assert none_of(["airplane", "automobile", "bird", "cat", "deer"], 260, st).endswith(", ...")
+    assert none_of(["airplane"], 10, st) == "none of the classes"
+
+
+# -- pause -----------------------------------------------------------------------------
+def test_pause_holds_a_realtime_file(tmp_path):
+    """Paused, a file played in real time stops where it is: nothing read, nothing dropped, and the
+    frame after the pause is the next one, stamped as captured on resume."""
+    src = FrameSource(parse_source(str(make_video(tmp_path / "p.avi", 45))), realtime=True, log=lambda m: None)
+    got: list[int] = []
+    with src:
+        while not got or got[-1] < 9:
+            got.append(src.read(timeout=5).index)
+        src.pause()
+        assert src.paused
+        time.sleep(0.1)  # a read under way when the pause came ends
+        held = src.captured
+        time.sleep(0.6)  # 18 frames at 30 fps
+        assert src.captured == held
+        src.resume()
+        frame = src.read(timeout=5)
+        assert time.perf_counter() - frame.t_capture < 0.3 and not src.paused
+        got.append(frame.index)
+        while (frame := src.read(timeout=5)) is not None:
+            got.append(frame.index)
+    assert src.captured == 45 and got[-1] == 44
+    assert src.dropped < 8  # without the pause, the 0.6 s would have dropped about 18
+
+
+def test_pause_keeps_a_live_source_draining():
+    opener, _ = opener_from([FakeCapture(200, period=0.005)])
+    src = FrameSource(SourceSpec("camera", 0), opener=opener, log=lambda m: None).open()
+    with src:
+        src.pause()
+        assert not src.paused  # a camera cannot wait
+        time.sleep(0.2)
+        frame = src.read(timeout=1)
+        assert src.captured > 10 and frame.index >= src.captured - 3  # the newest, not the first
+        src.resume()
+
+
+def test_space_pauses_the_source_and_v_redraws(models, video):
+    """Space pauses the source (and the next space resumes it); v while paused redraws the frame."""
+    src = FrameSource(parse_source(str(video)), realtime=True).open()
+    seen: list[bool] = []
+
+    class Spy(FakeDisplay):
+        def poll(self, wait_ms: int) -> int:
+            seen.append(src.paused)
+            return super().poll(wait_ms)
+
+    display = Spy([-1, ord(" "), -1, ord("v"), -1, ord(" "), ord("q")])
+    run_camera(src, Engine(models), display=display, log=lambda m: None)
+    assert seen == [False, False, True, True, True, True, False]
+    assert len(display.shown) == 1 + 1 + 1 + 1  # a frame, PAUSED, redrawn with all views (PAUSED), a frame
+    assert not np.array_equal(display.shown[1], display.shown[2])

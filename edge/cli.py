@@ -15,6 +15,7 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("edge.scan_cli:scan", "Classify images in files/folders; write JSONL (and CSV)."),
     "camera": ("edge.camera_cli:camera", "Live loop on a camera, video file or stream."),
+    "serve": ("edge.serve.cli:serve", "HTTP API and installable web page (upload, live camera)."),
     "eval": ("training.commands.eval:eval_cmd", "Score ONNX models on a labelled set."),
     "train": ("training.commands.train:train", "Train the Standard model on CIFAR-10."),
     "adapt": ("training.commands.adapt:adapt", "Fine-tune Standard into HD on real photos."),
@@ -22,7 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("training.commands.data:data", "Data set tools (report: class balance, corrupt files, duplicates)."),
 }
 EXTRA_FOR = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train",
-             "sklearn": "train", "matplotlib": "train", "onnxruntime": "cpu"}
+             "sklearn": "train", "matplotlib": "train", "onnxruntime": "cpu", "cv2": "cpu",
+             "fastapi": "serve", "starlette": "serve", "uvicorn": "serve", "python_multipart": "serve",
+             "prometheus_client": "serve", "websockets": "serve"}
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,14 @@
+"""`sixview serve`: the HTTP API, the live stream and the installable web page (extra `serve`).
+
+- `app.py`: the FastAPI app factory and the HTTP routes;
+- `runtime.py`: what the routes share: the engine, decoding threads, the batcher, readiness;
+- `batcher.py`: micro-batching of concurrent requests into one `Engine.classify` call;
+- `engines.py`: the model calls of a batch, per-request thresholds;
+- `uploads.py`: reading a request's images and options;
+- `stream.py`: the WebSocket live stream (newest frame only);
+- `http_errors.py`: JSON errors and the request body limit;
+- `metrics.py`: Prometheus metrics;
+- `cli.py`: the click command; `static/`: the page.
+
+Only `cli.py` is imported by `edge.cli`, and only when `sixview serve` runs.
+"""

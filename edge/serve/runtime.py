@@ -1,0 +1,134 @@
+"""What the HTTP routes and the live stream share: the engine, decoding threads, the batcher,
+readiness; and the one call that turns uploads into records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..decode import Decoded
+from ..engine import Engine
+from ..errors import SETUP_ERRORS
+from ..metadata import ROLES
+from ..records import record
+from .batcher import Batcher, BatchInfo
+from .engines import Classifier
+from .metrics import Metrics
+from .uploads import Loaded, Options, Upload, load_upload
+
+log = logging.getLogger("sixview.serve")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The server's limits and security settings (the `sixview serve` options)."""
+
+    max_batch: int = 8  # images per model call
+    max_wait_ms: float = 5.0  # how long a batch waits for requests still being decoded
+    max_queue: int = 32  # requests in flight at once; the next one gets 503
+    max_body: int = 16 * 2**20  # bytes of one request body (and one stream frame)
+    max_images: int = 16  # images in one request
+    decode_workers: int = 2  # decoding threads
+    max_thresholds: int = 8  # distinct per-request thresholds kept
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    retry_after_s: int = 1
+
+
+@dataclass
+class Outcome:
+    """One classify call: a record per image (in order) and the server's timings."""
+
+    records: list[dict[str, Any]]
+    loaded: list[Loaded]
+    timings_ms: dict[str, float]
+    batch_images: int
+
+
+class Runtime:
+    """The engine behind the server, its decoding threads and its batcher."""
+
+    def __init__(self, engine: Engine, settings: ServeSettings, metrics: Metrics):
+        self.engine, self.settings, self.metrics = engine, settings, metrics
+        self.classifier = Classifier(engine, metrics, settings.max_thresholds)
+        self.batcher = Batcher(self.classifier, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
+        self.decoders = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
+        self.ready = threading.Event()
+        self.failure: str | None = None  # why the models could not be loaded or warmed
+
+    async def start(self) -> None:
+        """Start batching, and load and warm the models in the background (`/readyz` says when done)."""
+        self.batcher.start()
+        self.batcher.in_model_thread(self.warm_up)
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.decoders.shutdown(wait=True, cancel_futures=True)
+
+    def warm_up(self) -> None:
+        """Open both models and run each once per tiling setting (in the model's thread)."""
+        try:
+            self.engine.check()
+            for role in ROLES:
+                meta = self.engine.model(role).meta
+                h, w = meta.input_size
+                blank = Decoded(np.full((4 * h, 4 * w, 3), 128, np.uint8), 4 * w, 4 * h)
+                items = [self.engine.prepare(blank, routing=role, tiling=t) for t in (True, False)]
+                self.classifier([(items, None)])
+        except SETUP_ERRORS as e:
+            self.failure = str(e)
+            log.error("models not ready: %s", e)
+            return
+        except Exception as e:  # noqa: BLE001 (reported by /readyz; the server keeps answering)
+            self.failure = f"warm-up failed: {type(e).__name__}: {e}"
+            log.error("%s", self.failure)
+            return
+        self.ready.set()
+        self.metrics.ready.set(1)
+
+    def models(self) -> list[dict[str, Any]]:
+        """What `/v1/models` says about each loaded model."""
+        out = []
+        for role in ROLES:
+            try:
+                m = self.engine.model(role)
+            except SETUP_ERRORS:
+                continue
+            meta = m.meta
+            out.append({"role": role, "file": m.path.name, "classes": list(meta.classes),
+                        "thresholds": self.engine.thresholds(role)[1], "model_thresholds": dict(meta.thresholds),
+                        "fallback_min_score": meta.fallback_min_score,
+                        "presence_threshold": meta.presence_threshold, "input_size": list(meta.input_size),
+                        "view_fraction": meta.view_fraction, "precision": meta.precision, "provider": m.provider,
+                        "provenance": meta.provenance})
+        return out
+
+    async def classify(self, uploads: list[Upload], options: Options, key: str = "path",
+                       values: list[Any] | None = None) -> Outcome:
+        """Decode the uploads in the decoding threads, classify them in one batch with other requests',
+        and build one record per image (`key`: "path" with the uploads' names, or "frame" with `values`).
+        The caller holds a place (`batcher.admit`)."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        loaded = await asyncio.gather(*(loop.run_in_executor(self.decoders, load_upload, self.engine, u, options)
+                                        for u in uploads))
+        t1 = time.perf_counter()
+        ready = [x for x in loaded if x.prepared is not None]
+        verdicts, info = [], BatchInfo(0.0, 0.0, 0)
+        if ready:
+            verdicts, info = await self.batcher.submit([x.prepared for x in ready], options.threshold)
+        by_id = dict(zip(map(id, ready), verdicts, strict=True))
+        records = []
+        for i, x in enumerate(loaded):
+            value = values[i] if values is not None else x.upload.name
+            records.append(record(key, value, by_id.get(id(x)), timings_ms=x.timings_ms, error=x.error))
+        t2 = time.perf_counter()
+        timings = {"load": (t1 - t0) * 1e3, "queue": info.queue_ms, "batch": info.batch_ms, "total": (t2 - t0) * 1e3}
+        return Outcome(records, list(loaded), {k: round(v, 3) for k, v in timings.items()}, info.batch_images)

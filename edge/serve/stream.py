@@ -1,0 +1,152 @@
+"""The live stream (`/v1/stream`): the page sends camera frames, the server answers records.
+
+Messages in: text JSON settings (`engine`, `tiling`, `threshold`, and `api_key` when the
+server has one; any time, applied to the next frame) and binary frames (JPEG bytes).
+Messages out: `{"type": "result", "frame", "record", "latency_ms", "timings_ms",
+"received", "dropped"}` per processed frame, `{"type": "error", "error": {...}}`.
+
+A receiving task reads every message as it comes and keeps only the newest frame in a
+one-frame slot; a working task takes the slot's frame, classifies it (through the
+batcher, with the HTTP requests) and answers. A frame that arrives while the slot is
+still full replaces the frame there, which is dropped and counted: frames are never
+queued, so the answer is always about the newest frame the server had when it was free.
+Frame indices count the frames received (dropped ones leave gaps), like `sixview camera`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from ..errors import SETUP_ERRORS
+from .batcher import Busy
+from .http_errors import ApiError, error_body
+from .runtime import Runtime
+from .uploads import Options, Upload, parse_options
+
+log = logging.getLogger("sixview.serve")
+POLICY_VIOLATION = 1008  # WebSocket close code: e.g. a missing or wrong API key
+
+
+def _as_text(v: Any) -> str:
+    if v is None:
+        return ""
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def read_settings(text: str, options: Options) -> tuple[Options, str | None]:
+    """A settings message applied to `options`, and the API key it carries (if any)."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise ApiError(400, "bad_message", "text messages must be JSON settings") from None
+    if not isinstance(msg, dict):
+        raise ApiError(400, "bad_message", "text messages must be a JSON object")
+    current = {"engine": options.routing, "tiling": options.tiling, "threshold": options.threshold}
+    current.update({k: msg[k] for k in current if k in msg})
+    key = msg.get("api_key")
+    return parse_options({k: _as_text(v) for k, v in current.items()}), key if isinstance(key, str) else None
+
+
+class _Slot:
+    """The newest frame not yet taken: (index, bytes, arrival time)."""
+
+    def __init__(self) -> None:
+        self.frame: tuple[int, bytes, float] | None = None
+        self.ready = asyncio.Event()
+
+    def put(self, frame: tuple[int, bytes, float]) -> bool:
+        """Keep `frame`; True when it replaced one not yet taken (that one is dropped)."""
+        dropped = self.frame is not None
+        self.frame = frame
+        self.ready.set()
+        return dropped
+
+    async def take(self) -> tuple[int, bytes, float]:
+        while self.frame is None:
+            self.ready.clear()
+            await self.ready.wait()
+        frame, self.frame = self.frame, None
+        return frame
+
+
+async def serve_stream(ws: WebSocket, runtime: Runtime, authorized: Callable[[str | None], bool]) -> None:
+    """Serve one WebSocket until the client goes."""
+    await ws.accept()
+    metrics = runtime.metrics
+    state: dict[str, Any] = {"options": Options(), "ok": authorized(ws.headers.get("authorization")),
+                             "received": 0, "dropped": 0}
+    slot = _Slot()
+
+    async def refuse(e: ApiError, close: bool = False) -> None:
+        metrics.error(e.code)
+        await ws.send_json({"type": "error", **error_body(e.code, e.message)})
+        if close:
+            await ws.close(POLICY_VIOLATION, e.message[:120])
+
+    async def work() -> None:
+        while True:
+            index, data, arrived = await slot.take()
+            try:
+                with runtime.batcher.admit():
+                    outcome = await runtime.classify([Upload("frame", data)], state["options"], key="frame",
+                                                     values=[index])
+            except Busy as e:
+                await refuse(ApiError(503, "busy", f"server busy ({e}): frame {index} skipped"))
+                continue
+            except SETUP_ERRORS as e:
+                await refuse(ApiError(503, "model_unavailable", str(e)))
+                continue
+            except Exception as e:  # noqa: BLE001 (one frame's failure; the stream goes on)
+                log.error("stream frame %d failed: %s: %s", index, type(e).__name__, e)
+                await refuse(ApiError(500, "internal", f"frame {index} could not be classified (see the server's log)"))
+                continue
+            rec, loaded = outcome.records[0], outcome.loaded[0]
+            if loaded.error is not None:
+                metrics.error(loaded.status[1])
+            metrics.stream_frames.labels(outcome="processed").inc()
+            await ws.send_json({"type": "result", "frame": index, "record": rec,
+                                "latency_ms": round((time.perf_counter() - arrived) * 1e3, 3),
+                                "timings_ms": outcome.timings_ms, "received": state["received"],
+                                "dropped": state["dropped"]})
+
+    worker = asyncio.create_task(work(), name="sixview-stream")
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                break
+            if worker.done():  # the worker ended (the client went away while it answered)
+                break
+            if msg.get("text") is not None:
+                try:
+                    state["options"], key = read_settings(msg["text"], state["options"])
+                except ApiError as e:
+                    await refuse(e)
+                    continue
+                if key is not None:
+                    state["ok"] = authorized(key)
+                    if not state["ok"]:
+                        await refuse(ApiError(401, "unauthorized", "wrong API key"), close=True)
+                        return
+            elif msg.get("bytes") is not None:
+                if not state["ok"]:
+                    await refuse(ApiError(401, "unauthorized", "send {\"api_key\": KEY} first"), close=True)
+                    return
+                state["received"] += 1
+                if slot.put((state["received"] - 1, msg["bytes"], time.perf_counter())):
+                    state["dropped"] += 1
+                    metrics.stream_frames.labels(outcome="dropped").inc()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # the client is gone: nothing to answer
+            await worker

@@ -1,0 +1,123 @@
+"""A classify request's images and options, and one image's loading (in a decoding thread)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from ..engine import ROUTINGS, Engine, Prepared
+from ..errors import per_image
+from .http_errors import ApiError
+
+RAW_TYPES = ("image/", "application/octet-stream")
+TRUE, FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-request settings: None means the server's default."""
+
+    routing: str | None = None
+    tiling: bool | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class Upload:
+    """One image of a request: its name (the record's path) and bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass
+class Loaded:
+    """One image decoded and rendered, or why not (`error`, and the HTTP status and code it maps to)."""
+
+    upload: Upload
+    prepared: Prepared | None
+    error: str | None
+    timings_ms: dict[str, float]
+
+    @property
+    def status(self) -> tuple[int, str]:
+        """The answer a request made of this one failed image gets."""
+        return error_status(self.error or "")
+
+
+def error_status(error: str) -> tuple[int, str]:
+    """HTTP status and code for a record's error text (`edge.errors.image_error`'s wording)."""
+    if error.startswith("image too large"):
+        return 413, "image_too_large"
+    if error.startswith(("not an image", "empty file")):
+        return 415, "not_an_image"
+    return 422, "undecodable_image"
+
+
+def parse_options(values: Mapping[str, str]) -> Options:
+    """`engine`, `tiling`, `threshold` from query or form values (absent or empty: the server's)."""
+    routing = values.get("engine") or None
+    if routing is not None and routing not in ROUTINGS:
+        raise ApiError(422, "invalid_option", f"engine must be one of {', '.join(ROUTINGS)}, got {routing!r}")
+    tiling = None
+    text = (values.get("tiling") or "").strip().lower()
+    if text:
+        if text not in TRUE + FALSE:
+            raise ApiError(422, "invalid_option", f"tiling must be true or false, got {values['tiling']!r}")
+        tiling = text in TRUE
+    threshold = None
+    text = (values.get("threshold") or "").strip()
+    if text:
+        try:
+            threshold = float(text)
+        except ValueError:
+            threshold = -1.0
+        if not 0.0 <= threshold <= 1.0:
+            raise ApiError(422, "invalid_option", f"threshold must be a number in [0, 1], got {text!r}")
+    return Options(routing, tiling, threshold)
+
+
+async def read_request(request: Request, max_images: int) -> tuple[list[Upload], Options]:
+    """The images (multipart `image` fields, or a raw image body) and options (query, then form fields)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    values = dict(request.query_params)
+    uploads: list[Upload] = []
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=max_images, max_fields=32)
+        except HTTPException as e:
+            if str(e.detail).startswith("Too many files"):
+                raise ApiError(413, "too_many_images", f"more than {max_images} images in one request "
+                               "(--max-images)") from None
+            raise
+        try:
+            for key in ("engine", "tiling", "threshold"):
+                v = form.get(key)
+                if isinstance(v, str) and key not in values:
+                    values[key] = v
+            for part in form.getlist("image"):
+                if isinstance(part, UploadFile):
+                    uploads.append(Upload(part.filename or "upload", await part.read()))
+                else:  # a text field named image: not an image, answered like any other
+                    uploads.append(Upload("upload", part.encode()))
+        finally:
+            await form.close()
+        if not uploads:
+            raise ApiError(422, "missing_image", "no 'image' field in the form (multipart/form-data, "
+                           "one or more files named 'image')")
+    elif ctype.startswith(RAW_TYPES):
+        uploads.append(Upload(request.query_params.get("name") or "upload", await request.body()))
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       f"send multipart/form-data with 'image' files, or a raw image/* body (got {ctype or 'none'!r})")
+    return uploads, parse_options(values)
+
+
+def load_upload(engine: Engine, upload: Upload, options: Options) -> Loaded:
+    """Decode and render one image with the request's routing and tiling (runs in a decoding thread)."""
+    prepared, error = per_image(engine.load, upload.data, routing=options.routing, tiling=options.tiling)
+    return Loaded(upload, prepared, error, {})  # an error record has no timings (as in a scan)

@@ -23,16 +23,18 @@ measures them on a disjoint TEST set (a photo in both is refused):
   logit_mean      (e) sigmoid of the mean of the six views' logits (nothing fitted): what the
                       learned weights look like on real photos, without fitting them
 
-(z = logit of a view's score.) Per merge, on the TEST set: mAP (per class over the photos whose
-set labels that class), and at per-class thresholds chosen by max F1 on the FIT set (classes
-without FIT positives: one threshold pooled over the others), micro precision / recall / F1 of
+(z = logit of a view's score clipped to [1e-6, 1 - 1e-6], `edge.merge.logit`; `learned_shared` is
+the runtime's `logit_linear` merge, fitted by `training.eval.merge_fit`.) Per merge, on the TEST
+set: mAP (per class over the photos whose set labels that class), and at per-class thresholds
+chosen by max F1 on the FIT set (classes without FIT positives: one threshold pooled over the
+others), micro precision / recall / F1 of
 the labels and the share of label-free test photos (no known class present) that get a label;
 paired bootstrap intervals (over test photos) of each difference to `max`; the cost per image
 of the merge itself (timeit, numpy on one (6, K) array). No presence threshold and no fallback
 guess: the labels are the classes at or above their threshold.
 
-Writes merges.json and merges.md to --out (default benchmarks/results/<machine>/). The runtime
-is not changed: this only measures.
+Writes merges.json and merges.md to --out (default benchmarks/results/<machine>/). This only
+measures; a model gets the learned merge from `sixview eval --calibrate --fit-merge`.
 
     python -m benchmarks.merges --fit ../shared/data/imagenette_train --fit ../shared/data/openimages_train \\
         --test ../shared/data/voc07_val --limit 1500
@@ -68,13 +70,12 @@ from benchmarks._common import (
 )
 from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
+from edge.merge import EPS, logit, merge_features, sigmoid
 from edge.stats import machine_info
 from edge.tiling import VIEW_NAMES
+from training.eval.merge_fit import L2, MIN_POSITIVES, eligible, fit_learned, fit_logistic, pairs
 
 ROLE = "hd"
-EPS = 1e-7  # scores are clipped to [EPS, 1 - EPS] before the logit
-L2 = 1e-4  # ridge on the weights (not the bias), times the number of rows
-MIN_POSITIVES = 20
 
 Params = dict[str, np.ndarray]
 
@@ -83,64 +84,9 @@ Params = dict[str, np.ndarray]
 # Logistic regression and the merges (pure numpy)
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)) of scores clipped to [EPS, 1 - EPS] (float64)."""
-    p = np.clip(np.asarray(p, np.float64), EPS, 1.0 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-z)), without overflow."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, offset: np.ndarray | None = None,
-                 iters: int = 100) -> tuple[np.ndarray, float]:
-    """Weights (d,) and bias of P(y=1) = sigmoid(x @ w + b + offset), by Newton's method on the
-    log-loss plus `l2 * n / 2 * |w|^2` (the bias is not penalised). `x` (n, d) may have d = 0
-    (a bias alone). Separable data stay finite through the ridge."""
-    x = np.asarray(x, np.float64).reshape(len(y), -1)
-    y = np.asarray(y, np.float64)
-    n, d = x.shape
-    xb = np.hstack([x, np.ones((n, 1))])
-    off = np.zeros(n) if offset is None else np.asarray(offset, np.float64)
-    ridge = np.full(d + 1, l2 * n)
-    ridge[-1] = 1e-9 * n  # the bias: unpenalised (a trace keeps all-positive/negative data finite)
-    prior = np.clip(y.mean(), 1e-3, 1 - 1e-3)
-    w = np.zeros(d + 1)
-    w[-1] = np.log(prior / (1 - prior)) - off.mean()
-    for _ in range(iters):
-        p = sigmoid(xb @ w + off)
-        grad = xb.T @ (p - y) + ridge * w
-        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(ridge)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-9:
-            break
-    return w[:-1], float(w[-1])
-
-
-def features(p: np.ndarray) -> np.ndarray:
-    """(..., 3, K): the logits of the whole view, of the best crop and the mean crop logit, from
-    (..., 6, K) view scores."""
-    z = logit(p)
-    crops = z[..., 1:, :]
-    return np.stack([z[..., 0, :], crops.max(axis=-2), crops.mean(axis=-2)], axis=-2)
-
-
-def _pairs(values: np.ndarray, y: np.ndarray, mask: np.ndarray, k: int | None = None):
-    """The known (photo, class) entries: values (n, ...) and labels (n,), of class k or of all."""
-    if k is None:
-        return values.transpose(0, 2, 1)[mask] if values.ndim == 3 else values[mask], y[mask]
-    rows = mask[:, k]
-    return (values[rows][:, :, k] if values.ndim == 3 else values[rows, k]), y[rows, k]
-
-
-def eligible(y: np.ndarray, mask: np.ndarray, min_positives: int = MIN_POSITIVES) -> np.ndarray:
-    """(K,) bool: the classes with at least `min_positives` known positives and as many negatives."""
-    pos = ((y >= 0.5) & mask).sum(axis=0)
-    neg = ((y < 0.5) & mask).sum(axis=0)
-    return (pos >= min_positives) & (neg >= min_positives)
+# The learned merge is the one the runtime ships (`edge.merge`: logit_linear): its features, logit,
+# sigmoid and fit are imported from there and from `training.eval.merge_fit` (one definition).
+features = merge_features  # (..., 3, K): [z_whole, max z_crops, mean z_crops] from (..., 6, K) view scores
 
 
 def fit_none(p: np.ndarray, y: np.ndarray, mask: np.ndarray, min_positives: int = MIN_POSITIVES) -> Params:
@@ -176,12 +122,12 @@ def _fit_platt(p: np.ndarray, y: np.ndarray, mask: np.ndarray, per_class: bool,
     kinds = {"whole": z[:, 0, :], "crop": z[:, 1:, :].max(axis=1)}  # crops: the best crop (see the docstring)
     out: Params = {}
     for kind, zk in kinds.items():
-        xs, ys = _pairs(zk, y, mask)
+        xs, ys = pairs(zk, y, mask)
         (a,), b = fit_logistic(xs[:, None], ys)
         av, bv = np.full(k, a), np.full(k, b)
         if per_class:
             for c in np.flatnonzero(eligible(y, mask, min_positives)):
-                xc, yc = _pairs(zk, y, mask, c)
+                xc, yc = pairs(zk, y, mask, c)
                 (av[c],), bv[c] = fit_logistic(xc[:, None], yc)
         out[f"a_{kind}"], out[f"b_{kind}"] = av, bv
     return out
@@ -205,38 +151,22 @@ def apply_platt(params: Params, p: np.ndarray) -> np.ndarray:
     return sigmoid(np.maximum(whole, crops))
 
 
-def _fit_learned(p: np.ndarray, y: np.ndarray, mask: np.ndarray, per_class: bool,
-                 min_positives: int) -> Params:
-    k = p.shape[-1]
-    f = features(p)  # (n, 3, K)
-    xs, ys = _pairs(f, y, mask)
-    w, b = fit_logistic(xs, ys)
-    wv, bv = np.repeat(w[:, None], k, axis=1), np.full(k, b)
-    for c in np.flatnonzero(eligible(y, mask, min_positives)):
-        xc, yc = _pairs(f, y, mask, c)
-        if per_class:
-            wv[:, c], bv[c] = fit_logistic(xc, yc)
-        else:  # the shared weights, this class's own bias
-            _, bv[c] = fit_logistic(np.zeros((len(yc), 0)), yc, offset=xc @ w)
-    return {"w": wv, "b": bv}
-
-
 def fit_learned_shared(p, y, mask, min_positives: int = MIN_POSITIVES) -> Params:
     """(c) logistic regression on the three view features: shared weights, per-class bias."""
-    return _fit_learned(p, y, mask, False, min_positives)
+    return fit_learned(p, y, mask, False, min_positives)
 
 
 def fit_learned_class(p, y, mask, min_positives: int = MIN_POSITIVES) -> Params:
     """(c) logistic regression on the three view features, per class (shared where data are short)."""
-    return _fit_learned(p, y, mask, True, min_positives)
+    return fit_learned(p, y, mask, True, min_positives)
 
 
 def apply_learned(params: Params, p: np.ndarray) -> np.ndarray:
-    """(c) sigmoid(w . [z_whole, max z_crops, mean z_crops] + b) per class."""
-    z = logit(p)
-    crops = z[..., 1:, :]
+    """(c) sigmoid(w . [z_whole, max z_crops, mean z_crops] + b) per class (with weights shared by
+    all classes: `edge.merge.merged_scores` of the logit_linear merge, in float64)."""
+    f = features(p)
     w = params["w"]
-    return sigmoid(w[0] * z[..., 0, :] + w[1] * crops.max(axis=-2) + w[2] * crops.mean(axis=-2) + params["b"])
+    return sigmoid(w[0] * f[..., 0, :] + w[1] * f[..., 1, :] + w[2] * f[..., 2, :] + params["b"])
 
 
 @dataclass(frozen=True)

@@ -6,22 +6,39 @@ its score is above the fallback score, kept apart from the labels unless
 `guess_in_labels`), or none of the classes (`presence`, the probability that
 any class is present, below the model's `presence_threshold`; or no guess).
 
+The merge (`merged_scores`) is the model's (`ModelMeta.merge`): `max` (the max over
+the views' scores, the default) or `logit_linear`, a view-aware merge fitted on
+labelled photos (`training/eval/merge_fit.py`):
+sigmoid(w_whole * z_whole + w_crop_max * max(z_crops) + w_crop_mean * mean(z_crops) + bias_class),
+z = logit of a view's score clipped to [EPS, 1 - EPS]. With one view (tiling off)
+the crop features are the whole view's logit. The runtime (`decide_image`) and
+evaluation (`training/eval/`) both merge through `merged_scores`. Whatever the
+merge, the winning view of a class is the view with the highest score for it.
+
 For a few classes, plain Python over lists (after one `tolist()`) is several
-times cheaper than small numpy calls, so the per-frame path works on lists.
+times cheaper than small numpy calls, so the per-frame path works on lists
+(the max merge; `logit_linear` is one `merged_scores` call).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from .metadata import MERGE_KEYS
 
 # A per-stream transform of an image's merged scores before the decision (e.g. the camera's smoothing):
 # (role, merged scores in class order) -> the scores to decide on.
 ScoreHook = Callable[[str, list[float]], list[float]]
+
+EPS = 1e-6  # view scores are clipped to [EPS, 1 - EPS] before the logit (logit_linear)
+MERGE_KINDS = tuple(MERGE_KEYS)  # the merges a model's metadata may name ("max": the default)
+FEATURES = ("whole", "crop_max", "crop_mean")  # logit_linear's inputs, in the order of its weights `w`
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,66 @@ def in_dtype(value: float, dtype: np.dtype) -> float:
     return float(np.asarray(value, dtype)) if np.issubdtype(dtype, np.floating) else float(value)
 
 
+def is_max(merge: Mapping[str, Any] | None) -> bool:
+    """True for the max merge (None, or kind "max")."""
+    return merge is None or merge.get("kind", "max") == "max"
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of scores clipped to [EPS, 1 - EPS], in float64 (NaN stays NaN)."""
+    p = np.minimum(np.maximum(np.asarray(p, np.float64), EPS), 1.0 - EPS)  # np.clip, cheaper on small arrays
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) in float64: exp(-|z|) never overflows, and for z < 0 the form
+    e / (1 + e) keeps tiny probabilities accurate (NaN stays NaN, without a warning)."""
+    z = np.asarray(z, np.float64)
+    e = np.exp(-np.abs(z))
+    r = 1.0 / (1.0 + e)
+    return np.where(z >= 0, r, e * r)
+
+
+def _features(view_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z = logit(view_scores)
+    whole = z[..., 0, :]
+    n = z.shape[-2] - 1
+    if n == 0:  # one view (tiling off): no crops, the crop features are the whole view's logit
+        return whole, whole, whole
+    crops = z[..., 1:, :]
+    return whole, crops.max(axis=-2), crops.sum(axis=-2) / n
+
+
+def merge_features(view_scores: np.ndarray) -> np.ndarray:
+    """(..., 3, K) logit_linear features (`FEATURES`) from (..., views, K) view scores: the whole
+    view's logit (view 0), the max and the mean of the crops' logits (views 1..). With one view
+    (tiling off) there are no crops: both crop features are the whole view's logit."""
+    return np.stack(_features(view_scores), axis=-2)
+
+
+def merged_scores(view_scores: np.ndarray, merge: Mapping[str, Any] | None = None,
+                  classes: Sequence[str] | None = None) -> np.ndarray:
+    """The merged scores (..., K) of (views, K) or (N, views, K) view scores, by the model's
+    `merge` (its metadata; None: max), in the view scores' float dtype. `max`: per class the max
+    over the views (NaN wins, as in `decide_image`). `logit_linear`:
+    sigmoid(w . `merge_features` + bias[class]), `classes` naming the columns (for the bias)."""
+    view_scores = np.asarray(view_scores)
+    if view_scores.ndim < 2 or view_scores.shape[-2] == 0:
+        raise ValueError(f"expected (views, classes) scores, got shape {view_scores.shape}")
+    if is_max(merge):
+        return view_scores.max(axis=-2)
+    if merge.get("kind") != "logit_linear":
+        raise ValueError(f"unknown merge kind {merge.get('kind')!r}; known: {', '.join(MERGE_KINDS)}")
+    if classes is None or len(classes) != view_scores.shape[-1]:
+        raise ValueError(f"logit_linear needs the {view_scores.shape[-1]} class names of the score columns")
+    w0, w1, w2 = (float(v) for v in merge["w"])
+    bias = np.array([float(merge["bias"][c]) for c in classes])
+    whole, crop_max, crop_mean = _features(view_scores)
+    out = sigmoid(w0 * whole + w1 * crop_max + w2 * crop_mean + bias)
+    dtype = view_scores.dtype if np.issubdtype(view_scores.dtype, np.floating) else np.float64
+    return out.astype(dtype, copy=False)
+
+
 def resolve_thresholds(model_thresholds: list[float], override: float | None) -> np.ndarray:
     """The model's per-class thresholds, or one value for all classes (`--threshold`)."""
     if override is not None:
@@ -90,16 +167,20 @@ def resolve_thresholds(model_thresholds: list[float], override: float | None) ->
 def decide_image(view_scores: np.ndarray, classes: tuple[str, ...], view_names: tuple[str, ...],
                  thresholds: np.ndarray, fallback_min: float, role: str = "",
                  hook: ScoreHook | None = None, presence_threshold: float = 0.0,
-                 guess_in_labels: bool = False) -> Decision:
-    """Merge one image's (views, classes) scores by max (keeping which view won), let `hook`
+                 guess_in_labels: bool = False, merge: Mapping[str, Any] | None = None) -> Decision:
+    """Merge one image's (views, classes) scores by the model's `merge` (None: max; see
+    `merged_scores`), keeping for each class the view with the highest score, let `hook`
     transform the merged scores, and decide: `presence` below `presence_threshold` means none of
     the classes; else `choose` gives the labels and the guess (with `guess_in_labels`, the
     reference system's rule, the guess is also the label)."""
     if view_scores.ndim != 2 or view_scores.shape[0] == 0:
         raise ValueError(f"expected (views, classes) scores, got shape {view_scores.shape}")
-    rows = view_scores.tolist()  # exact: float32 -> float changes no comparison and no round()
     winner = view_scores.argmax(axis=0).tolist()
-    merged = [rows[w][c] for c, w in enumerate(winner)]
+    if merge is None or merge.get("kind", "max") == "max":  # the fast path: lists, no numpy merge
+        rows = view_scores.tolist()  # exact: float32 -> float changes no comparison and no round()
+        merged = [rows[w][c] for c, w in enumerate(winner)]
+    else:
+        merged = merged_scores(view_scores, merge, classes).tolist()  # in the view scores' dtype
     # round(s, 6) == round(s * 1e6) / 1e6 (3x cheaper) where s * 1e6 is exact: float32/float16 scores in (0, 1]
     exact = view_scores.dtype == np.float32 or view_scores.dtype == np.float16
     if hook is not None:

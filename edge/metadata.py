@@ -7,6 +7,7 @@ Values are JSON. `ModelMeta.from_props` validates a file's properties and
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,11 +27,13 @@ REQUIRED = (
     "precision",
     "provenance",
 )
-OPTIONAL = ("presence_threshold",)  # absent: the default (files written before the key stay valid)
+OPTIONAL = ("presence_threshold", "merge")  # absent: the default (files written before the key stay valid)
 KEYS = REQUIRED + OPTIONAL
 DEFAULT_FALLBACK = {"rule": "top1", "min_score": 0.20}
 DEFAULT_TILING = {"view_fraction": 0.60}
 DEFAULT_THRESHOLD = {"standard": 0.50, "hd": 0.30}
+DEFAULT_MERGE = {"kind": "max"}  # the max over the views (edge.merge.merged_scores)
+MERGE_KEYS = {"max": {"kind", "fitted_on"}, "logit_linear": {"kind", "w", "bias", "fitted_on"}}
 
 
 class MetadataError(ValueError):
@@ -53,6 +56,7 @@ class ModelMeta:
     input_range: str = "0..255 RGB"
     format: int = FORMAT_VERSION
     presence_threshold: float = 0.0  # presence (P(any class)) below this: none of the classes
+    merge: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MERGE))  # edge.merge.merged_scores
 
     @property
     def view_fraction(self) -> float:
@@ -74,7 +78,8 @@ class ModelMeta:
         d["sixview.format"] = d.pop("format")
         d["classes"] = list(self.classes)
         d["input_size"] = list(self.input_size)
-        keys = KEYS if self.presence_threshold else REQUIRED  # 0.0 (the default) is not written
+        keys = [*REQUIRED, *(["presence_threshold"] if self.presence_threshold else []),  # defaults: not written
+                *(["merge"] if self.merge.get("kind", "max") != "max" else [])]
         return {k: json.dumps(d[k]) for k in keys}
 
     @classmethod
@@ -125,6 +130,7 @@ class ModelMeta:
         pt = v.get("presence_threshold", 0.0)
         if not (isinstance(pt, int | float) and not isinstance(pt, bool) and 0.0 <= pt <= 1.0):
             raise bad("presence_threshold", "must be a number in [0, 1]")
+        merge = _merge(v.get("merge", DEFAULT_MERGE), classes, bad)
         return cls(
             classes=tuple(classes),
             role=v["role"],
@@ -135,4 +141,34 @@ class ModelMeta:
             tiling=tl,
             provenance=v["provenance"],
             presence_threshold=float(pt),
+            merge=merge,
         )
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _merge(mg: Any, classes: list[str], bad) -> dict[str, Any]:
+    """The validated `merge`, normalised (floats; the bias in class order)."""
+    if not isinstance(mg, dict) or mg.get("kind") not in MERGE_KEYS:
+        raise bad("merge", f"must be an object whose 'kind' is one of {tuple(MERGE_KEYS)}")
+    kind = mg["kind"]
+    extra = sorted(set(mg) - MERGE_KEYS[kind])
+    if extra:
+        raise bad("merge", f"({kind}) has unknown keys: {', '.join(extra)}")
+    if "fitted_on" in mg and not isinstance(mg["fitted_on"], str):
+        raise bad("merge", "'fitted_on' must be a string")
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "logit_linear":
+        w, bias = mg.get("w"), mg.get("bias")
+        if not (isinstance(w, list) and len(w) == 3 and all(_number(x) for x in w)):
+            raise bad("merge", "'w' must be 3 finite numbers [w_whole, w_crop_max, w_crop_mean]")
+        if not isinstance(bias, dict) or set(bias) != set(classes):
+            raise bad("merge", "'bias' must map every class (and only the classes) to a number")
+        if not all(_number(b) for b in bias.values()):
+            raise bad("merge", "'bias' values must be finite numbers")
+        out.update(w=[float(x) for x in w], bias={c: float(bias[c]) for c in classes})
+    if "fitted_on" in mg:
+        out["fitted_on"] = mg["fitted_on"]
+    return out

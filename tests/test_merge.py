@@ -193,3 +193,192 @@ def test_hook_sees_merged_scores_before_the_decision():
     assert d.scores == pytest.approx({"a": 0.45, "b": 0.4}) and d.labels == []  # nothing passes: the guess
     assert d.guess == ("a", pytest.approx(0.45)) and d.presence == pytest.approx(1 - 0.55 * 0.6)
     assert d.views == {"a": "whole", "b": "centre"}
+
+
+# --- the model's merge (`merge` metadata): merged_scores, one definition for runtime and evaluation ---
+
+VIEWS6 = ("whole", "top_left", "top_right", "bottom_left", "bottom_right", "centre")
+
+
+def logit_linear(w=(0.5, 0.25, 0.25), bias=None, classes=("a", "b")) -> dict:
+    return {"kind": "logit_linear", "w": list(w), "bias": bias or {c: 0.0 for c in classes}}
+
+
+def test_merged_scores_max_is_todays_max_exactly():
+    from edge.merge import merged_scores
+
+    rng = np.random.default_rng(5)
+    many = rng.random((50, 6, 7), dtype=np.float32)
+    names = tuple("abcdefg")
+    for merge in (None, {"kind": "max"}, {"kind": "max", "fitted_on": "x"}):
+        out = merged_scores(many, merge, names)
+        assert out.dtype == np.float32 and np.array_equal(out, many.max(axis=1))
+        for vs in many[:10]:
+            one = merged_scores(vs, merge)
+            assert np.array_equal(one, merge_max(vs)[0])
+            # decide_image: the same merged scores whether the max merge is named or not
+            d = decide_image(vs, names, VIEWS6, np.full(7, 0.5, np.float32), 0.2, merge=merge)
+            assert d == decide_image(vs, names, VIEWS6, np.full(7, 0.5, np.float32), 0.2)
+            assert list(d.scores.values()) == [round(float(x), 6) for x in one]
+    assert np.array_equal(merged_scores(many[:, :1], None, names), many[:, 0])  # tiling off: view 0
+
+
+def test_logit_linear_on_known_parameters():
+    from edge.merge import merged_scores
+
+    z = np.array([[2.0, -1.0], [1.0, 0.0], [-1.0, 0.5], [3.0, -2.0], [0.0, 1.0], [0.5, -0.5]])  # (views, classes)
+    vs = 1.0 / (1.0 + np.exp(-z))  # float64: the logits come back to within rounding
+    merge = logit_linear((0.5, 0.25, 0.125), {"a": 1.0, "b": -1.0})
+    crops = z[1:]
+    expected_z = 0.5 * z[0] + 0.25 * crops.max(axis=0) + 0.125 * crops.mean(axis=0) + np.array([1.0, -1.0])
+    expected = 1.0 / (1.0 + np.exp(-expected_z))
+    np.testing.assert_allclose(merged_scores(vs, merge, ("a", "b")), expected, rtol=1e-12)
+    # the bias follows the class names, not the dict's order
+    swapped = merged_scores(vs[:, ::-1], merge, ("b", "a"))
+    np.testing.assert_allclose(swapped, [expected[1], expected[0]], rtol=1e-12)
+    # a batch (N, views, K) is the images one by one; float32 in, float32 out
+    batch = np.stack([vs, vs[::-1]]).astype(np.float32)
+    out = merged_scores(batch, merge, ("a", "b"))
+    assert out.dtype == np.float32 and out.shape == (2, 2)
+    assert np.array_equal(out[1], merged_scores(batch[1], merge, ("a", "b")))
+    # the whole view alone, unchanged (weights 1, 0, 0 and no bias)
+    np.testing.assert_allclose(merged_scores(vs, logit_linear((1, 0, 0)), ("a", "b")), vs[0], rtol=1e-12)
+
+
+def test_logit_linear_clips_scores_before_the_logit():
+    from edge.merge import EPS, logit, merged_scores
+
+    assert EPS == 1e-6
+    edge_z = math.log((1 - 1e-6) / 1e-6)
+    np.testing.assert_allclose(logit(np.array([0.0, 1.0, 1e-9, 1 - 1e-9])), [-edge_z, edge_z, -edge_z, edge_z])
+    vs = np.array([[0.0, 1.0], [0.0, 1.0]], np.float32)
+    out = merged_scores(vs, logit_linear((1.0, 0.0, 0.0)), ("a", "b"))
+    np.testing.assert_allclose(out, [1e-6, 1 - 1e-6], rtol=1e-6)
+    assert np.isnan(merged_scores(np.array([[np.nan, 0.5]]), logit_linear((1, 0, 0)), ("a", "b"))[0])
+
+
+def test_logit_linear_with_one_view_uses_the_whole_view_for_the_crop_features():
+    from edge.merge import merge_features, merged_scores
+
+    vs = np.array([[0.8, 0.1]])
+    z = np.log(vs[0] / (1 - vs[0]))
+    merge = logit_linear((0.5, 0.25, 0.125), {"a": 0.5, "b": -0.5})
+    expected = 1 / (1 + np.exp(-((0.5 + 0.25 + 0.125) * z + [0.5, -0.5])))
+    np.testing.assert_allclose(merged_scores(vs, merge, ("a", "b")), expected, rtol=1e-12)
+    f = merge_features(np.stack([vs, vs]))
+    assert f.shape == (2, 3, 2) and np.allclose(f[:, 0], z) and np.allclose(f[:, 1], z) and np.allclose(f[:, 2], z)
+    # six views: [z_whole, max z_crops, mean z_crops]
+    six = np.random.default_rng(6).uniform(0.01, 0.99, (4, 6, 3))
+    zz = np.log(six / (1 - six))
+    f6 = merge_features(six)
+    assert np.allclose(f6[:, 0], zz[:, 0]) and np.allclose(f6[:, 1], zz[:, 1:].max(axis=1))
+    assert np.allclose(f6[:, 2], zz[:, 1:].mean(axis=1))
+
+
+def test_decide_image_with_logit_linear_decides_on_the_merged_scores():
+    from edge.merge import merged_scores
+
+    vs = np.array([[0.30, 0.05, 0.40], [0.99, 0.10, 0.45], [0.20, 0.95, 0.30], [0.25, 0.06, 0.35],
+                   [0.22, 0.07, 0.48], [0.28, 0.08, 0.42]], np.float32)
+    names = ("a", "b", "c")
+    merge = logit_linear((1.0, 0.2, 0.1), {"a": -0.2, "b": 0.0, "c": 0.3}, names)
+    th = np.float32([0.5, 0.5, 0.5])
+    merged = merged_scores(vs, merge, names)
+    d = decide_image(vs, names, VIEWS6, th, 0.2, merge=merge)
+    assert list(d.scores.values()) == [round(float(x), 6) for x in merged]
+    assert d.views == {"a": "top_left", "b": "top_right", "c": "bottom_right"}  # the highest view, as for max
+    assert d.labels == [names[i] for i in choose(merged.tolist(), th.tolist(), 0.2)[0]]
+    assert d.presence == presence(merged.tolist())
+    # the max merge would label "a" and "b" from one over-confident corner each; this merge does not
+    assert decide_image(vs, names, VIEWS6, th, 0.2).labels == ["a", "b"]
+    assert "a" not in d.labels
+
+
+def test_merged_scores_refuses_what_it_cannot_merge():
+    from edge.merge import merged_scores
+
+    vs = np.full((6, 2), 0.5, np.float32)
+    with pytest.raises(ValueError, match="class names"):
+        merged_scores(vs, logit_linear())
+    with pytest.raises(ValueError, match="unknown merge kind"):
+        merged_scores(vs, {"kind": "mean"}, ("a", "b"))
+    with pytest.raises(ValueError, match="expected"):
+        merged_scores(np.zeros((0, 2)), None)
+
+
+def test_decide_image_with_logit_linear_is_fast():
+    """The whole decision for one frame of (6, 10) float32 scores, within 0.1 ms (generous on a busy CI)."""
+    import timeit
+
+    rng = np.random.default_rng(7)
+    vs = rng.uniform(0.001, 0.999, (6, 10)).astype(np.float32)
+    names = tuple(f"c{i}" for i in range(10))
+    merge = logit_linear((1.1, 0.3, 0.2), {c: -0.4 for c in names}, names)
+    th = np.full(10, 0.5, np.float32)
+    t = min(timeit.repeat(lambda: decide_image(vs, names, VIEWS6, th, 0.2, merge=merge), number=500, repeat=5))
+    assert t / 500 < 1e-3  # 10x the budget: a loaded machine must not fail the suite
+
+
+# --- the `merge` metadata -------------------------------------------------------------------------
+
+def _props(**merge_kw):
+    from edge.metadata import ModelMeta
+
+    return ModelMeta(classes=("cat", "dog"), role="hd", input_size=(64, 64), thresholds={"cat": 0.3, "dog": 0.4},
+                     precision="fp32", **merge_kw).to_props()
+
+
+def test_metadata_without_merge_is_max_and_writes_no_key():
+    import json
+
+    from edge.metadata import ModelMeta
+
+    props = _props()
+    assert "merge" not in props
+    assert ModelMeta.from_props(props).merge == {"kind": "max"}
+    props["merge"] = json.dumps({"kind": "max"})
+    assert ModelMeta.from_props(props).merge == {"kind": "max"}
+    assert "merge" not in ModelMeta.from_props(props).to_props()  # the default: not written
+
+
+def test_metadata_logit_linear_round_trips():
+    import json
+
+    from edge.metadata import ModelMeta
+
+    merge = {"kind": "logit_linear", "w": [1.2, 0.3, -0.1], "bias": {"dog": -1, "cat": 0.5}, "fitted_on": "set: 9 ids"}
+    props = _props()
+    props["merge"] = json.dumps(merge)
+    meta = ModelMeta.from_props(props)
+    assert meta.merge == {"kind": "logit_linear", "w": [1.2, 0.3, -0.1], "bias": {"cat": 0.5, "dog": -1.0},
+                          "fitted_on": "set: 9 ids"}
+    assert list(meta.merge["bias"]) == ["cat", "dog"]  # class order
+    again = ModelMeta.from_props(meta.to_props())
+    assert again.merge == meta.merge and json.loads(meta.to_props()["merge"]) == meta.merge
+
+
+@pytest.mark.parametrize("value,match", [
+    ('"max"', "'kind' is one of"), ('{"kind": "mean"}', "'kind' is one of"), ("[]", "'kind' is one of"),
+    ('{"kind": "max", "w": [1, 0, 0]}', "unknown keys: w"),
+    ('{"kind": "logit_linear", "bias": {"cat": 0, "dog": 0}}', "'w' must be 3 finite numbers"),
+    ('{"kind": "logit_linear", "w": [1, 0], "bias": {"cat": 0, "dog": 0}}', "'w' must be 3"),
+    ('{"kind": "logit_linear", "w": [1, 0, NaN], "bias": {"cat": 0, "dog": 0}}', "'w' must be 3 finite"),
+    ('{"kind": "logit_linear", "w": [1, 0, Infinity], "bias": {"cat": 0, "dog": 0}}', "'w' must be 3 finite"),
+    ('{"kind": "logit_linear", "w": [1, 0, true], "bias": {"cat": 0, "dog": 0}}', "'w' must be 3 finite"),
+    ('{"kind": "logit_linear", "w": [1, 0, "0"], "bias": {"cat": 0, "dog": 0}}', "'w' must be 3 finite"),
+    ('{"kind": "logit_linear", "w": [1, 0, 0], "bias": {"cat": 0}}', "'bias' must map every class"),
+    ('{"kind": "logit_linear", "w": [1, 0, 0], "bias": {"cat": 0, "dog": 0, "cow": 0}}', "'bias' must map every"),
+    ('{"kind": "logit_linear", "w": [1, 0, 0], "bias": [0, 0]}', "'bias' must map every class"),
+    ('{"kind": "logit_linear", "w": [1, 0, 0], "bias": {"cat": 0, "dog": -Infinity}}', "'bias' values must be finite"),
+    ('{"kind": "logit_linear", "w": [1, 0, 0], "bias": {"cat": 0, "dog": null}}', "'bias' values must be finite"),
+    ('{"kind": "logit_linear", "w": [1, 0, 0], "bias": {"cat": 0, "dog": 0}, "weights": 1}', "unknown keys: weights"),
+    ('{"kind": "logit_linear", "w": [1, 0, 0], "bias": {"cat": 0, "dog": 0}, "fitted_on": 3}', "'fitted_on' must be"),
+    ("{not json", "not JSON"),
+])
+def test_invalid_merge_refused(value, match):
+    from edge.metadata import MetadataError, ModelMeta
+
+    props = _props()
+    props["merge"] = value
+    with pytest.raises(MetadataError, match=match):
+        ModelMeta.from_props(props, "m.onnx")

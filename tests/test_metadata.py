@@ -5,7 +5,7 @@ import pytest
 from onnx import helper
 
 from convert.toy import colour_model
-from edge.metadata import KEYS, REQUIRED, MetadataError, ModelMeta
+from edge.metadata import REQUIRED, MetadataError, ModelMeta
 from edge.model import ModelError, open_model
 
 
@@ -28,7 +28,7 @@ def test_presence_threshold_is_optional_and_round_trips(tmp_path):
     meta = ModelMeta(classes=("cat", "dog"), role="hd", input_size=(64, 64),
                      thresholds={"cat": 0.3, "dog": 0.4}, precision="fp32", presence_threshold=0.35)
     props = meta.to_props()
-    assert set(props) == set(KEYS) and json.loads(props["presence_threshold"]) == 0.35
+    assert set(props) == set(REQUIRED) | {"presence_threshold"} and json.loads(props["presence_threshold"]) == 0.35
     assert ModelMeta.from_props(props).presence_threshold == 0.35
     props["presence_threshold"] = "1"  # a JSON integer is a number too
     assert ModelMeta.from_props(props).presence_threshold == 1.0

@@ -12,6 +12,7 @@ import numpy as np
 
 from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
+from edge.merge import merged_scores
 from edge.metadata import PRECISIONS, ROLES
 from edge.options import setup_error
 from edge.providers import DEVICES
@@ -20,7 +21,8 @@ from training.data.labels import parse_classes
 from training.errors import UserError
 from training.eval import decision as D
 from training.eval.calibrate import role_files, write_thresholds
-from training.eval.report import pct, write_report
+from training.eval.merge_fit import fit_logit_linear, own_bias
+from training.eval.report import merge_text, pct, write_report
 from training.eval.scoring import evaluate_role
 from training.eval.sets import LabelledSet, combine_sets, heldout_ids, heldout_sets, load_set
 
@@ -56,6 +58,10 @@ EXAMPLES = 5  # ids (or names) shown per problem on stderr and in the report
               help="Report folder (default: eval_out/<set name>).")
 @click.option("--calibrate", is_flag=True,
               help="Choose per-class thresholds (max F1) and then a presence threshold on the scored images.")
+@click.option("--fit-merge", is_flag=True,
+              help="With --calibrate: first fit the view-aware merge (logit_linear: whole view, best and mean "
+                   "crop logits, shared weights and a bias per class) on the scored images, then choose the "
+                   "thresholds on its merged scores; the calibrated models carry it (metadata `merge`).")
 @click.option("--calibrated-out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where calibrated model files go (default: MODELS_DIR/calibrated).")
 @click.option("--in-place", is_flag=True, help="With --calibrate: rewrite the files in MODELS_DIR.")
@@ -65,8 +71,9 @@ EXAMPLES = 5  # ids (or names) shown per problem on stderr and in the report
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Images per model call.")
 def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: int | None, heldout_of: str | None,
              engines: str, unlabelled_classes: str | None, allow_missing: bool, ignore_class: tuple[str, ...],
-             ignore_unknown_classes: bool, out_dir: Path | None, calibrate: bool, calibrated_out: Path | None,
-             in_place: bool, device: str, precision: str, threads: int, batch: int) -> None:
+             ignore_unknown_classes: bool, out_dir: Path | None, calibrate: bool, fit_merge: bool,
+             calibrated_out: Path | None, in_place: bool, device: str, precision: str, threads: int,
+             batch: int) -> None:
     """Score the models in MODELS_DIR on labelled sets, at each model's own decision: mAP and
     per-class AP, precision/recall/F1 of the confident labels (and of confident-or-guess), how
     often label-free photos get a label, the AUROC of presence, exact match, top-1, recall by
@@ -74,7 +81,8 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
 
     Writes report.md, report.json and pr.png. With --calibrate, also writes models whose per-class
     thresholds maximise F1 on the scored images and whose presence threshold is then chosen on the
-    same images (never report calibrated figures on the calibrating images).
+    same images (never report calibrated figures on the calibrating images). With --fit-merge, the
+    view merge is fitted on those images first and the thresholds are chosen on its scores.
 
     Nothing is left out silently. Exit code 0 when every listed image was scored and every label
     names a class of its set; 1 when listed images are missing, unreadable or undecodable (unless
@@ -86,6 +94,8 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
         raise click.UsageError("--engines takes standard, hd or both")
     if heldout_of and data:
         raise click.UsageError("--heldout-of RUN names its own sets: leave out --data")
+    if fit_merge and not calibrate:
+        raise click.UsageError("--fit-merge fits the merge with the thresholds: add --calibrate")
     engine = Engine(models_dir, routing=roles[0], device=device, precision=precision, threads=threads, tiling=True)
     try:
         specs = input_specs(data, split, heldout_of)
@@ -107,7 +117,7 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
             report["roles"][role] = res
             cols = ds.known
             names = [c for c, k in zip(meta.classes, cols, strict=True) if k]
-            s_on = np.nanmax(vs[valid], axis=1)
+            s_on = merged_scores(vs[valid], meta.merge, meta.classes)  # the model's own merge, as the runtime
             y, mask = ds.targets[valid], ds.mask[valid]
             curves[role] = (y[:, cols], s_on[:, cols], names, mask[:, cols])
             report["inputs"]["no_positives"] = [c for c, n in zip(names, (y[:, cols] * mask[:, cols]).sum(axis=0),
@@ -118,9 +128,21 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
             if cal:
                 report["calibrated_on"] = cal
             if calibrate:
-                calib[role] = D.calibrate(y, mask, s_on, meta.classes, meta.thresholds, meta.fallback_min_score,
-                                          meta.presence_threshold)
-                calib[role]["sets"] = calibration_sets(ds, valid)
+                sets_used, merge, s_cal = calibration_sets(ds, valid), None, s_on
+                if fit_merge:  # the merge first, then the thresholds on its merged scores
+                    merge = fit_logit_linear(vs[valid], y, mask, meta.classes, fitted_on(sets_used))
+                    s_cal = merged_scores(vs[valid], merge, meta.classes)
+                calib[role] = D.calibrate(y, mask, s_cal, meta.classes, meta.thresholds, meta.fallback_min_score,
+                                          meta.presence_threshold, s_before=s_on)
+                calib[role].update(sets=sets_used, merge=merge or meta.merge, merge_fitted=merge is not None)
+                if merge is not None:
+                    calib[role]["merge_own_bias"] = own_bias(y, mask, meta.classes, view_scores=vs[valid])
+                    kept = [c for c, n in zip(meta.classes, ((y >= 0.5) & mask).sum(axis=0), strict=True) if not n]
+                    calib[role]["merge_kept_thresholds"] = kept
+                    if kept:
+                        click.echo(f"warning: --fit-merge: {role}: no calibration photo is labelled with "
+                                   f"{', '.join(kept)}: they keep the threshold chosen for the model's previous "
+                                   "merge (their bias is the pooled one)", err=True)
         if calib:
             report["calibration"] = {role: {**c, "sets": [{k: v for k, v in p.items() if k != "ids"}
                                                           for p in c["sets"]]} for role, c in calib.items()}
@@ -140,13 +162,15 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
         for role, cal in calib.items():
             for src in role_files(models_dir, role):
                 write_thresholds(src, dest_dir / src.name, cal["thresholds"], report["set"],
-                                 presence_threshold=cal["presence_threshold"], sets=cal["sets"], method=cal["rule"])
+                                 presence_threshold=cal["presence_threshold"], sets=cal["sets"], method=cal["rule"],
+                                 merge=cal["merge"] if cal["merge_fitted"] else None)
             before, after = cal["class_thresholds"], cal["after"]
             click.echo(f"calibrated {role} on {report['set']}: "
                        + ", ".join(f"{c} {t:.2f}" for c, t in cal["thresholds"].items())
                        + f"; presence {cal['presence_threshold']:.4g} (label-free photos given a label or guess, "
                        f"percent: {pct(before['label_free_confident_or_guess'])} -> "
-                       f"{pct(after['label_free_confident_or_guess'])}) -> {dest_dir}")
+                       f"{pct(after['label_free_confident_or_guess'])}); merge {merge_text(cal['merge'])}"
+                       f" -> {dest_dir}")
     if refused:
         sys.exit(1)
 
@@ -191,6 +215,13 @@ def calibration_sets(ds: LabelledSet, valid: np.ndarray) -> list[dict]:
         out.append({"path": part.path, "split": part.split, "heldout": part.heldout, "images": len(ids),
                     "ids_sha256": hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids})
     return out
+
+
+def fitted_on(sets: list[dict]) -> str:
+    """The fitted merge's `fitted_on`: per set, its path and split, the images and the sha256 of
+    their sorted ids (the thresholds' provenance, `calibration.sets`, lists the ids themselves)."""
+    return "; ".join(f"{p['path']} ({p['split']}{', held out' if p['heldout'] else ''}): {p['images']} images, "
+                     f"ids sha256 {p['ids_sha256']}" for p in sets)
 
 
 def calibration_overlap(provenance: dict, ds: LabelledSet, valid: np.ndarray) -> int | None:

@@ -1,6 +1,7 @@
-"""Writing calibrated thresholds (per class, and the presence threshold) into sixview ONNX files'
-metadata, with which sets and images chose them in `provenance.calibration`. The choice itself
-is `training.eval.decision.calibrate`."""
+"""Writing calibrated thresholds (per class, and the presence threshold) and, with `--fit-merge`,
+the fitted view merge (`merge`) into sixview ONNX files' metadata, with which sets and images chose
+them in `provenance.calibration`. The choice itself is `training.eval.decision.calibrate` (and
+`training.eval.merge_fit`)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ def role_files(models_dir: Path, role: str) -> list[Path]:
 
 def write_thresholds(src: Path, dest: Path, thresholds: dict[str, float], calibrated_on: str,
                      presence_threshold: float | None = None, sets: list[dict[str, Any]] | None = None,
-                     method: str = "per-class max F1") -> None:
+                     method: str = "per-class max F1", merge: dict[str, Any] | None = None) -> None:
     """Copy `src` to `dest` with new thresholds (for the classes given), the presence threshold
-    when given (`presence_threshold`, a JSON number) and a calibration note: `set` (a description),
-    `sets` (per set: path, split, the ids that chose the thresholds), `method`, `date`."""
+    when given (`presence_threshold`, a JSON number), the view merge when given (`merge`, the
+    metadata object; otherwise the file keeps its own) and a calibration note: `set` (a description),
+    `sets` (per set: path, split, the ids that chose the thresholds), `method`, `merge` (its kind), `date`."""
     model = onnx.load(str(src))
     props = {p.key: p.value for p in model.metadata_props}
     meta = ModelMeta.from_props(props, str(src))
@@ -38,6 +40,9 @@ def write_thresholds(src: Path, dest: Path, thresholds: dict[str, float], calibr
     if presence_threshold is not None:
         props["presence_threshold"] = json.dumps(float(presence_threshold))
         note["presence_threshold"] = float(presence_threshold)
+    if merge is not None:
+        props["merge"] = json.dumps(merge)
+    note["merge"] = merge["kind"] if merge is not None else meta.merge["kind"]
     if sets is not None:
         note["sets"] = sets
     prov["calibration"] = {**note, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}

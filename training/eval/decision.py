@@ -3,7 +3,9 @@
 `decide_rows` applies `edge.merge` (`presence`, `choose`) to each row exactly as
 the engine does, so every metric is at the model's own decision.
 
-Calibration (`calibrate`), on the rows of the evaluated set(s), tiling on:
+Calibration (`calibrate`), on the rows of the evaluated set(s), tiling on, merged by the
+merge the calibrated model will use (the model's own, or with `--fit-merge` the logit_linear
+merge fitted on the same rows first, `merge_fit`):
 1. per class, the threshold maximising F1 over the rows where the class is known
    (`metrics.best_f1_thresholds`; a class with no positive keeps its threshold),
    rounded down to 4 decimals;
@@ -84,10 +86,12 @@ def presence_threshold(y: np.ndarray, known: np.ndarray, said: np.ndarray, pres:
 
 
 def calibrate(y: np.ndarray, known: np.ndarray, s: np.ndarray, classes: Sequence[str],
-              thresholds: dict[str, float], fallback_min: float, presence_before: float = 0.0) -> dict[str, Any]:
+              thresholds: dict[str, float], fallback_min: float, presence_before: float = 0.0,
+              s_before: np.ndarray | None = None) -> dict[str, Any]:
     """Per-class thresholds, then the presence threshold, chosen on the rows (`y`, `known`, merged
     scores `s`, all (N, K) in model class order); with the decision metrics (`metrics.trust`)
-    before (the model's thresholds and `presence_before`), with the new class thresholds alone
+    before (the model as it was: its thresholds and `presence_before` on `s_before`, its own
+    merge's scores when the merge changes; default `s`), with the new class thresholds alone
     (no presence threshold), and with both."""
     cols = np.asarray(known, bool).any(axis=0)
     names = [c for c, kn in zip(classes, cols, strict=True) if kn]
@@ -98,13 +102,13 @@ def calibrate(y: np.ndarray, known: np.ndarray, s: np.ndarray, classes: Sequence
     new = [th.get(c, thresholds[c]) for c in classes]
     yk, mk = y[:, cols], known[:, cols]
 
-    def measured(vector: Sequence[float], pt: float) -> dict[str, Any]:
-        conf, guess, pres = decide_rows(s, vector, fallback_min, pt)
+    def measured(vector: Sequence[float], pt: float, rows: np.ndarray = s) -> dict[str, Any]:
+        conf, guess, pres = decide_rows(rows, vector, fallback_min, pt)
         return M.trust(yk, mk, conf[:, cols], guess[:, cols], pres)
 
     conf, guess, pres = decide_rows(s, new, fallback_min)
     pt = presence_threshold(yk, mk, (conf | guess)[:, cols], pres)
     return {"thresholds": th, "presence_threshold": pt, "rule": f"{CLASS_RULE}; {PRESENCE_RULE}",
             "images": int(len(s)),
-            "before": measured([thresholds[c] for c in classes], presence_before),
+            "before": measured([thresholds[c] for c in classes], presence_before, s if s_before is None else s_before),
             "class_thresholds": measured(new, 0.0), "after": measured(new, pt)}

@@ -17,6 +17,16 @@ def pct(x: float | None) -> str:
     return f"{100 * x:.1f}"
 
 
+def merge_text(merge: dict[str, Any] | None) -> str:
+    """A model's view merge (`ModelMeta.merge`) in words."""
+    if not merge or merge.get("kind", "max") == "max":
+        return "max (per class the max over the views)"
+    w, bias = merge["w"], list(merge["bias"].values())
+    return (f"{merge['kind']} (sigmoid of {w[0]:.3g} z_whole {w[1]:+.3g} max z_crop {w[2]:+.3g} mean z_crop"
+            f" + a bias per class, {min(bias):.3g}..{max(bias):.3g}"
+            + (f"; fitted on {merge['fitted_on']}" if merge.get("fitted_on") else "") + ")")
+
+
 def _examples(pairs: list) -> str:
     return ", ".join(f"`{i}` ({why})" for i, why in pairs)
 
@@ -92,11 +102,17 @@ def calibration_lines(report: dict[str, Any]) -> list[str]:
                          for p in c["sets"])
         lines += [f"- {role}: chosen on {c['images']} images of {sets}. Rule: {c['rule']}.",
                   "  - thresholds: " + ", ".join(f"{k} {v:.4g}" for k, v in c["thresholds"].items())
-                  + f"; presence threshold {c['presence_threshold']:.6g}"]
+                  + f"; presence threshold {c['presence_threshold']:.6g}",
+                  "  - merge (" + ("fitted here first, then the thresholds on its scores" if c.get("merge_fitted")
+                                   else "the model's own") + "): " + merge_text(c.get("merge"))
+                  + (f"; own bias: {', '.join(c['merge_own_bias']) or 'none'} (the others: the pooled bias)"
+                     if c.get("merge_fitted") else "")
+                  + (f"; no calibration photo is labelled with {', '.join(c['merge_kept_thresholds'])}: they keep the"
+                     " threshold chosen for the previous merge" if c.get("merge_kept_thresholds") else "")]
     lines += ["", f"| engine | decision | {TRUST_HEAD} |", "| --- " * 9 + "|"]
     for role, c in cal.items():
-        for key, what in (("before", "model's thresholds"), ("class_thresholds", "calibrated class thresholds"),
-                          ("after", "+ presence threshold")):
+        for key, what in (("before", "model's merge and thresholds"),
+                          ("class_thresholds", "calibrated class thresholds"), ("after", "+ presence threshold")):
             lines.append(f"| {role} | {what} | {_trust_cells(c[key])} |")
     return lines
 
@@ -113,6 +129,7 @@ def markdown(report: dict[str, Any]) -> str:
              *inputs_lines(report.get("inputs")),
              f"- models: {report['models']}; command: `{report['command']}`",
              "- thresholds: each model's own" + (f" (calibrated on {cal})" if cal else ""),
+             *[f"- {r} merge: {merge_text(v.get('merge'))}" for r, v in roles.items()],
              *[f"- warning: {n} of the {roles[r]['images']} scored images chose the {r} model's thresholds: "
                "its figures here are optimistic" for r, n in overlap.items()],
              "", "## Summary (percent)", "",

@@ -2,8 +2,10 @@
 
 One tiled pass per engine gives every view's scores; "tiling off" is the
 whole-image view alone (view 0 is rendered identically either way), so both
-settings come from the same pass. Every decision metric is at the model's own
-decision (`decision.decide_rows`: its thresholds, fallback and presence threshold).
+settings come from the same pass. The views are merged by the model's own merge
+(`edge.merge.merged_scores` of `meta.merge`, as the runtime does: tiling on, the six
+views; off, view 0 alone). Every decision metric is at the model's own decision
+(`decision.decide_rows`: its thresholds, fallback and presence threshold).
 
 The sets themselves (`LabelledSet`, `load_set`, held-out images) are in
 `training.eval.sets`; `evaluate_role` names the images that failed.
@@ -22,6 +24,7 @@ from tqdm import tqdm
 from edge.decode import Decoded
 from edge.engine import Engine, Prepared
 from edge.errors import per_image
+from edge.merge import merged_scores
 from edge.tiling import view_count
 from training.data.datasets import Record
 from training.errors import DataError
@@ -81,9 +84,11 @@ def summarize(y: np.ndarray, s: np.ndarray, known: np.ndarray, names: Sequence[s
 
 
 def evaluate_scores(vs: np.ndarray, data: LabelledSet, classes: Sequence[str], thresholds: Sequence[float],
-                    fallback_min: float, presence_threshold: float = 0.0) -> dict[str, Any]:
-    """Metrics for tiling on (max over views) and off (whole view) from (N, views, K) scores,
-    at the model's decision; with several sets, also per set (`per_set`)."""
+                    fallback_min: float, presence_threshold: float = 0.0,
+                    merge: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics for tiling on (the views merged by `merge`, None: max) and off (the whole view
+    alone, through the same merge) from (N, views, K) scores, at the model's decision; with
+    several sets, also per set (`per_set`)."""
     valid = ~np.isnan(vs[:, 0, 0])
     cols = data.known
     names = [c for c, kn in zip(classes, cols, strict=True) if kn]
@@ -96,7 +101,8 @@ def evaluate_scores(vs: np.ndarray, data: LabelledSet, classes: Sequence[str], t
     full_mask = data.mask
     boxes = [(remap[i], col_of[k], side) for i, k, side in data.boxes if i in remap and full_mask[i, k]]
     parts = data.part_rows() if len(data.parts) > 1 else []
-    for tiling, s_all in (("on", np.nanmax(vs[valid], axis=1)), ("off", vs[valid][:, 0])):
+    for tiling, s_all in (("on", merged_scores(vs[valid], merge, classes)),
+                          ("off", merged_scores(vs[valid][:, :1], merge, classes))):
         conf, guess, pres = decide_rows(s_all, thresholds, fallback_min, presence_threshold)
         s, conf, guess = s_all[:, cols], conf[:, cols], guess[:, cols]
         res = summarize(y, s, mask, names, conf, guess, pres, boxes)
@@ -129,8 +135,8 @@ def evaluate_role(engine: Engine, role: str, data: LabelledSet, batch: int = 8) 
         raise DataError(f"no images to score: all {len(vs)} images failed "
                         f"(e.g. {', '.join(f'{i}: {e}' for i, e in errors[:3])})")
     res = evaluate_scores(vs, data, meta.classes, meta.threshold_vector(), meta.fallback_min_score,
-                          meta.presence_threshold)
-    res.update(seconds=time.perf_counter() - t0, model=str(engine.model(role).path),
+                          meta.presence_threshold, meta.merge)
+    res.update(seconds=time.perf_counter() - t0, model=str(engine.model(role).path), merge=meta.merge,
                thresholds=meta.thresholds, provider=engine.model(role).provider,
                failed_examples=[list(e) for e in errors[:5]])
     return res, vs

@@ -94,13 +94,14 @@ def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) ->
             _run([*sv, "convert", str(run), "--role", role, "--out", str(raw)], log, stages,
                  f"convert_{role}")
     # thresholds: each model on the photos its run held out (Standard: CIFAR-10 training images; HD: a fifth
-    # of every photo set, listed in its splits.json), never on a set its figures are reported on
+    # of every photo set, listed in its splits.json), never on a set its figures are reported on; HD's
+    # view merge (a small logistic merge of the six views, benchmarks/merges.py) is fitted there too
     if not (cal / "standard.onnx").exists():
         _run([*sv, "eval", str(raw), "--heldout-of", str(std), "--engines", "standard", "--calibrate",
               "--calibrated-out", str(cal), "--out", str(root / "eval_calibrate_standard")], log, stages,
              "calibrate_standard")
     if not (cal / "hd.onnx").exists():
-        _run([*sv, "eval", str(raw), "--heldout-of", str(hd), "--engines", "hd", "--calibrate",
+        _run([*sv, "eval", str(raw), "--heldout-of", str(hd), "--engines", "hd", "--calibrate", "--fit-merge",
               "--calibrated-out", str(cal), "--out", str(root / "eval_calibrate_hd")], log, stages, "calibrate_hd")
     for ev, extra in (("voc07_val", ["--data", str(voc_val)]), ("cifar10_test", ["--data", str(cifar)])):
         if not (root / "eval" / ev / "report.json").exists():

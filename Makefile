@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 IMAGES ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint models bench clean
+.PHONY: demo test lint models bench gate clean
 
 # Runtime only (no TensorFlow): what a user of the shipped models needs.
 $(VENV)/.runtime: pyproject.toml
@@ -19,7 +19,7 @@ $(VENV)/.runtime: pyproject.toml
 $(VENV)/.dev: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -q -e '.[cpu,train,track,demo,dev]'
+	$(PIP) install -q -e '.[cpu,train,track,demo,dev,serve]'
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
@@ -34,7 +34,7 @@ SHIP ?= efficientnet-lite0
 models: $(VENV)/.dev
 	$(PY) -m training.release.make_models --ship $(SHIP)
 
-# Latency, pipeline and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
+# Latency, pipeline, memory, serving and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
 # The reference-path comparison needs the Keras checkpoint the HD model came from, and the
 # backbone comparison the runs of every recipe (both from make models).
 BENCH_KERAS ?= runs/$(SHIP)/hd/best.keras
@@ -42,10 +42,16 @@ BACKBONES := $(foreach r,convnext-edge efficientnet-lite0,$(if $(wildcard runs/$
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.latency
 	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.cold_start
 	$(PY) -m benchmarks.memory
+	$(PY) -m benchmarks.serve
 	$(if $(wildcard $(BENCH_KERAS)),$(PY) -m benchmarks.reference --keras $(BENCH_KERAS) --onnx models/hd.onnx,\
 	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
 	$(if $(BACKBONES),$(PY) -m benchmarks.backbones $(BACKBONES),@echo "bench: backbones skipped: no runs/<backbone>/calibrated (run make models)")
+
+# The BF16 accuracy gate of the shipped models (writes models/<role>.gates.json, read by --precision auto)
+gate: $(VENV)/.dev
+	$(PY) -m benchmarks.precision_gate --models models --data ../shared/data/voc07_val
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check edge convert training benchmarks tests

@@ -11,7 +11,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MODELS = REPO / "models"
 VOC_IMAGES = REPO.parent / "shared" / "data" / "voc07_val" / "images"
 FRAME_SIZES = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+MIN_BUDGET_RUNS = 10
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -85,6 +87,7 @@ def machine_md(m: dict[str, Any]) -> str:
     """One Markdown paragraph naming the machine and library versions."""
     return (f"Machine `{m['name']}`: {m['cpu']}, {m['cores']} cores"
             f" ({', '.join(m['cpu_flags']) or 'no AVX flags read'}); ONNX Runtime {m['onnxruntime']},"
+            + (f" OpenVINO {m['openvino']}," if m.get("openvino") else "") +
             f" numpy {m['numpy']}, OpenCV {m['opencv']}, Python {m['python']}.\n"
             "Absolute times vary with the machine and its load; compare ratios measured in the same run.\n")
 
@@ -195,3 +198,47 @@ def parse_ints(text: str) -> list[int]:
     if not vals or min(vals) < 1:
         raise ValueError(f"expected positive integers, got {text!r}")
     return vals
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, runs: int,
+                     budget_s: float | None = None) -> dict[str, list[float]]:
+    """`time_calls` for several functions at once: warm each up, then rounds of one timed call each,
+    the order rotating every round, so that load changes hit all of them alike. With a budget,
+    rounds go on for `budget_s` seconds per function (at least 10 rounds)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    deadline = time.perf_counter() + budget_s * len(names) if budget_s else None
+    rnd = 0
+    while True:
+        shift = rnd % len(names)
+        for k in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            fns[k]()
+            samples[k].append((time.perf_counter() - t0) * 1e3)
+        rnd += 1
+        if deadline is None:
+            if rnd >= runs:
+                return samples
+        elif time.perf_counter() >= deadline and rnd >= MIN_BUDGET_RUNS:
+            return samples
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, runs: int, budget_s: float | None = None) -> list[float]:
+    """Call `fn` `warmup` times untimed, then time it (ms, monotonic clock): `runs` times,
+    or with a budget as often as fits in `budget_s` seconds (at least 10 times)."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    deadline = time.perf_counter() + budget_s if budget_s else None
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        if deadline is None:
+            if len(samples) >= runs:
+                return samples
+        elif time.perf_counter() >= deadline and len(samples) >= MIN_BUDGET_RUNS:
+            return samples

@@ -6,7 +6,7 @@ Every caller (scan, camera, eval, benchmarks) goes through these calls:
 - `Engine.load(data)`: `Engine.decode` (JPEGs at a reduced size chosen for the
   model the image routes to), then render its views: a `Prepared` item;
 - `Engine.prepare(decoded)`: the same for pixels already decoded (camera frames);
-- `Engine.classify(items)`: one model call per role, merge by max, an optional
+- `Engine.classify(items)`: one model call per role, the model's merge (`meta.merge`: max by default), an optional
   per-stream score hook, the decision (labels, guess, presence): one `Verdict` per item.
 
 Loading is separate from classifying so that a scan can load in worker threads
@@ -29,7 +29,7 @@ from . import MAX_PIXELS
 from .decode import Decoded, decode
 from .merge import Decision, ScoreHook, decide_image, resolve_thresholds
 from .metadata import ROLES, MetadataError
-from .model import Model, model_file, open_model
+from .model import Model, open_role
 from .preprocess import BatchBuffer, model_input, render_views
 from .tiling import View, view_boxes, view_count
 
@@ -113,13 +113,9 @@ class Engine:
         """The model for a role, opened once (thread-safe)."""
         with self._lock:
             if role not in self._models:
-                path = model_file(self.models_dir, role, self.device, self.precision)
-                m = open_model(path, self.device, self.threads)
-                if self.precision == "auto" and m.provider == "cpu" and m.meta.precision == "fp16":
-                    # a GPU provider was listed but did not start: FP16 on a CPU is only slower
-                    m = open_model(model_file(self.models_dir, role, "cpu"), "cpu", self.threads)
+                m = open_role(self.models_dir, role, self.device, self.precision, self.threads)
                 if m.meta.role != role:
-                    raise MetadataError(f"{path}: metadata says role {m.meta.role!r}, expected {role!r}")
+                    raise MetadataError(f"{m.path}: metadata says role {m.meta.role!r}, expected {role!r}")
                 self._models[role] = m
             return self._models[role]
 
@@ -218,9 +214,9 @@ class Engine:
             thresholds, named = self.thresholds(p.role)
             fallback, presence_threshold = meta.fallback_min_score, meta.presence_threshold
             decision = decide_image(scores, meta.classes, p.view_names, thresholds, fallback, p.role, hook,
-                                    presence_threshold, self.guess_in_labels)
+                                    presence_threshold, self.guess_in_labels, meta.merge)
             timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
-            verdicts.append(Verdict(decision, p.role, model.provider, meta.precision, p.tiling, p.width, p.height,
+            verdicts.append(Verdict(decision, p.role, model.provider, model.precision, p.tiling, p.width, p.height,
                                     dict(named), fallback, presence_threshold, self.guess_in_labels, p.views,
                                     timings))
         return verdicts

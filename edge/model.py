@@ -1,17 +1,31 @@
-"""Opening a sixview ONNX model: metadata checked, session on the right provider."""
+"""Opening a sixview ONNX model: metadata checked, on the backend and provider that really start.
+
+The backend is a detail of the model: a `Model` holds a session with ONNX
+Runtime's `run(None, {input: batch})` call, either an ONNX Runtime
+`InferenceSession` or an `OpenVinoSession` (`edge/openvino_backend.py`), and
+says which `provider` it runs on (cpu, cuda, tensorrt, openvino) and at which
+`precision` it really computes. The metadata always comes from the ONNX file's
+own `metadata_props`.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from .metadata import MetadataError, ModelMeta
-from .providers import create_session, wants_gpu
+from .metadata import PRECISIONS, MetadataError, ModelMeta
+from .onnx_props import PropsError, read_props
+from .providers import ProviderError, create_session, wants_gpu
 
 PRECISION_SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
+COMPUTE_ONLY = ("bf16",)  # run-time precisions with no file of their own: the FP32 file computed in BF16
+PRECISION_CHOICES = ("auto", *PRECISIONS, *COMPUTE_ONLY)
+log = logging.getLogger(__name__)
 
 
 class ModelError(RuntimeError):
@@ -20,39 +34,56 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Model:
-    """An open model: its description, session and the provider it really runs on."""
+    """An open model: its description, session, the provider it really runs on and the precision it
+    really computes in (the file's, or OpenVINO's: fp32 or bf16)."""
 
     path: Path
     meta: ModelMeta
-    session: ort.InferenceSession
+    session: Any  # ort.InferenceSession or edge.openvino_backend.OpenVinoSession: run(None, {name: batch})
     provider: str
     input_name: str
+    precision: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.precision:
+            self.precision = self.meta.precision
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Scores (n, classes) for a float32 NHWC batch of 0..255 RGB views."""
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def read_meta(session: ort.InferenceSession, source: str) -> ModelMeta:
-    """Validate a session's metadata and its graph's input/output shapes."""
-    meta = ModelMeta.from_props(session.get_modelmeta().custom_metadata_map, source)
-    inp, out = session.get_inputs()[0], session.get_outputs()[0]
-    if len(inp.shape) != 4 or inp.shape[3] != 3:
-        raise MetadataError(f"{source}: input must be NHWC with 3 channels, graph has {inp.shape}")
-    graph_size = tuple(inp.shape[1:3])
+def check_shapes(meta: ModelMeta, inp: list, out: list, source: str) -> ModelMeta:
+    """The graph's input (NHWC, 3 channels, the metadata's size) and output (one score per class)
+    agree with the metadata; symbolic or dynamic dimensions (str or None) are not checked."""
+    if len(inp) != 4 or inp[3] != 3:
+        raise MetadataError(f"{source}: input must be NHWC with 3 channels, graph has {inp}")
+    graph_size = tuple(inp[1:3])
     if all(isinstance(d, int) for d in graph_size) and graph_size != meta.input_size:
         raise MetadataError(f"{source}: metadata says input_size {list(meta.input_size)}, "
                             f"the graph takes {list(graph_size)}")
-    if isinstance(out.shape[-1], int) and out.shape[-1] != len(meta.classes):
-        raise MetadataError(f"{source}: graph outputs {out.shape[-1]} scores for {len(meta.classes)} classes")
+    if isinstance(out[-1], int) and out[-1] != len(meta.classes):
+        raise MetadataError(f"{source}: graph outputs {out[-1]} scores for {len(meta.classes)} classes")
     return meta
 
 
-def open_model(path: Path | str, device: str = "auto", threads: int = 0) -> Model:
-    """Open one ONNX file; refuse it if its metadata is missing or invalid."""
+def read_meta(session: ort.InferenceSession, source: str) -> ModelMeta:
+    """Validate a session's metadata and its graph's input/output shapes."""
+    meta = ModelMeta.from_props(session.get_modelmeta().custom_metadata_map, source)
+    return check_shapes(meta, list(session.get_inputs()[0].shape), list(session.get_outputs()[0].shape), source)
+
+
+def open_model(path: Path | str, device: str = "auto", threads: int = 0, precision: str = "auto") -> Model:
+    """Open one ONNX file; refuse it if its metadata is missing or invalid. `device` openvino: the
+    OpenVINO backend at `precision` (auto: BF16 when the file's gate passed, else FP32); any other
+    device: ONNX Runtime with that provider chain (the file's own precision)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
+    if device == "openvino":
+        return _open_openvino(path, threads, precision)
+    if precision in COMPUTE_ONLY:
+        raise ProviderError(f"--precision {precision} runs on OpenVINO only (--device openvino or auto)")
     try:
         session, provider = create_session(path, device, threads)
     except ort.capi.onnxruntime_pybind11_state.Fail as e:
@@ -63,13 +94,83 @@ def open_model(path: Path | str, device: str = "auto", threads: int = 0) -> Mode
     return Model(path, meta, session, provider, session.get_inputs()[0].name)
 
 
+def auto_compute_precision(path: Path, meta: ModelMeta) -> str:
+    """OpenVINO's precision under `--precision auto`: bf16 when the CPU has native BF16 and the
+    file's accuracy gate passed (`edge/gates.py`, read, never recomputed), else fp32."""
+    from .gates import gate_status
+    from .openvino_backend import native_bf16
+
+    if meta.precision != "fp32" or not native_bf16():
+        return "fp32"
+    passed, why = gate_status(path, "bf16")
+    log.info("%s: %s", path.name, why)
+    return "bf16" if passed else "fp32"
+
+
+def _open_openvino(path: Path, threads: int, precision: str) -> Model:
+    from .openvino_backend import compile_onnx
+
+    try:
+        meta = ModelMeta.from_props(read_props(path), str(path))
+    except PropsError as e:
+        raise ModelError(f"{path}: not an ONNX file ({e})") from None
+    if meta.precision == "fp16" or precision == "fp16":
+        raise ProviderError(f"{path.name}: FP16 files are for GPUs; OpenVINO on the CPU runs the FP32 (or INT8) "
+                            "file, computing in fp32 or bf16")
+    if precision == "auto":
+        compute = auto_compute_precision(path, meta)
+    else:
+        compute = "bf16" if precision == "bf16" else "fp32"  # int8: the INT8 file's float parts in fp32
+    session = compile_onnx(path, compute, threads)
+    check_shapes(meta, session.input_shape, session.output_shape, str(path))
+    ran = meta.precision if meta.precision == "int8" else session.precision
+    return Model(path, meta, session, "openvino", session.input_name, ran)
+
+
+def check_request(device: str, precision: str) -> None:
+    """Refuse a device/precision pair that cannot run, before any file is opened."""
+    if precision in COMPUTE_ONLY and device not in ("auto", "openvino"):
+        raise ProviderError(f"--precision {precision} runs on OpenVINO only (--device openvino or auto), "
+                            f"not on {device}")
+    if precision == "fp16" and device == "openvino":
+        raise ProviderError("--precision fp16 is for GPUs: OpenVINO on the CPU computes in fp32 or bf16 "
+                            "(or runs an INT8 file)")
+
+
+def open_role(models_dir: Path, role: str, device: str = "auto", precision: str = "auto",
+              threads: int = 0) -> Model:
+    """A role's model on the best backend that starts:
+
+    - `cuda`/`tensorrt`: ONNX Runtime on that GPU (the FP16 file unless `precision` names one);
+      one that does not start is an error;
+    - `cpu`: ONNX Runtime's CPU provider; `openvino`: OpenVINO (an error if it does not start);
+    - `auto`: a GPU when one starts, else OpenVINO when it is installed and starts, else ONNX
+      Runtime's CPU provider (no error: the record's `provider` says which ran).
+    """
+    check_request(device, precision)
+    if device == "auto" and wants_gpu("auto") and precision not in COMPUTE_ONLY:
+        m = open_model(model_file(models_dir, role, "auto", precision), "auto", threads)
+        if m.provider != "cpu" or precision == "fp16":
+            return m
+        # a GPU provider was listed but did not start: go on as on a machine without a GPU
+    if device == "openvino" or (device == "auto" and precision != "fp16"):
+        try:
+            return open_model(model_file(models_dir, role, "openvino", precision), "openvino", threads, precision)
+        except ProviderError as e:
+            if device == "openvino" or precision in COMPUTE_ONLY:
+                raise
+            log.info("OpenVINO did not start (%s): ONNX Runtime's CPU provider instead", e)
+    ort_device = "cpu" if device == "auto" else device
+    return open_model(model_file(models_dir, role, ort_device, precision), ort_device, threads)
+
+
 def model_file(models_dir: Path, role: str, device: str, precision: str = "auto") -> Path:
     """The file for a role: FP16 for a GPU device, INT8 (if shipped) or FP32 on CPU,
-    unless `precision` names one."""
+    unless `precision` names one (bf16 computes with the FP32 file)."""
     if precision == "auto":
         order = ["fp16", "fp32"] if wants_gpu(device) else ["int8", "fp32"]
     else:
-        order = [precision]
+        order = ["fp32" if precision in COMPUTE_ONLY else precision]
     for p in order:
         candidate = models_dir / f"{role}{PRECISION_SUFFIX[p]}"
         if candidate.is_file():

@@ -11,7 +11,7 @@ import click
 
 from . import MAX_PIXELS
 from .engine import DEFAULT_MODELS, ROUTINGS, Engine
-from .metadata import PRECISIONS
+from .model import PRECISION_CHOICES
 from .providers import DEVICES
 
 
@@ -24,11 +24,14 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--engine", type=click.Choice(ROUTINGS), default="auto", show_default=True,
                      help="auto: thumbnails (short side <= 64 px) -> standard, photos -> hd."),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-                     help="auto: the best provider that starts; an explicit GPU that does not start is an error."),
-        click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="auto",
-                     show_default=True, help="auto: FP16 on CUDA/TensorRT, INT8 (if shipped) or FP32 on CPU."),
+                     help="auto: a GPU that starts, else OpenVINO (if installed), else ONNX Runtime's CPU "
+                          "provider; an explicit device that does not start is an error."),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
+                     show_default=True, help="auto: FP16 on CUDA/TensorRT; on OpenVINO BF16 when the CPU has it "
+                          "natively and the model's accuracy gate passed, else FP32; INT8 (if shipped) or FP32 "
+                          "on ONNX Runtime's CPU provider. bf16: OpenVINO only, native BF16 CPUs only."),
         click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="ONNX Runtime intra-op threads (0: one per physical core)."),
+                     help="Inference threads (0: the backend's default, one per physical core)."),
         click.option("--tiling/--no-tiling", default=True, show_default=True,
                      help="Six views (whole, four corners, centre) or the whole image only."),
         click.option("--threshold", type=click.FloatRange(0, 1), default=None,

@@ -1,5 +1,10 @@
 """Execution providers: what `--device` asks for, and what really started.
 
+`--device`: `cpu`, `cuda` and `tensorrt` are ONNX Runtime providers (this
+module); `openvino` is the OpenVINO backend (`edge/openvino_backend.py`);
+`auto` is a GPU provider when one starts, else OpenVINO when it is installed
+and starts, else ONNX Runtime's CPU provider (`edge/model.py: open_role`).
+
 ONNX Runtime falls back to the CPU silently when a GPU provider cannot start
 (onnxruntime-gpu lists CUDA and TensorRT as available even on a machine
 without a GPU), so the session's active providers are always checked.
@@ -12,7 +17,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+DEVICES = ("auto", "cpu", "openvino", "cuda", "tensorrt")
+ORT_DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
             "cpu": "CPUExecutionProvider"}
 SHORT = {v: k for k, v in PROVIDER.items()}
@@ -30,7 +36,9 @@ def default_trt_cache() -> Path:
 
 def provider_chain(device: str, trt_cache: Path | None = None) -> list:
     """The providers (with options) to try, best first, for a `--device` value."""
-    if device not in DEVICES:
+    if device not in ORT_DEVICES:
+        if device in DEVICES:
+            raise ProviderError(f"{device} is not an ONNX Runtime provider (open it with edge.model.open_model)")
         raise ProviderError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     available = set(ort.get_available_providers())
     wanted = {"auto": ["tensorrt", "cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"],
@@ -58,7 +66,7 @@ def provider_chain(device: str, trt_cache: Path | None = None) -> list:
 def wants_gpu(device: str) -> bool:
     """Whether this device request may end on a GPU (then the FP16 file is preferred)."""
     available = set(ort.get_available_providers())
-    if device == "cpu":
+    if device in ("cpu", "openvino"):
         return False
     return bool({PROVIDER["cuda"], PROVIDER["tensorrt"]} & available)
 

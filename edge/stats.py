@@ -106,6 +106,7 @@ def machine_info() -> dict[str, object]:
         "cores": cores,
         "logical_cpus": os.cpu_count(),
         "onnxruntime": _version("onnxruntime", "onnxruntime"),
+        "openvino": (_version("openvino", "openvino") or "").split("-")[0] or None,  # not its build suffix
         "numpy": np.__version__,
         "opencv": _version("opencv-python", "cv2"),
         "python": platform.python_version(),

@@ -40,3 +40,13 @@ def grey_with_square(w: int = 600, h: int = 450, corner: str = "top_left", side:
          "centre": (h - side) // 2}[corner]
     img[y:y + side, x:x + side] = colour_rgb[::-1]
     return img
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _openvino_cache(tmp_path_factory: pytest.TempPathFactory):
+    """OpenVINO's compiled-model cache in a temporary folder, never the user's ~/.cache."""
+    import os
+
+    if "SIXVIEW_OV_CACHE" not in os.environ:
+        os.environ["SIXVIEW_OV_CACHE"] = str(tmp_path_factory.mktemp("ov-cache"))
+    yield

@@ -32,8 +32,12 @@ def test_latency_quick(tmp_path):
     for r in rows:
         assert {"session_ms", "first_infer_ms", "provider", "threads", "views_per_s", "frames_per_s"} <= set(r)
         assert {"n", "mean", "std", "p50", "p90", "p95", "p99"} <= set(r["stats_ms"])
-        assert r["stats_ms"]["n"] == 10 and r["provider"] == "cpu"
+        assert r["stats_ms"]["n"] == 10 and r["provider"] in ("cpu", "openvino")  # the CPU backends installed
         assert r["frames_per_s"] == pytest.approx(r["views_per_s"] / 6)
+    if any(r["provider"] == "openvino" for r in rows):  # side by side with ONNX Runtime, interleaved
+        ov = [r for r in rows if r["provider"] == "openvino"]
+        assert {r["file"] for r in ov} == {"hd.onnx"} and all(r["interleaved"] and r["speedup"] > 0 for r in ov)
+        assert "## Side by side" in (tmp_path / "latency.md").read_text()
     assert (tmp_path / "latency.md").read_text().startswith("# Model latency")
     assert (tmp_path / "latency.png").stat().st_size > 1000
     assert _load(tmp_path / "raw" / "latency_samples.json")["samples"][0]["samples_ms"]
@@ -125,3 +129,20 @@ def test_reference_quick(tmp_path):
     ratio = f["ratios"]["reference / sixview FP32"]
     assert ratio["p50"] > 0 and f["paths"]["sixview FP32"]["stages_ms"]["total"]["n"] == 5
     assert set(data["cold_start_s"]) == {"reference (Keras)", "sixview FP32"}
+
+
+def test_serve_quick(tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from benchmarks.serve import main
+
+    assert main(["--quick", "--out", str(tmp_path), "--runs", "5", "--requests", "16"]) == 0
+    data = _load(tmp_path / "serve.json")
+    assert data["benchmark"] == "serve" and data["quick"] is True
+    lat = data["latency"]
+    assert set(lat["stages_ms"]) == {"in_process", "http_multipart", "http_raw"}
+    assert lat["stages_ms"]["http_raw"]["n"] == 5 and lat["ratio_p50"]["http_raw"] > 0
+    (rnd,) = data["rounds"]
+    assert rnd["server"]["requests"] == 16 and rnd["server"]["errors"] == 0 and rnd["scan"]["images"] == 16
+    assert data["throughput_ratio"] > 0 and data["rss_mb"]["end"] > 0
+    assert (tmp_path / "serve.md").read_text().startswith("# Serving benchmark")

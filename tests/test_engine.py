@@ -83,7 +83,8 @@ def test_classify_mixed_roles_in_order_with_one_call_per_role(colour_models):
     assert verdicts[1].decision.labels == ["green"]
     assert verdicts[2].tiling is False and verdicts[2].decision.labels == []  # the square is too small alone
     v = verdicts[0]
-    assert (v.width, v.height, v.provider, v.precision) == (600, 450, "cpu", "fp32")
+    assert (v.width, v.height, v.precision) == (600, 450, "fp32")
+    assert v.provider in ("cpu", "openvino")  # --device auto on a CPU: OpenVINO when installed
     assert v.fallback_min == pytest.approx(0.2) and v.thresholds == {"red": 0.3, "green": 0.3, "blue": 0.3}
     assert (v.presence_threshold, v.guess_in_labels, v.decision.guess) == (0.0, False, None)
     assert v.decision.presence == pytest.approx(1 - np.prod([1 - x for x in v.decision.scores.values()]), abs=1e-6)

@@ -106,7 +106,7 @@ class Runtime:
                         "thresholds": self.engine.thresholds(role)[1], "model_thresholds": dict(meta.thresholds),
                         "fallback_min_score": meta.fallback_min_score,
                         "presence_threshold": meta.presence_threshold, "input_size": list(meta.input_size),
-                        "view_fraction": meta.view_fraction, "precision": meta.precision, "provider": m.provider,
+                        "view_fraction": meta.view_fraction, "precision": m.precision, "provider": m.provider,
                         "provenance": meta.provenance})
         return out
 

@@ -1,0 +1,213 @@
+"""The accuracy gate for running a model at a lower compute precision (BF16 on OpenVINO).
+
+For each role's FP32 file in --models, every image of --data is decoded and its
+views rendered once (the runtime's own `Engine.load`, six views), then scored
+by ONNX Runtime FP32 (the reference), OpenVINO FP32 and OpenVINO at
+--precision (bf16), on the same pixels. Per backend: the views' scores merged
+as the runtime merges them (the model's merge: the max over the views unless
+its metadata names another), mAP over the classes the set labels (`sixview
+eval`'s metric), and the decisions at the model's own thresholds, fallback and
+presence threshold (`training.eval.decision.decide_rows`, as `sixview eval`).
+
+The gate passes when the lower precision's mAP is at most 0.5 point below the
+FP32 reference (`edge.gates.MAX_MAP_DROP`). It also reports label flips: the
+(image, class) pairs whose confident label differs from FP32's, the images
+whose labels or guess differ, and the largest score difference. The result is
+written next to the model (`models/hd.gates.json`, `edge/gates.py`), with the
+file's SHA-256, the set, the date and the CPU; `--precision auto` reads it at
+start and never recomputes it. BF16 is measured only on CPUs that compute it
+natively (never emulated).
+
+Use a set that played no part in choosing what is gated (for INT8, never the
+calibration photos). The gate compares two precisions on the same photos, so
+a set on which the thresholds were calibrated still measures the difference;
+the file says when that is the case.
+
+    python -m benchmarks.precision_gate --models models --data ../shared/data/voc07_val
+    python -m benchmarks.precision_gate --roles hd --limit 200 --no-write    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from benchmarks._common import DEFAULT_MODELS, REPO
+from edge.engine import Engine, Prepared
+from edge.errors import SETUP_ERRORS, per_image
+from edge.gates import MAX_MAP_DROP, file_sha256, passes, write_gate
+from edge.metadata import ROLES
+from edge.model import Model, model_file, open_model
+from edge.openvino_backend import native_bf16, version
+from edge.stats import cpu_model, machine_info
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "voc07_val"
+RULE = f"mAP (six views, classes the set labels) at most {MAX_MAP_DROP * 100:g} point below ONNX Runtime FP32's"
+
+
+def merge_views(views: np.ndarray, meta: Any) -> np.ndarray:
+    """One image's (views, K) scores merged as the runtime merges them: the model's merge
+    (`edge.merge.merged_scores`, max unless its metadata names another), else the max."""
+    from edge import merge
+
+    fn = getattr(merge, "merged_scores", None)
+    return fn(views, getattr(meta, "merge", None), meta.classes) if fn else views.max(axis=0)
+
+
+def merged_scores(engine: Engine, role: str, records: list, models: dict[str, Model], batch: int = 8,
+                  workers: int = 2, log=print) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(name -> (N, K) merged scores, valid rows): each image decoded and rendered
+    once, then run by every model on the same pixels. Images that fail to load are invalid rows."""
+    k = len(next(iter(models.values())).meta.classes)
+    out = {name: np.full((len(records), k), np.nan, np.float32) for name in models}
+    valid = np.zeros(len(records), bool)
+
+    def load(rec: Any) -> Prepared | None:
+        data = rec.read()
+        if isinstance(data, np.ndarray):  # pickled CIFAR: RGB pixels
+            from edge.decode import Decoded
+
+            bgr = np.ascontiguousarray(data[..., ::-1])
+            return engine.prepare(Decoded(bgr, bgr.shape[1], bgr.shape[0]), routing=role)
+        return engine.load(data, routing=role)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(records), batch):
+            chunk = list(pool.map(lambda r: per_image(load, r), records[start:start + batch]))
+            ok = [j for j, (p, _) in enumerate(chunk) if p is not None]
+            if not ok:
+                continue
+            pixels = np.concatenate([chunk[j][0].pixels for j in ok])
+            counts = [len(chunk[j][0].pixels) for j in ok]
+            for name, model in models.items():
+                views = model(pixels)
+                row = 0
+                for j, n in zip(ok, counts, strict=True):
+                    out[name][start + j] = merge_views(views[row:row + n], model.meta)
+                    row += n
+            valid[[start + j for j in ok]] = True
+            if start // batch % 20 == 0:
+                log(f"  {role}: {min(start + batch, len(records))}/{len(records)} images")
+    return out, valid
+
+
+def compare(y: np.ndarray, mask: np.ndarray, classes: list[str], meta: Any, ref: np.ndarray,
+            low: np.ndarray) -> dict[str, Any]:
+    """mAP of both, and how the lower precision's decisions differ from the reference's."""
+    from training.eval import metrics as M
+    from training.eval.decision import decide_rows
+
+    th = meta.threshold_vector()
+    args = (meta.fallback_min_score, meta.presence_threshold)
+    conf_ref, guess_ref, _ = decide_rows(ref, th, *args)
+    conf_low, guess_low, _ = decide_rows(low, th, *args)
+    flips = conf_ref != conf_low
+    changed = flips.any(axis=1) | (guess_ref != guess_low).any(axis=1)
+    map_ref = M.mean_ap(M.per_class_ap(y, ref, classes, mask))
+    map_low = M.mean_ap(M.per_class_ap(y, low, classes, mask))
+    return {"map_fp32": map_ref, "map": map_low, "map_delta_points": (map_low - map_ref) * 100,
+            "flips": int(flips.sum()), "flips_lost": int((flips & conf_ref).sum()),
+            "flips_gained": int((flips & conf_low).sum()), "images_changed": int(changed.sum()),
+            "max_abs_score_diff": float(np.abs(ref - low).max())}
+
+
+def gate_role(models_dir: Path, role: str, data: Any, precision: str, args: argparse.Namespace,
+              log=print) -> dict[str, Any]:
+    """Score one role's FP32 file by the three backends and judge the lower precision."""
+    from training.eval.sets import load_set
+
+    path = model_file(models_dir, role, "cpu", "fp32")
+    engine = Engine(models_dir, routing=role, device="cpu", precision="fp32", threads=args.threads)
+    ref = engine.model(role)
+    models = {"onnxruntime_fp32": ref, "openvino_fp32": open_model(path, "openvino", args.threads, "fp32"),
+              f"openvino_{precision}": open_model(path, "openvino", args.threads, precision)}
+    if models[f"openvino_{precision}"].precision != precision:
+        raise RuntimeError(f"OpenVINO ran {models[f'openvino_{precision}'].precision}, not {precision}")
+    source, split = data
+    ds = load_set(source, split, ref.meta.classes, args.limit)
+    log(f"{path.name}: {len(ds.records)} images of {ds.name}")
+    scores, valid = merged_scores(engine, role, ds.records, models, args.batch, args.workers, log)
+    y, mask, classes = ds.targets[valid], ds.mask[valid], list(ref.meta.classes)
+    ref_s = scores["onnxruntime_fp32"][valid]
+    low = compare(y, mask, classes, ref.meta, ref_s, scores[f"openvino_{precision}"][valid])
+    ov32 = compare(y, mask, classes, ref.meta, ref_s, scores["openvino_fp32"][valid])
+    calib = json.dumps(ref.meta.provenance.get("calibration", {}).get("set", ""))
+    set_name = Path(str(source.path)).name
+    result = {"passed": passes(low["map_fp32"], low["map"]), **low,
+              "images": int(valid.sum()), "failed_images": int((~valid).sum()),
+              "set": f"{source.path} ({split})", "thresholds_calibrated_on_set": set_name in calib,
+              "openvino_fp32": {k: ov32[k] for k in ("map", "flips", "images_changed", "max_abs_score_diff")},
+              "rule": RULE, "reference": "onnxruntime CPU fp32, same pixels",
+              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu": cpu_model(),
+              "cpu_flags": machine_info()["cpu_flags"], "openvino": version(), "threads": args.threads,
+              "sha256": file_sha256(path), "file": path.name}
+    if not result["passed"]:
+        result["reason"] = f"mAP {low['map'] * 100:.2f} vs FP32 {low['map_fp32'] * 100:.2f}"
+    return result
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.precision_gate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="models folder (default: models/)")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="labelled set (default ../shared/data/voc07_val)")
+    p.add_argument("--split", default=None, help="split (default: test if the set has one, else all)")
+    p.add_argument("--roles", default=",".join(ROLES), help="which models (default standard,hd)")
+    p.add_argument("--precision", choices=("bf16",), default="bf16", help="the precision to gate (bf16)")
+    p.add_argument("--limit", type=int, default=None, help="an evenly spaced subset of N images")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: the backends' default)")
+    p.add_argument("--batch", type=int, default=8, help="images per model call (default 8)")
+    p.add_argument("--workers", type=int, default=2, help="decode threads (default 2)")
+    p.add_argument("--no-write", action="store_true", help="print the result, do not write <model>.gates.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the gate for every role; 0 when every gate was measured (passed or not), 2 on a setup error."""
+    args = parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.precision == "bf16" and not native_bf16():
+        log("error: this CPU has no native BF16 (avx512_bf16 or amx_bf16): the bf16 gate is measured only "
+            "where BF16 really runs")
+        return 2
+    try:
+        from training.data.datasets import open_source
+        from training.errors import UserError
+
+        source = open_source(args.data, strict=False)
+    except ImportError as e:
+        log(f"error: the gate scores like sixview eval and needs its extras ({e}): pip install '.[cpu,train]'")
+        return 2
+    except UserError as e:
+        log(f"error: {e}")
+        return 2
+    split = args.split or ("test" if "test" in source.splits else source.splits[0])
+    results: dict[str, Any] = {}
+    for role in [r.strip() for r in args.roles.split(",") if r.strip()]:
+        try:
+            r = gate_role(args.models, role, (source, split), args.precision, args, log)
+        except (*SETUP_ERRORS, UserError) as e:
+            log(f"error: {role}: {e}")
+            return 2
+        results[role] = r
+        log(f"{r['file']} {args.precision}: {'PASSED' if r['passed'] else 'FAILED'}: mAP {r['map'] * 100:.2f} vs "
+            f"FP32 {r['map_fp32'] * 100:.2f} ({r['map_delta_points']:+.2f} point), {r['flips']} label flips "
+            f"on {r['images_changed']} of {r['images']} images, max score diff {r['max_abs_score_diff']:.4f}")
+        if not args.no_write:
+            log(f"  wrote {write_gate(args.models / r['file'], args.precision, r)}")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The OpenVINO backend: an ONNX file compiled for the CPU, behind the same call as an ONNX Runtime session.
+
+`openvino` is imported only here, and only when this backend is opened
+(`--device openvino`, or `--device auto` on a machine without a GPU); without
+the package the open fails with one line saying what to install, and `auto`
+falls back to ONNX Runtime.
+
+Compute precision: `fp32`, or `bf16` where the CPU has native BF16
+(`avx512_bf16` or `amx_bf16`; never emulated). OpenVINO would take BF16 by
+itself on such CPUs, so the hint is always set, and the precision recorded is
+the one the compiled model reports. Compiled models are cached (OpenVINO's
+`CACHE_DIR`, `~/.cache/sixview/openvino` or `$SIXVIEW_OV_CACHE`), so the
+compile cost is paid once per model, precision and machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .providers import ProviderError
+
+HINT = {"fp32": "f32", "bf16": "bf16"}  # our precision -> INFERENCE_PRECISION_HINT
+FROM_TYPE = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # ov.Type name -> our precision
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INSTALL = "pip install 'sixview[cpu]' (or pip install openvino)"
+
+
+def default_cache() -> Path:
+    """Where compiled models are cached: $SIXVIEW_OV_CACHE or ~/.cache/sixview/openvino."""
+    root = os.environ.get("SIXVIEW_OV_CACHE") or Path.home() / ".cache" / "sixview" / "openvino"
+    return Path(root)
+
+
+def import_openvino() -> Any:
+    """The `openvino` module, or a ProviderError saying how to install it."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise ProviderError(f"the OpenVINO backend needs the openvino package ({e}); {INSTALL}") from None
+    except Exception as e:  # noqa: BLE001 (a broken install: a missing shared library, ...)
+        raise ProviderError(f"openvino is installed but does not import ({type(e).__name__}: {e})") from None
+    return openvino
+
+
+def cpu_flags() -> set[str] | None:
+    """The x86 feature flags of /proc/cpuinfo, or None where there is no such line (not Linux x86)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU computes BF16 natively: avx512_bf16 or amx_bf16 in /proc/cpuinfo, or, where
+    the flags cannot be read, BF16 in OpenVINO's OPTIMIZATION_CAPABILITIES."""
+    flags = cpu_flags()
+    if flags is not None:
+        return any(f in flags for f in NATIVE_BF16_FLAGS)
+    try:
+        return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except (ProviderError, RuntimeError):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def core() -> Any:
+    """One OpenVINO Core per process (it holds the plugins)."""
+    ov = import_openvino()
+    try:
+        return ov.Core()
+    except Exception as e:  # noqa: BLE001 (OpenVINO raises RuntimeError and its own types)
+        raise ProviderError(f"OpenVINO does not start here ({type(e).__name__}: {e})") from None
+
+
+def check_bf16() -> None:
+    """A ProviderError unless this CPU has native BF16 (BF16 is never emulated)."""
+    if not native_bf16():
+        raise ProviderError("--precision bf16 needs a CPU with native BF16 (avx512_bf16 or amx_bf16 in "
+                            "/proc/cpuinfo); this CPU has none: use --precision fp32")
+
+
+def _dims(partial_shape: Any) -> list[int | None]:
+    return [d.get_length() if d.is_static else None for d in partial_shape]
+
+
+class OpenVinoSession:
+    """A compiled OpenVINO model with ONNX Runtime's `run(None, {input: batch})` call, so that
+    `edge.model.Model` runs either backend the same way. Each calling thread gets its own
+    infer request (created on its first call, then reused)."""
+
+    def __init__(self, compiled: Any, precision: str, compile_ms: float):
+        self.compiled = compiled
+        self.precision = precision  # what really runs: fp32 or bf16, read back from the compiled model
+        self.compile_ms = compile_ms
+        try:
+            self.from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        except Exception:  # noqa: BLE001 (an older OpenVINO without the property)
+            self.from_cache = None
+        self.input_name = compiled.input(0).get_any_name()
+        self.input_shape = _dims(compiled.input(0).get_partial_shape())
+        self.output_shape = _dims(compiled.output(0).get_partial_shape())
+        self._local = threading.local()
+
+    def request(self) -> Any:
+        """This thread's infer request."""
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req
+
+    def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The model's first output for the one input in `feeds` (a float32 NHWC batch), as a
+        fresh array (the request's own buffer is reused by the next call)."""
+        (batch,) = feeds.values()
+        req = self.request()
+        req.infer({0: np.ascontiguousarray(batch, np.float32)}, share_inputs=True)
+        return [np.array(req.get_output_tensor(0).data, copy=True)]
+
+
+def compile_onnx(path: Path, precision: str, threads: int = 0, cache: Path | None = None) -> OpenVinoSession:
+    """Compile an ONNX file for the CPU at `precision` (fp32 or bf16), with `threads` inference
+    threads (0: OpenVINO's default) and the compiled-model cache. Raises ProviderError when
+    OpenVINO is missing, the precision cannot run here, or the compile fails."""
+    if precision not in HINT:
+        raise ProviderError(f"OpenVINO on the CPU computes in {' or '.join(HINT)}, not {precision}")
+    if precision == "bf16":
+        check_bf16()
+    ov_core = core()
+    cache_dir = cache or default_cache()
+    # Unpinned threads: pinned ones stay on cores other processes are using; on the loaded 2-core machine
+    # unpinned ran a six-view batch 3-15% faster in mean and p50 (two interleaved runs of 150 and 300 rounds).
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": HINT[precision], "PERFORMANCE_HINT": "LATENCY",
+                              "ENABLE_CPU_PINNING": False}
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        config["CACHE_DIR"] = str(cache_dir)
+    except OSError:  # an unwritable home: compile every time rather than fail
+        pass
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    t0 = time.perf_counter()
+    try:
+        compiled = ov_core.compile_model(str(path), "CPU", config)
+    except Exception as e:  # noqa: BLE001 (OpenVINO raises RuntimeError and its own types)
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), "unknown error")
+        raise ProviderError(f"OpenVINO could not compile {path}: {first[:300]}") from None
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    used = FROM_TYPE.get(hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint), str(hint))
+    return OpenVinoSession(compiled, used, compile_ms)
+
+
+def version() -> str | None:
+    """The installed openvino version, without importing it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        return None

@@ -45,7 +45,8 @@ import numpy as np
 from benchmarks._common import DEFAULT_MODELS, REPO
 from edge.engine import Engine, Prepared
 from edge.errors import SETUP_ERRORS, per_image
-from edge.gates import MAX_MAP_DROP, file_sha256, passes, write_gate
+from edge.gates import MAX_MAP_DROP, passes, write_gate
+from edge.inputs import file_sha256
 from edge.metadata import ROLES
 from edge.model import Model, model_file, open_model
 from edge.openvino_backend import native_bf16, version

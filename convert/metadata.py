@@ -16,16 +16,8 @@ from typing import Any
 
 import onnx
 
+from edge.inputs import file_sha256
 from edge.metadata import DEFAULT_THRESHOLD, KEYS, MetadataError, ModelMeta
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -70,7 +62,7 @@ def build_provenance(checkpoint: str | Path | None = None, config: Mapping[str, 
     }
     if checkpoint is not None:
         p = Path(checkpoint)
-        prov["source_checkpoint"] = {"file": p.name, "sha256": sha256_file(p)}
+        prov["source_checkpoint"] = {"file": p.name, "sha256": file_sha256(p)}
     prov.update(extra)
     return prov
 

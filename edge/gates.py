@@ -13,11 +13,12 @@ retrained or recalibrated model does not inherit an old gate.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from .inputs import file_sha256
 
 MAX_MAP_DROP = 0.005  # mAP may fall by at most half a point against FP32 on the same photos
 
@@ -27,15 +28,6 @@ def gate_path(model_path: Path | str) -> Path:
     p = Path(model_path)
     stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.stem
     return p.with_name(f"{stem}.gates.json")
-
-
-def file_sha256(path: Path | str) -> str:
-    """The hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_gates(model_path: Path | str) -> dict[str, Any]:

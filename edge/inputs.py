@@ -10,10 +10,12 @@ A path's shard key is the path relative to the scan root it was found under
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import stat
 import zlib
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 MAX_FILE_BYTES = 512 * 2**20  # larger files are refused before reading: no image format needs more
@@ -135,3 +137,12 @@ def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+def file_sha256(path: Path | str) -> str:
+    """The hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -14,7 +14,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(REPO))
 
+from benchmarks import merge_strategies as MS  # noqa: E402
 from benchmarks import merges as MG  # noqa: E402
+from edge import merge as EM  # noqa: E402
+from training.eval import merge_fit as MF  # noqa: E402
 
 
 def synthetic(n: int, k: int = 4, seed: int = 0, crop_bias: float = 3.0, crop_noise: float = 2.0,
@@ -26,34 +29,34 @@ def synthetic(n: int, k: int = 4, seed: int = 0, crop_bias: float = 3.0, crop_no
     signal = np.where(y > 0, 2.0, -2.0)
     whole = signal + rng.normal(0, whole_noise, (n, k))
     crops = signal[:, None, :] + crop_bias + rng.normal(0, crop_noise, (n, 5, k))
-    return MG.sigmoid(np.concatenate([whole[:, None], crops], axis=1)), y
+    return EM.sigmoid(np.concatenate([whole[:, None], crops], axis=1)), y
 
 
 def _evaluate(name: str, pf, yf, pt, yt) -> dict:
-    merge = next(m for m in MG.MERGES if m.name == name)
+    merge = next(m for m in MS.MERGES if m.name == name)
     mf, mt = np.ones(yf.shape, bool), np.ones(yt.shape, bool)
     params = merge.fit(pf, yf, mf, 20)
-    thr, _ = MG.choose_thresholds(yf, merge.apply(params, pf), mf, 20)
+    thr, _ = MS.choose_thresholds(yf, merge.apply(params, pf), mf, 20)
     names = [f"c{i}" for i in range(yt.shape[1])]
-    return MG.merge_metrics(yt, merge.apply(params, pt), mt, thr, names)
+    return MS.merge_metrics(yt, merge.apply(params, pt), mt, thr, names)
 
 
 def test_fit_logistic_recovers_known_parameters():
     rng = np.random.default_rng(1)
     z = rng.normal(0, 2, 40000)
-    y = rng.random(z.size) < MG.sigmoid(0.7 * z - 1.2)
-    (a,), b = MG.fit_logistic(z[:, None], y)
+    y = rng.random(z.size) < EM.sigmoid(0.7 * z - 1.2)
+    (a,), b = MF.fit_logistic(z[:, None], y)
     assert a == pytest.approx(0.7, abs=0.04) and b == pytest.approx(-1.2, abs=0.05)
     # a bias alone, on top of a fixed offset
-    _, b2 = MG.fit_logistic(np.zeros((z.size, 0)), y, offset=0.7 * z)
+    _, b2 = MF.fit_logistic(np.zeros((z.size, 0)), y, offset=0.7 * z)
     assert b2 == pytest.approx(-1.2, abs=0.05)
 
 
 def test_fit_logistic_stays_finite_on_separable_data():
     x = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])[:, None]
-    w, b = MG.fit_logistic(x, x[:, 0] > 0)
+    w, b = MF.fit_logistic(x, x[:, 0] > 0)
     assert np.isfinite(w).all() and np.isfinite(b) and w[0] > 0
-    _, b_all = MG.fit_logistic(x, np.ones(6))  # one class only: finite, strongly positive
+    _, b_all = MF.fit_logistic(x, np.ones(6))  # one class only: finite, strongly positive
     assert np.isfinite(b_all) and b_all > 3
 
 
@@ -62,29 +65,29 @@ def test_platt_of_calibrated_views_is_the_identity():
     rng = np.random.default_rng(2)
     n, k = 20000, 2
     z = rng.normal(0, 2, (n, 6, k))
-    y = (rng.random((n, k)) < MG.sigmoid(z[:, 0])).astype(np.float32)
-    params = MG.fit_platt_shared(MG.sigmoid(z), y, np.ones((n, k), bool))
+    y = (rng.random((n, k)) < EM.sigmoid(z[:, 0])).astype(np.float32)
+    params = MS.fit_platt_shared(EM.sigmoid(z), y, np.ones((n, k), bool))
     assert params["a_whole"] == pytest.approx(np.ones(k), abs=0.05)
     assert params["b_whole"] == pytest.approx(np.zeros(k), abs=0.05)
     assert (params["a_crop"] < 0.2).all()  # crops carry no information here: their map is flat
 
 
 def test_merges_apply_as_documented():
-    p = MG.sigmoid(np.random.default_rng(3).normal(0, 2, (7, 6, 5)))
-    assert np.array_equal(MG.apply_max({}, p), p.max(axis=1))
-    assert np.array_equal(MG.apply_whole({}, p), p[:, 0])
+    p = EM.sigmoid(np.random.default_rng(3).normal(0, 2, (7, 6, 5)))
+    assert np.array_equal(MS.apply_max({}, p), p.max(axis=1))
+    assert np.array_equal(MS.apply_whole({}, p), p[:, 0])
     top2 = np.sort(p, axis=1)[:, -2:].mean(axis=1)
-    assert np.allclose(MG.apply_top2_mean({}, p), top2)
+    assert np.allclose(MS.apply_top2_mean({}, p), top2)
     ident = {"a_whole": np.ones(5), "b_whole": np.zeros(5), "a_crop": np.ones(5), "b_crop": np.zeros(5)}
-    assert np.allclose(MG.apply_platt(ident, p), p.max(axis=1), atol=1e-6)
+    assert np.allclose(MS.apply_platt(ident, p), p.max(axis=1), atol=1e-6)
     whole_only = {"w": np.array([[1.0] * 5, [0.0] * 5, [0.0] * 5]), "b": np.zeros(5)}
-    assert np.allclose(MG.apply_learned(whole_only, p), p[:, 0], atol=1e-6)
+    assert np.allclose(MS.apply_learned(whole_only, p), p[:, 0], atol=1e-6)
     # one image (6, K), as the runtime would call it
-    assert MG.apply_learned(whole_only, p[0]).shape == (5,) and MG.apply_platt(ident, p[0]).shape == (5,)
-    f = MG.features(p)
+    assert MS.apply_learned(whole_only, p[0]).shape == (5,) and MS.apply_platt(ident, p[0]).shape == (5,)
+    f = MS.features(p)
     assert f.shape == (7, 3, 5)
-    assert np.allclose(f[:, 1], MG.logit(p[:, 1:]).max(axis=1))
-    assert np.allclose(f[:, 2], MG.logit(p[:, 1:]).mean(axis=1))
+    assert np.allclose(f[:, 1], EM.logit(p[:, 1:]).max(axis=1))
+    assert np.allclose(f[:, 2], EM.logit(p[:, 1:]).mean(axis=1))
 
 
 def test_over_confident_crops_view_aware_merges_beat_max():
@@ -92,7 +95,7 @@ def test_over_confident_crops_view_aware_merges_beat_max():
     calibration (b) and the learned merge (c) weight the whole view back in and must beat it."""
     pf, yf = synthetic(3000, seed=10)
     pt, yt = synthetic(3000, seed=11)
-    res = {m.name: _evaluate(m.name, pf, yf, pt, yt) for m in MG.MERGES}
+    res = {m.name: _evaluate(m.name, pf, yf, pt, yt) for m in MS.MERGES}
     base = res["max"]
     for name in ("platt_shared", "platt_class", "learned_shared", "learned_class"):
         assert res[name]["mAP"] > base["mAP"] + 0.03, (name, res[name]["mAP"], base["mAP"])
@@ -106,8 +109,8 @@ def test_learned_merge_finds_the_informative_view():
     """When only the whole view carries the labels, the learned weights say so."""
     pf, yf = synthetic(4000, seed=12, crop_bias=0.0)
     rng = np.random.default_rng(13)
-    pf[:, 1:] = MG.sigmoid(rng.normal(1.0, 2.0, pf[:, 1:].shape))  # crops: pure noise
-    params = MG.fit_learned_shared(pf, yf, np.ones(yf.shape, bool))
+    pf[:, 1:] = EM.sigmoid(rng.normal(1.0, 2.0, pf[:, 1:].shape))  # crops: pure noise
+    params = MS.fit_learned_shared(pf, yf, np.ones(yf.shape, bool))
     w = params["w"][:, 0]
     assert w[0] > 1.0 and abs(w[1]) < 0.1 and abs(w[2]) < 0.1
 
@@ -119,7 +122,7 @@ def test_unknown_entries_are_not_fitted():
     mask[:1000, 1] = False
     garbage = yf.copy()
     garbage[:1000, 1] = 1 - garbage[:1000, 1]
-    for fit in (MG.fit_platt_shared, MG.fit_platt_class, MG.fit_learned_shared, MG.fit_learned_class):
+    for fit in (MS.fit_platt_shared, MS.fit_platt_class, MS.fit_learned_shared, MS.fit_learned_class):
         a, b = fit(pf, yf, mask, 20), fit(pf, garbage, mask, 20)
         for key in a:
             assert np.allclose(a[key], b[key]), (fit.__name__, key)
@@ -129,14 +132,14 @@ def test_classes_without_enough_data_fall_back_to_shared_parameters():
     pf, yf = synthetic(2000, seed=15)
     yf[:, 3] = 0  # class 3: no positive in the fit set
     mask = np.ones(yf.shape, bool)
-    assert MG.eligible(yf, mask, 20).tolist() == [True, True, True, False]
-    shared = MG.fit_platt_shared(pf, yf, mask, 20)
-    per_class = MG.fit_platt_class(pf, yf, mask, 20)
+    assert MF.eligible(yf, mask, 20).tolist() == [True, True, True, False]
+    shared = MS.fit_platt_shared(pf, yf, mask, 20)
+    per_class = MS.fit_platt_class(pf, yf, mask, 20)
     for key in shared:
         assert per_class[key][3] == pytest.approx(shared[key][3])
         assert not np.allclose(per_class[key][:3], shared[key][:3])
-    learned = MG.fit_learned_class(pf, yf, mask, 20)
-    pooled = MG.fit_learned_shared(pf, yf, mask, 20)
+    learned = MS.fit_learned_class(pf, yf, mask, 20)
+    pooled = MS.fit_learned_shared(pf, yf, mask, 20)
     assert np.allclose(learned["w"][:, 3], pooled["w"][:, 3]) and learned["b"][3] == pytest.approx(pooled["b"][3])
     assert np.allclose(pooled["w"], pooled["w"][:, :1])  # shared weights
     assert not np.allclose(pooled["b"][:3], pooled["b"][0])  # own biases
@@ -149,11 +152,11 @@ def test_thresholds_per_class_and_pooled():
     s = pf[:, 0]
     yf[:, 3] = 0
     mask = np.ones(yf.shape, bool)
-    thr, own = MG.choose_thresholds(yf, s, mask, 20)
+    thr, own = MS.choose_thresholds(yf, s, mask, 20)
     assert own.tolist() == [True, True, True, False]
     ref = best_f1_thresholds(yf, s, [0.5] * 4, mask)
     assert thr[:3] == pytest.approx(np.clip(thr[:3], 0.01, 0.99)) and thr[:3] == pytest.approx(ref[:3])
-    pooled = MG._best_f1(yf[:, :3].ravel(), s[:, :3].ravel())
+    pooled = MS._best_f1(yf[:, :3].ravel(), s[:, :3].ravel())
     assert thr[3] == pytest.approx(pooled)
 
 
@@ -162,15 +165,15 @@ def test_bootstrap_is_paired_against_max():
     mask = np.ones(yf.shape, bool)
     scores = {"max": pf.max(axis=1), "same": pf.max(axis=1), "whole": pf[:, 0]}
     thr = {k: np.full(3, 0.5) for k in scores}
-    ci = MG.bootstrap_deltas(yf, scores, mask, thr, ["a", "b", "c"], n=20)
+    ci = MS.bootstrap_deltas(yf, scores, mask, thr, ["a", "b", "c"], n=20)
     assert set(ci) == {"same", "whole"}
     assert ci["same"]["mAP"] == [0.0, 0.0, 0.0]  # paired: identical scores differ by exactly 0
     assert ci["whole"]["mAP"][0] <= ci["whole"]["mAP"][1] <= ci["whole"]["mAP"][2]
 
 
 def test_merge_cost_is_measured():
-    merge = next(m for m in MG.MERGES if m.name == "max")
-    assert 0 < MG.merge_cost_us(merge, {}, 10, number=50, repeat=2) < 1e4
+    merge = next(m for m in MS.MERGES if m.name == "max")
+    assert 0 < MS.merge_cost_us(merge, {}, 10, number=50, repeat=2) < 1e4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +185,7 @@ def test_quick_end_to_end(tmp_path):
     data = json.loads((tmp_path / "merges.json").read_text())
     assert data["benchmark"] == "merges" and data["quick"] is True
     names = [m["name"] for m in data["merges"]]
-    assert names == [m.name for m in MG.MERGES]
+    assert names == [m.name for m in MS.MERGES]
     assert data["fit"]["images"] > 0 and data["test"]["images"] > 0 and data["test"]["classes"]
     for m in data["merges"]:
         t = m["test"]

@@ -18,7 +18,8 @@ from conftest import REPO, grey_with_square
 from edge import openvino_backend as ovb
 from edge.cli import main
 from edge.engine import Engine
-from edge.gates import file_sha256, gate_path, gate_status, passes, write_gate
+from edge.gates import gate_path, gate_status, passes, write_gate
+from edge.inputs import file_sha256
 from edge.model import ModelError, open_model, open_role
 from edge.onnx_props import PropsError, read_props
 from edge.providers import ProviderError

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.inputs import file_sha256
 from training.data.safe_pickle import read_cifar_batch, read_cifar_meta
 from training.errors import DataError
 
@@ -90,15 +91,6 @@ def _stat_digest(files: list[Path], root: Path, extra: bytes = b"") -> str:
             h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{f.relative_to(root)}\0missing\n".encode())
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .providers import ProviderError
+from .stats import cpu_flags
 
 HINT = {"fp32": "f32", "bf16": "bf16"}  # our precision -> INFERENCE_PRECISION_HINT
 FROM_TYPE = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # ov.Type name -> our precision
@@ -47,18 +48,6 @@ def import_openvino() -> Any:
     except Exception as e:  # noqa: BLE001 (a broken install: a missing shared library, ...)
         raise ProviderError(f"openvino is installed but does not import ({type(e).__name__}: {e})") from None
     return openvino
-
-
-def cpu_flags() -> set[str] | None:
-    """The x86 feature flags of /proc/cpuinfo, or None where there is no such line (not Linux x86)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
 
 
 @functools.lru_cache(maxsize=1)

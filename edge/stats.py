@@ -60,18 +60,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _cpu_flags() -> list[str]:
-    """The vector-unit flags that matter for ONNX Runtime kernels (x86 only)."""
+def cpu_flags() -> set[str] | None:
+    """The x86 feature flags of /proc/cpuinfo, or None where there is no such line (not Linux x86)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
-                                        "amx_tile", "amx_bf16", "amx_int8") if f in have]
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return []
+    return None
+
+
+def _vector_flags() -> list[str]:
+    """The vector-unit flags that matter for the inference kernels (x86 only)."""
+    have = cpu_flags() or set()
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+            if f in have]
 
 
 def _version(dist: str, module: str) -> str | None:
@@ -102,7 +107,7 @@ def machine_info() -> dict[str, object]:
     return {
         "name": machine_name(cpu, cores),
         "cpu": cpu,
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": _vector_flags(),
         "cores": cores,
         "logical_cpus": os.cpu_count(),
         "onnxruntime": _version("onnxruntime", "onnxruntime"),

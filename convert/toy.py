@@ -131,9 +131,12 @@ def _iter_ms() -> float:
         sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         x = np.zeros((1, 4, 4, 3), np.float32)
         sess.run(None, {INPUT_NAME: x})
-        t0 = time.perf_counter()
-        sess.run(None, {INPUT_NAME: x})
-        _loop_iter_ms = max((time.perf_counter() - t0) * 1000.0 / trips, 1e-5)
+        runs = []
+        for _ in range(5):  # the fastest run: on a loaded machine the others overstate the cost (too short a delay)
+            t0 = time.perf_counter()
+            sess.run(None, {INPUT_NAME: x})
+            runs.append((time.perf_counter() - t0) * 1000.0 / trips)
+        _loop_iter_ms = max(min(runs), 1e-5)
     return _loop_iter_ms
 
 

@@ -91,7 +91,7 @@ def slow_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def slow_server(slow_models):
-    app = create_app(Engine(slow_models), ServeSettings(max_queue=4, max_batch=8))
+    app = create_app(Engine(slow_models, device="cpu"), ServeSettings(max_queue=4, max_batch=8))  # the calibrated delay
     with ThreadServer(app) as s:
         wait_ready(s.url)
         yield s

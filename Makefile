@@ -34,7 +34,7 @@ SHIP ?= efficientnet-lite0
 models: $(VENV)/.dev
 	$(PY) -m training.release.make_models --ship $(SHIP)
 
-# Latency, pipeline, memory, serving and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
+# Latency, pipeline, memory, serving, Ray-scan and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
 # The reference-path comparison needs the Keras checkpoint the HD model came from, and the
 # backbone comparison the runs of every recipe (both from make models).
 BENCH_KERAS ?= runs/$(SHIP)/hd/best.keras
@@ -45,6 +45,7 @@ bench: $(VENV)/.dev
 	$(PY) -m benchmarks.cold_start
 	$(PY) -m benchmarks.memory
 	$(PY) -m benchmarks.serve
+	$(PY) -m benchmarks.ray_scan
 	$(if $(wildcard $(BENCH_KERAS)),$(PY) -m benchmarks.reference --keras $(BENCH_KERAS) --onnx models/hd.onnx,\
 	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
 	$(if $(BACKBONES),$(PY) -m benchmarks.backbones $(BACKBONES),@echo "bench: backbones skipped: no runs/<backbone>/calibrated (run make models)")

@@ -16,7 +16,7 @@ from .sinks import CsvSink, JsonlSink, done_paths
 
 
 @click.command("scan")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, metavar="PATHS...")  # required: checked in scan (`--ray PATH`)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSONL results file (default: stdout).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -34,9 +34,20 @@ from .sinks import CsvSink, JsonlSink, done_paths
               help="Images per ONNX Runtime call (six views each; 8 scanned voc07_val 1.6x faster than 1).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decoding threads (decoding overlaps inference).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Scan on Ray (extra 'ray'): a local instance, or ADDRESS: auto, ray://host:port, host:port. "
+                   "PATHS may then also be URIs (s3://bucket/photos).")
+@click.option("--actors", type=click.IntRange(min=1), default=None,
+              help="With --ray: model actors (default: one per GPU with a GPU --device, else one per CPU, "
+                   "leaving one CPU to decoding).")
+@click.option("--ray-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --ray: the per-block results and their manifest (default: OUT.blocks/).")
+@click.option("--block-size", type=click.IntRange(min=1), default=None,
+              help="With --ray: images per block, the unit of --resume (default 1000).")
 @engine_options
 def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annotate_dir: Path | None,
-         resume: bool, overwrite: bool, shard: str | None, batch_images: int, workers: int, **engine_opts) -> None:
+         resume: bool, overwrite: bool, shard: str | None, batch_images: int, workers: int, ray_address: str | None,
+         actors: int | None, ray_dir: Path | None, block_size: int | None, **engine_opts) -> None:
     """Classify images in PATHS (files, folders searched recursively, or globs).
 
     Writes one JSON record per image (labels, scores, winning views, timings,
@@ -46,6 +57,15 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
     2 for a usage, model or output error (raised before any output is touched
     where it can be), 130 when interrupted (--resume continues).
     """
+    if ray_address is not None:
+        _scan_on_ray(paths, ray_address, out=out, csv_path=csv_path, annotate_dir=annotate_dir, resume=resume,
+                     overwrite=overwrite, shard=shard, batch_images=batch_images, actors=actors, ray_dir=ray_dir,
+                     block_size=block_size, engine_opts=engine_opts)
+        return
+    if actors or ray_dir or block_size:
+        raise click.UsageError("--actors, --ray-dir and --block-size go with --ray")
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...'.")
     if resume and out is None:
         raise click.UsageError("--resume needs --out FILE")
     if resume and overwrite:
@@ -91,3 +111,21 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
         sys.exit(130)
     if summary.errors:
         sys.exit(1)
+
+
+def _scan_on_ray(paths: tuple[str, ...], address: str, *, annotate_dir: Path | None, block_size: int | None,
+                 **kwargs) -> None:
+    """`--ray`: the scan on Ray (edge/ray_scan.py, imported only here)."""
+    from .ray_scan import is_address, run
+
+    if not is_address(address):  # `--ray photos`: a path, taken as the address's place
+        paths, address = (address, *paths), "local"
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...'.")
+    if annotate_dir is not None:
+        raise click.UsageError("--annotate is not available with --ray (the images are decoded on Ray's workers)")
+    if kwargs["resume"] and kwargs["overwrite"]:
+        raise click.UsageError("--resume keeps the results and --overwrite replaces them: choose one")
+    code = run(paths, address=address, block_size=block_size or 1000, **kwargs)
+    if code:
+        sys.exit(code)

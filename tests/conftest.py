@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -50,3 +52,30 @@ def _openvino_cache(tmp_path_factory: pytest.TempPathFactory):
     if "SIXVIEW_OV_CACHE" not in os.environ:
         os.environ["SIXVIEW_OV_CACHE"] = str(tmp_path_factory.mktemp("ov-cache"))
     yield
+
+
+@pytest.fixture()
+def colour_set(tmp_path):
+    """Photos with small/large red and blue squares; labels.csv, boxes.csv; 'green' is not labelled."""
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    rows, boxes = [], []
+    rng = np.random.default_rng(1)
+    for i in range(24):
+        img = np.full((300, 400, 3), 128, np.uint8)
+        labels = []
+        for colour, bgr in (("red", (0, 0, 255)), ("blue", (255, 0, 0))):
+            if rng.random() < 0.5:
+                side = int(rng.choice([55, 150]))
+                x, y = int(rng.choice([3, 400 - side - 3])), int(rng.choice([3, 300 - side - 3]))
+                img[y:y + side, x:x + side] = bgr
+                labels.append(colour)
+                boxes.append([f"images/{i}.png", colour, x, y, x + side, y + side])
+        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
+        rows.append([f"images/{i}.png", "|".join(labels)])
+    (root / "classes.txt").write_text("blue\nred\n")  # alphabetical: not the model's order
+    with open(root / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "labels"], *rows])
+    with open(root / "boxes.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "x0", "y0", "x1", "y1"], *boxes])
+    return root

@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 IMAGES ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint models bench gate clean
+.PHONY: demo test lint models bench quantize gate clean
 
 # Runtime only (no TensorFlow): what a user of the shipped models needs.
 $(VENV)/.runtime: pyproject.toml
@@ -50,9 +50,13 @@ bench: $(VENV)/.dev
 	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
 	$(if $(BACKBONES),$(PY) -m benchmarks.backbones $(BACKBONES),@echo "bench: backbones skipped: no runs/<backbone>/calibrated (run make models)")
 
-# The BF16 accuracy gate of the shipped models (writes models/<role>.gates.json, read by --precision auto)
+# The OpenVINO INT8 IRs of the shipped models (NNCF; models/<role>.int8-ov.xml/.bin), calibrated off the gate's set
+quantize: $(VENV)/.dev
+	$(PY) -m convert.int8_ov --models models --limit 300
+
+# The BF16 and INT8 accuracy gates of the shipped models (writes models/<role>.gates.json, read by --precision auto)
 gate: $(VENV)/.dev
-	$(PY) -m benchmarks.precision_gate --models models --data ../shared/data/voc07_val
+	$(PY) -m benchmarks.precision_gate --models models --data ../shared/data/voc07_val --precisions bf16,int8
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check edge convert training benchmarks tests

@@ -1,8 +1,8 @@
 """Model latency: what each model file, precision, provider, thread count and batch costs.
 
 For every ONNX file in --models (FP32, FP16, INT8: whatever exists), every
-backend that starts here (ONNX Runtime's cpu provider; OpenVINO at FP32 and,
-on CPUs with native BF16, BF16; cuda and tensorrt when this onnxruntime has
+backend that starts here (ONNX Runtime's cpu provider; OpenVINO at FP32, on
+CPUs with native BF16 BF16, and INT8 where the file has an INT8 IR; cuda and tensorrt when this onnxruntime has
 them) and every --threads value, it reports the session creation (OpenVINO:
 compile) time and the first inference apart, then for each --batches size (1,
 6 = one frame's views, N x 6) runs --warmup untimed and --runs timed
@@ -306,8 +306,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="which files, by name (<role>.onnx, .fp16.onnx, .int8.onnx; default: all that exist)")
     p.add_argument("--devices", default=None,
                    help="comma-separated backends: cpu,openvino,cuda,tensorrt (default: all that are installed)")
-    p.add_argument("--ov-precisions", default="fp32,bf16",
-                   help="OpenVINO compute precisions (default fp32,bf16; bf16 only on CPUs with native BF16)")
+    p.add_argument("--ov-precisions", default="fp32,bf16,int8",
+                   help="OpenVINO compute precisions (default fp32,bf16,int8; bf16 only on CPUs with native "
+                        "BF16; int8: the FP32 file's INT8 IR, <role>.int8-ov.xml, where there is one)")
     p.add_argument("--threads", default=None,
                    help="comma-separated intra-op thread counts (default: 1 and the usable cores)")
     p.add_argument("--batches", default="1,6,24", help="comma-separated batch sizes (default 1,6,24)")

@@ -1,9 +1,10 @@
-"""The accuracy gate for running a model at a lower compute precision (BF16 on OpenVINO).
+"""The accuracy gate for running a model at a lower compute precision (BF16 or INT8 on OpenVINO).
 
 For each role's FP32 file in --models, every image of --data is decoded and its
 views rendered once (the runtime's own `Engine.load`, six views), then scored
-by ONNX Runtime FP32 (the reference), OpenVINO FP32 and OpenVINO at
---precision (bf16), on the same pixels. Per backend: the views' scores merged
+by ONNX Runtime FP32 (the reference), OpenVINO FP32 and OpenVINO at each of
+--precisions (bf16; int8: the file's INT8 IR, `<role>.int8-ov.xml`, made by
+`python -m convert.int8_ov`), on the same pixels. Per backend: the views' scores merged
 as the runtime merges them (the model's merge: the max over the views unless
 its metadata names another), mAP over the classes the set labels (`sixview
 eval`'s metric), and the decisions at the model's own thresholds, fallback and
@@ -24,6 +25,7 @@ a set on which the thresholds were calibrated still measures the difference;
 the file says when that is the case.
 
     python -m benchmarks.precision_gate --models models --data ../shared/data/voc07_val
+    python -m benchmarks.precision_gate --precisions bf16,int8
     python -m benchmarks.precision_gate --roles hd --limit 200 --no-write    # a quick look
 """
 
@@ -49,7 +51,7 @@ from edge.gates import MAX_MAP_DROP, passes, write_gate
 from edge.inputs import file_sha256
 from edge.metadata import ROLES
 from edge.model import Model, model_file, open_model
-from edge.openvino_backend import native_bf16, version
+from edge.openvino_backend import ir_path, native_bf16, version
 from edge.stats import cpu_model, machine_info
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "voc07_val"
@@ -122,39 +124,48 @@ def compare(y: np.ndarray, mask: np.ndarray, classes: list[str], meta: Any, ref:
             "max_abs_score_diff": float(np.abs(ref - low).max())}
 
 
-def gate_role(models_dir: Path, role: str, data: Any, precision: str, args: argparse.Namespace,
-              log=print) -> dict[str, Any]:
-    """Score one role's FP32 file by the three backends and judge the lower precision."""
+def gate_role(models_dir: Path, role: str, data: Any, precisions: list[str], args: argparse.Namespace,
+              log=print) -> dict[str, dict[str, Any]]:
+    """Score one role's FP32 file by ONNX Runtime FP32, OpenVINO FP32 and OpenVINO at each of
+    `precisions`, on the same pixels, and judge each lower precision: precision -> result."""
     from training.eval.sets import load_set
 
     path = model_file(models_dir, role, "cpu", "fp32")
     engine = Engine(models_dir, routing=role, device="cpu", precision="fp32", threads=args.threads)
     ref = engine.model(role)
-    models = {"onnxruntime_fp32": ref, "openvino_fp32": open_model(path, "openvino", args.threads, "fp32"),
-              f"openvino_{precision}": open_model(path, "openvino", args.threads, precision)}
-    if models[f"openvino_{precision}"].precision != precision:
-        raise RuntimeError(f"OpenVINO ran {models[f'openvino_{precision}'].precision}, not {precision}")
+    models = {"onnxruntime_fp32": ref, "openvino_fp32": open_model(path, "openvino", args.threads, "fp32")}
+    for precision in precisions:
+        models[f"openvino_{precision}"] = m = open_model(path, "openvino", args.threads, precision)
+        if m.precision != precision:
+            raise RuntimeError(f"OpenVINO ran {m.precision}, not {precision}")
     source, split = data
     ds = load_set(source, split, ref.meta.classes, args.limit)
     log(f"{path.name}: {len(ds.records)} images of {ds.name}")
     scores, valid = merged_scores(engine, role, ds.records, models, args.batch, args.workers, log)
     y, mask, classes = ds.targets[valid], ds.mask[valid], list(ref.meta.classes)
     ref_s = scores["onnxruntime_fp32"][valid]
-    low = compare(y, mask, classes, ref.meta, ref_s, scores[f"openvino_{precision}"][valid])
     ov32 = compare(y, mask, classes, ref.meta, ref_s, scores["openvino_fp32"][valid])
     calib = json.dumps(ref.meta.provenance.get("calibration", {}).get("set", ""))
     set_name = Path(str(source.path)).name
-    result = {"passed": passes(low["map_fp32"], low["map"]), **low,
-              "images": int(valid.sum()), "failed_images": int((~valid).sum()),
-              "set": f"{source.path} ({split})", "thresholds_calibrated_on_set": set_name in calib,
-              "openvino_fp32": {k: ov32[k] for k in ("map", "flips", "images_changed", "max_abs_score_diff")},
-              "rule": RULE, "reference": "onnxruntime CPU fp32, same pixels",
-              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu": cpu_model(),
-              "cpu_flags": machine_info()["cpu_flags"], "openvino": version(), "threads": args.threads,
-              "sha256": file_sha256(path), "file": path.name}
-    if not result["passed"]:
-        result["reason"] = f"mAP {low['map'] * 100:.2f} vs FP32 {low['map_fp32'] * 100:.2f}"
-    return result
+    out: dict[str, dict[str, Any]] = {}
+    for precision in precisions:
+        low = compare(y, mask, classes, ref.meta, ref_s, scores[f"openvino_{precision}"][valid])
+        result = {"passed": passes(low["map_fp32"], low["map"]), **low,
+                  "images": int(valid.sum()), "failed_images": int((~valid).sum()),
+                  "set": f"{source.path} ({split})", "thresholds_calibrated_on_set": set_name in calib,
+                  "openvino_fp32": {k: ov32[k] for k in ("map", "flips", "images_changed", "max_abs_score_diff")},
+                  "rule": RULE, "reference": "onnxruntime CPU fp32, same pixels",
+                  "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu": cpu_model(),
+                  "cpu_flags": machine_info()["cpu_flags"], "openvino": version(), "threads": args.threads,
+                  "sha256": file_sha256(path), "file": path.name}
+        if precision == "int8":
+            bin_path = ir_path(path).with_suffix(".bin")
+            result.update(ir=ir_path(path).name, ir_sha256=file_sha256(bin_path),
+                          float_parts=getattr(models["openvino_int8"].session, "float_parts", "fp32"))
+        if not result["passed"]:
+            result["reason"] = f"mAP {low['map'] * 100:.2f} vs FP32 {low['map_fp32'] * 100:.2f}"
+        out[precision] = result
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -164,7 +175,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="labelled set (default ../shared/data/voc07_val)")
     p.add_argument("--split", default=None, help="split (default: test if the set has one, else all)")
     p.add_argument("--roles", default=",".join(ROLES), help="which models (default standard,hd)")
-    p.add_argument("--precision", choices=("bf16",), default="bf16", help="the precision to gate (bf16)")
+    p.add_argument("--precisions", "--precision", dest="precisions", default="bf16",
+                   help="comma-separated precisions to gate: bf16, int8 (default bf16)")
     p.add_argument("--limit", type=int, default=None, help="an evenly spaced subset of N images")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the backends' default)")
     p.add_argument("--batch", type=int, default=8, help="images per model call (default 8)")
@@ -177,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the gate for every role; 0 when every gate was measured (passed or not), 2 on a setup error."""
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    if args.precision == "bf16" and not native_bf16():
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions or any(p not in ("bf16", "int8") for p in precisions):
+        log(f"error: --precisions takes bf16 and/or int8, not {args.precisions}")
+        return 2
+    if "bf16" in precisions and not native_bf16():
         log("error: this CPU has no native BF16 (avx512_bf16 or amx_bf16): the bf16 gate is measured only "
             "where BF16 really runs")
         return 2
@@ -196,16 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for role in [r.strip() for r in args.roles.split(",") if r.strip()]:
         try:
-            r = gate_role(args.models, role, (source, split), args.precision, args, log)
+            per = gate_role(args.models, role, (source, split), precisions, args, log)
         except (*SETUP_ERRORS, UserError) as e:
             log(f"error: {role}: {e}")
             return 2
-        results[role] = r
-        log(f"{r['file']} {args.precision}: {'PASSED' if r['passed'] else 'FAILED'}: mAP {r['map'] * 100:.2f} vs "
-            f"FP32 {r['map_fp32'] * 100:.2f} ({r['map_delta_points']:+.2f} point), {r['flips']} label flips "
-            f"on {r['images_changed']} of {r['images']} images, max score diff {r['max_abs_score_diff']:.4f}")
-        if not args.no_write:
-            log(f"  wrote {write_gate(args.models / r['file'], args.precision, r)}")
+        results[role] = per
+        for precision, r in per.items():
+            log(f"{r['file']} {precision}: {'PASSED' if r['passed'] else 'FAILED'}: mAP {r['map'] * 100:.2f} vs "
+                f"FP32 {r['map_fp32'] * 100:.2f} ({r['map_delta_points']:+.2f} point), {r['flips']} label flips "
+                f"on {r['images_changed']} of {r['images']} images, max score diff {r['max_abs_score_diff']:.4f}")
+            if not args.no_write:
+                log(f"  wrote {write_gate(args.models / r['file'], precision, r)}")
     print(json.dumps(results, indent=2))
     return 0
 

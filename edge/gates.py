@@ -8,7 +8,9 @@ next to the model, `<model>.gates.json` (`hd.onnx` -> `hd.gates.json`):
 
 The runtime only reads it, at start, and never recomputes it. A gate counts
 only for the file it was measured on: its `sha256` must match the file's, so a
-retrained or recalibrated model does not inherit an old gate.
+retrained or recalibrated model does not inherit an old gate. The `int8` gate
+(OpenVINO INT8, the file's `<role>.int8-ov.xml/.bin` IR) also records the IR's
+`.bin` as `ir_sha256`: a remade IR needs a new gate.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def gate_status(model_path: Path | str, precision: str) -> tuple[bool, str]:
         return False, f"the {precision} gate failed ({gate.get('reason', 'see ' + gate_path(model_path).name)})"
     if gate.get("sha256") != file_sha256(model_path):
         return False, f"the {precision} gate was measured on another version of {Path(model_path).name}"
+    if precision == "int8":
+        from .openvino_backend import ir_path
+
+        bin_path = ir_path(model_path).with_suffix(".bin")
+        if not bin_path.is_file() or gate.get("ir_sha256") != file_sha256(bin_path):
+            return False, f"the int8 gate was measured on another version of {bin_path.name}"
     return True, f"{precision} gate passed on {gate.get('set')} ({gate.get('date')})"
 
 

@@ -75,7 +75,8 @@ def read_meta(session: ort.InferenceSession, source: str) -> ModelMeta:
 
 def open_model(path: Path | str, device: str = "auto", threads: int = 0, precision: str = "auto") -> Model:
     """Open one ONNX file; refuse it if its metadata is missing or invalid. `device` openvino: the
-    OpenVINO backend at `precision` (auto: BF16 when the file's gate passed, else FP32); any other
+    OpenVINO backend at `precision` (int8 on an FP32 file: its INT8 IR; auto: the fastest of
+    int8 > bf16 > fp32 whose gate passed); any other
     device: ONNX Runtime with that provider chain (the file's own precision)."""
     path = Path(path)
     if not path.is_file():
@@ -95,12 +96,20 @@ def open_model(path: Path | str, device: str = "auto", threads: int = 0, precisi
 
 
 def auto_compute_precision(path: Path, meta: ModelMeta) -> str:
-    """OpenVINO's precision under `--precision auto`: bf16 when the CPU has native BF16 and the
-    file's accuracy gate passed (`edge/gates.py`, read, never recomputed), else fp32."""
+    """OpenVINO's precision under `--precision auto`: the fastest whose accuracy gate passed for
+    this file (`edge/gates.py`, read, never recomputed), in order int8 (the file's INT8 IR,
+    `<role>.int8-ov.xml`, when it exists), bf16 (only where the CPU has native BF16), fp32."""
     from .gates import gate_status
-    from .openvino_backend import native_bf16
+    from .openvino_backend import ir_path, native_bf16
 
-    if meta.precision != "fp32" or not native_bf16():
+    if meta.precision != "fp32":
+        return "fp32"
+    if ir_path(path).is_file():
+        passed, why = gate_status(path, "int8")
+        log.info("%s: %s", path.name, why)
+        if passed:
+            return "int8"
+    if not native_bf16():
         return "fp32"
     passed, why = gate_status(path, "bf16")
     log.info("%s: %s", path.name, why)
@@ -108,7 +117,7 @@ def auto_compute_precision(path: Path, meta: ModelMeta) -> str:
 
 
 def _open_openvino(path: Path, threads: int, precision: str) -> Model:
-    from .openvino_backend import compile_onnx
+    from .openvino_backend import compile_int8_ir, compile_onnx
 
     try:
         meta = ModelMeta.from_props(read_props(path), str(path))
@@ -119,9 +128,11 @@ def _open_openvino(path: Path, threads: int, precision: str) -> Model:
                             "file, computing in fp32 or bf16")
     if precision == "auto":
         compute = auto_compute_precision(path, meta)
+    elif precision == "int8" and meta.precision == "fp32":
+        compute = "int8"  # the FP32 file's INT8 IR (<role>.int8-ov.xml), made by convert/int8_ov.py
     else:
         compute = "bf16" if precision == "bf16" else "fp32"  # int8: the INT8 file's float parts in fp32
-    session = compile_onnx(path, compute, threads)
+    session = compile_int8_ir(path, threads) if compute == "int8" else compile_onnx(path, compute, threads)
     check_shapes(meta, session.input_shape, session.output_shape, str(path))
     ran = meta.precision if meta.precision == "int8" else session.precision
     return Model(path, meta, session, "openvino", session.input_name, ran)
@@ -166,7 +177,14 @@ def open_role(models_dir: Path, role: str, device: str = "auto", precision: str 
 
 def model_file(models_dir: Path, role: str, device: str, precision: str = "auto") -> Path:
     """The file for a role: FP16 for a GPU device, INT8 (if shipped) or FP32 on CPU,
-    unless `precision` names one (bf16 computes with the FP32 file)."""
+    unless `precision` names one (bf16 computes with the FP32 file; int8 on OpenVINO runs the
+    FP32 file's INT8 IR, `<role>.int8-ov.xml`, when there is one, the metadata read from the FP32 file)."""
+    if device == "openvino" and precision == "int8":
+        from .openvino_backend import ir_path
+
+        fp32 = models_dir / f"{role}{PRECISION_SUFFIX['fp32']}"
+        if fp32.is_file() and ir_path(fp32).is_file():
+            return fp32
     if precision == "auto":
         order = ["fp16", "fp32"] if wants_gpu(device) else ["int8", "fp32"]
     else:

@@ -193,11 +193,8 @@ def test_scan_device_openvino_end_to_end(tmp_path, colour_models):
     assert recs["thumb.png"]["engine"] == "standard" and recs["thumb.png"]["labels"] == ["green"]
 
 
-@needs_bf16
-def test_precision_gate_script_writes_the_gate_auto_reads(models, tmp_path):
-    pytest.importorskip("sklearn")
-    from benchmarks.precision_gate import main as gate_main
-
+def _labelled_set(tmp_path: Path) -> Path:
+    """Five labelled synthetic photos, a set `training.data.datasets.open_source` reads."""
     data = tmp_path / "set"
     (data / "images").mkdir(parents=True)
     rows = ["path,labels"]
@@ -208,8 +205,133 @@ def test_precision_gate_script_writes_the_gate_auto_reads(models, tmp_path):
         rows.append(f"images/{i}.png,{name}")
     (data / "labels.csv").write_text("\n".join(rows) + "\n")
     (data / "classes.txt").write_text("red\ngreen\nblue\n")
+    return data
+
+
+@needs_bf16
+def test_precision_gate_script_writes_the_gate_auto_reads(models, tmp_path):
+    pytest.importorskip("sklearn")
+    from benchmarks.precision_gate import main as gate_main
+
+    data = _labelled_set(tmp_path)
     assert gate_main(["--models", str(models), "--data", str(data), "--roles", "hd", "--threads", "1"]) == 0
     gate = json.loads((models / "hd.gates.json").read_text())["bf16"]
     assert gate["passed"] is True and gate["images"] == 5 and gate["flips"] == 0
     assert {"map_fp32", "map", "flips", "set", "date", "cpu", "sha256"} <= set(gate)
     assert open_role(models, "hd", "auto").precision == "bf16"
+
+
+# OpenVINO INT8: the toy models quantized by NNCF (convert/int8_ov.py) on a few synthetic photos.
+
+@pytest.fixture(scope="module")
+def int8_models(colour_models, tmp_path_factory) -> Path:
+    """A copy of the toy models with each role's INT8 IR (`<role>.int8-ov.xml/.bin`) beside its ONNX file."""
+    pytest.importorskip("nncf", reason="OpenVINO INT8 needs nncf (extra quantize)")
+    from convert.int8_ov import calibration_batches, quantize
+
+    root = tmp_path_factory.mktemp("int8")
+    d = root / "models"
+    shutil.copytree(colour_models, d)
+    photos = []
+    colours = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128))
+    for i, corner in enumerate(("top_left", "top_right", "bottom_left", "bottom_right", "centre") * 2):
+        for w, h in ((600, 450), (120, 90)):  # both roles' routes
+            f = root / f"{i}_{w}.png"
+            cv2.imwrite(str(f), grey_with_square(w, h, corner, side=w // 6, colour_rgb=colours[i % 4]))
+            photos.append(f)
+    for role in ("standard", "hd"):
+        xml = quantize(d / f"{role}.onnx", calibration_batches(d, role, photos))
+        assert xml == d / f"{role}.int8-ov.xml" and xml.with_suffix(".bin").is_file()
+    return d
+
+
+@pytest.fixture
+def int8_copy(int8_models, tmp_path) -> Path:
+    d = tmp_path / "models"
+    shutil.copytree(int8_models, d)
+    return d
+
+
+def _int8_gate(models: Path, role: str, passed: bool, ir_sha: str | None = None) -> Path:
+    path = models / f"{role}.onnx"
+    return write_gate(path, "int8", {"passed": passed, "map_fp32": 0.9, "map": 0.899 if passed else 0.8,
+                                     "flips": 1, "set": "synthetic", "date": "2026-01-01", "cpu": "test",
+                                     "sha256": file_sha256(path),
+                                     "ir_sha256": ir_sha or file_sha256(models / f"{role}.int8-ov.bin")})
+
+
+@pytest.mark.parametrize("role,size", [("standard", 32), ("hd", 64)])
+def test_int8_ir_runs_close_to_fp32(int8_models, role, size):
+    m = open_role(int8_models, role, "openvino", "int8")
+    assert (m.provider, m.precision, m.path.name) == ("openvino", "int8", f"{role}.onnx")
+    ref = open_model(int8_models / f"{role}.onnx", "cpu")
+    assert m.meta == ref.meta  # the metadata comes from the ONNX file beside the IR
+    x = views(size)
+    got, want = m(x), ref(x)
+    assert np.abs(got - want).max() < 0.35  # loose: a toy model of a few weights, quantized on 20 photos
+    sure = want.max(axis=1) > 0.3
+    assert sure.any() and (got[sure].argmax(axis=1) == want[sure].argmax(axis=1)).all()
+
+
+def test_scan_device_openvino_precision_int8(tmp_path, int8_models):
+    cv2.imwrite(str(tmp_path / "red.png"), grey_with_square(corner="top_right"))
+    out = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(main, ["scan", str(tmp_path / "red.png"), "--models", str(int8_models),
+                                    "--device", "openvino", "--precision", "int8", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert (rec["provider"], rec["precision"], rec["labels"]) == ("openvino", "int8", ["red"])
+
+
+def test_auto_takes_int8_only_when_its_gate_passed(int8_copy, monkeypatch):
+    monkeypatch.setattr(ovb, "native_bf16", lambda: False)
+    assert open_role(int8_copy, "hd", "openvino").precision == "fp32"  # no gate: FP32
+    _int8_gate(int8_copy, "hd", passed=True)
+    assert open_role(int8_copy, "hd", "openvino").precision == "int8"
+    assert open_role(int8_copy, "hd", "auto").precision == "int8"
+    assert open_role(int8_copy, "hd", "openvino", "fp32").precision == "fp32"  # an explicit precision wins
+    _int8_gate(int8_copy, "hd", passed=True, ir_sha="0" * 64)  # measured on another IR
+    passed, why = gate_status(int8_copy / "hd.onnx", "int8")
+    assert not passed and "hd.int8-ov.bin" in why
+    assert open_role(int8_copy, "hd", "openvino").precision == "fp32"
+    _int8_gate(int8_copy, "hd", passed=False)
+    assert open_role(int8_copy, "hd", "openvino").precision == "fp32"
+
+
+@needs_bf16
+def test_auto_falls_back_from_a_failed_int8_gate_to_a_passed_bf16(int8_copy):
+    _int8_gate(int8_copy, "hd", passed=False)
+    _gate(int8_copy, "hd", passed=True)
+    assert open_role(int8_copy, "hd", "openvino").precision == "bf16"
+    _int8_gate(int8_copy, "hd", passed=True)
+    assert open_role(int8_copy, "hd", "openvino").precision == "int8"  # int8 > bf16
+
+
+def test_an_ir_of_another_onnx_file_is_refused(int8_copy):
+    ov = pytest.importorskip("openvino")
+    xml = int8_copy / "hd.int8-ov.xml"
+    ir = ov.Core().read_model(str(xml))
+    ir.set_rt_info("0" * 64, ovb.IR_SHA_KEY)
+    ov.save_model(ir, str(int8_copy / "tmp.xml"), compress_to_fp16=False)
+    (int8_copy / "tmp.xml").replace(xml)
+    (int8_copy / "tmp.bin").replace(xml.with_suffix(".bin"))
+    with pytest.raises(ProviderError, match="was not made from this hd.onnx"):
+        open_role(int8_copy, "hd", "openvino", "int8")
+    xml.unlink()
+    with pytest.raises(ModelError, match="hd.int8.onnx"):  # no IR, no INT8 ONNX file
+        open_role(int8_copy, "hd", "openvino", "int8")
+
+
+def test_precision_gate_script_gates_int8(int8_copy, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    from benchmarks.precision_gate import main as gate_main
+
+    monkeypatch.setattr(ovb, "native_bf16", lambda: False)
+    data = _labelled_set(tmp_path)
+    assert gate_main(["--models", str(int8_copy), "--data", str(data), "--roles", "hd", "--threads", "1",
+                      "--precisions", "int8"]) == 0
+    gate = json.loads((int8_copy / "hd.gates.json").read_text())["int8"]
+    assert gate["images"] == 5 and gate["ir"] == "hd.int8-ov.xml" and gate["float_parts"] == "fp32"
+    assert gate["ir_sha256"] == file_sha256(int8_copy / "hd.int8-ov.bin")
+    assert open_role(int8_copy, "hd", "openvino").precision == ("int8" if gate["passed"] else "fp32")
+    assert gate_main(["--models", str(int8_copy), "--data", str(data), "--precisions", "fp16"]) == 2

@@ -203,6 +203,11 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
         role = "hd" if f.name.startswith("hd") else "standard"
         prec = "FP16 (GPU)" if ".fp16." in f.name else "INT8 (CPU)" if ".int8." in f.name else "FP32 (CPU)"
         out.append(f"| `{f.name}` | {role} | {prec}, {f.stat().st_size / 1e6:.1f} MB |")
+    for f in sorted(models.glob("*.int8-ov.xml")):  # OpenVINO IRs quantized from the ONNX file beside them
+        role = "hd" if f.name.startswith("hd") else "standard"
+        size = (f.stat().st_size + f.with_suffix(".bin").stat().st_size) / 1e6 if f.with_suffix(".bin").is_file() else 0
+        out.append(f"| `{f.stem}.xml/.bin` | {role} | INT8 OpenVINO IR of `{role}.onnx` (NNCF, `python -m "
+                   f"convert.int8_ov`; gated in `{role}.gates.json`), {size:.1f} MB |")
     if shipped:
         out += ["", f"Backbone: **`{shipped}`** (`runs/{shipped}/calibrated/`); its evaluations are also in "
                 "`models/eval/voc07_val` and `models/eval/cifar10_test`."]

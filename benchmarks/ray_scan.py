@@ -47,6 +47,7 @@ from benchmarks._common import (
     toy_models,
     write_results,
 )
+from edge import MAX_PIXELS
 from edge.engine import Engine
 from edge.inputs import collect, collect_keyed
 from edge.scan import Summary, scan
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     models = toy_models("hd", (64, 64)) if args.quick else args.models
     routing = "hd" if args.quick else "auto"
     engine_opts = {"models_dir": models, "engine": routing, "device": args.device, "precision": "auto",
-                   "threads": 0, "tiling": True, "threshold": None, "max_pixels": 100_000_000,
+                   "threads": 0, "tiling": True, "threshold": None, "max_pixels": MAX_PIXELS,
                    "guess_in_labels": False}
     paths, folder = _paths(args)
     for p in paths:  # the page cache warm for both

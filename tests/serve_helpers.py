@@ -27,6 +27,38 @@ def jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
+MAX_BODY = 2 * 2**20  # the tests' --max-body
+
+
+def photo(corner: str, colour_rgb: tuple[int, int, int]) -> bytes:
+    """A 640x480 JPEG with one coloured square (the toy models' classes) in a corner or the centre."""
+    from conftest import grey_with_square
+
+    return jpeg(grey_with_square(640, 480, corner, 120, colour_rgb))
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample of /metrics (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def assert_json_error(r: httpx.Response, status: int, code: str) -> dict:
+    """A JSON error answer with this status and code, and no trace of a stack."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert "Traceback" not in r.text and 'File "' not in r.text
+    return body
+
+
 def wait_ready(url: str, timeout: float = 60.0, **client: Any) -> None:
     """Poll /readyz until 200."""
     deadline = time.monotonic() + timeout

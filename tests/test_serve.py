@@ -22,8 +22,7 @@ pytest.importorskip("prometheus_client")
 ws_client = pytest.importorskip("websockets.sync.client")
 
 from conftest import grey_with_square  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from serve_helpers import ThreadServer, jpeg, wait_ready  # noqa: E402
+from serve_helpers import MAX_BODY, ThreadServer, assert_json_error, jpeg, metric, photo, wait_ready  # noqa: E402
 
 from benchmarks.memory import png_declaring  # noqa: E402
 from convert.toy import save_colour_model  # noqa: E402
@@ -32,29 +31,9 @@ from edge.records import FIELDS, record  # noqa: E402
 from edge.serve.app import create_app  # noqa: E402
 from edge.serve.runtime import ServeSettings  # noqa: E402
 
-MAX_BODY = 2 * 2**20
-RED = jpeg(grey_with_square(640, 480, "top_left", 120, (255, 0, 0)))
-GREEN = jpeg(grey_with_square(640, 480, "bottom_right", 120, (0, 255, 0)))
-BLUE = jpeg(grey_with_square(640, 480, "centre", 120, (0, 0, 255)))
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """One sample of /metrics (0 when absent)."""
-    text = httpx.get(url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
-
-
-def assert_json_error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert body["error"]["code"] == code and body["error"]["message"]
-    assert "Traceback" not in r.text and 'File "' not in r.text
-    return body
+RED = photo("top_left", (255, 0, 0))
+GREEN = photo("bottom_right", (0, 255, 0))
+BLUE = photo("centre", (0, 0, 255))
 
 
 @pytest.fixture(scope="module")

@@ -25,37 +25,15 @@ pytest.importorskip("prometheus_client")
 ws_client = pytest.importorskip("websockets.sync.client")
 
 from click.testing import CliRunner  # noqa: E402
-from conftest import grey_with_square  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from serve_helpers import CliServer, ThreadServer, jpeg, wait_ready  # noqa: E402
+from serve_helpers import CliServer, ThreadServer, metric, photo, wait_ready  # noqa: E402
 
 from edge.cli import main  # noqa: E402
 from edge.engine import Engine  # noqa: E402
 from edge.serve.app import create_app  # noqa: E402
 
-MAX_BODY = 2 * 2**20
-RED = jpeg(grey_with_square(640, 480, "top_left", 120, (255, 0, 0)))
-GREEN = jpeg(grey_with_square(640, 480, "bottom_right", 120, (0, 255, 0)))
-BLUE = jpeg(grey_with_square(640, 480, "centre", 120, (0, 0, 255)))
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """One sample of /metrics (0 when absent)."""
-    text = httpx.get(url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
-
-
-def assert_json_error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert body["error"]["code"] == code and body["error"]["message"]
-    assert "Traceback" not in r.text and 'File "' not in r.text
-    return body
+RED = photo("top_left", (255, 0, 0))
+GREEN = photo("bottom_right", (0, 255, 0))
+BLUE = photo("centre", (0, 0, 255))
 
 
 def test_serve_command_setup_errors(tmp_path):

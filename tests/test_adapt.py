@@ -177,14 +177,17 @@ def test_adaptation_on_several_sets_holds_part_of_each_out(tmp_path):
                              width_scale=0.25, depths=[1, 1, 1, 1]))
     out = tmp_path / "hd"
     run_adapt(AdaptConfig(base=str(base), data=[str(tmp_path / "a"), str(tmp_path / "b")], out=str(out),
-                          holdout=0.3, epochs=1, batch_size=8, lr=1e-4, mlflow_uri="off", cache_dir=cache, verbose=0))
+                          holdout=0.3, epochs=1, batch_size=8, lr=1e-4, mlflow_uri="off", cache_dir=cache, verbose=0,
+                          replay=5, input_size=[40, 40]))
     splits = json.loads((out / "splits.json").read_text())["sets"]
-    assert set(splits) == {str((tmp_path / s).resolve()) for s in "ab"}
+    assert set(splits) == {str((tmp_path / s).resolve()) for s in "ab"}  # replayed images choose nothing
     for part in splits.values():
         assert len(part["heldout"]) == 3 and len(part["fit"]) == 7 and not set(part["fit"]) & set(part["heldout"])
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["known_by_set"] == {str((tmp_path / "a").resolve()): ["blue", "red"],
                                    str((tmp_path / "b").resolve()): ["red"]}
-    assert cfg["n_train"] == 14 and cfg["n_val"] == 6
+    assert cfg["n_train"] == 14 + 5 and cfg["n_val"] == 6
+    assert cfg["input_size"] == cfg["model"]["input_size"] == [40, 40]  # rebuilt from the 32-pixel base
+    assert cfg["replay"] == {"set": str((tmp_path / "thumbs").resolve()), "images": 5}
     with pytest.raises(DataError, match="holdout"):
         AdaptConfig(base=str(base), data=[str(tmp_path / "a")], out=str(out), holdout=0.0)

@@ -25,6 +25,9 @@ from training.errors import UserError  # noqa: E402
 @click.option("--balance/--no-balance", default=True, show_default=True,
               help="Give every set the same share of each epoch and draw rare classes more often.")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder for the HD model.")
+@click.option("--input-size", default=None,
+              help="N or H,W: adapt (and ship) HD at this input size; the base run's weights are rebuilt for it "
+                   "(default: the base run's size).")
 @click.option("--lr", type=float, default=1e-5, show_default=True, help="AdamW learning rate (tiny: keep features).")
 @click.option("--epochs", type=int, default=15, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -39,13 +42,18 @@ from training.errors import UserError  # noqa: E402
 @click.option("--unlabelled-classes", default=None,
               help="Comma-separated model classes the set does not label (masked); "
                    "default: model classes missing from the set's vocabulary.")
-@click.option("--cifar", default=None, help="CIFAR-10 set for the forgetting check (default: the base run's data).")
+@click.option("--cifar", default=None,
+              help="CIFAR-10 set for the forgetting check and --replay (default: the base run's data).")
+@click.option("--replay", type=click.IntRange(0), default=0, show_default=True,
+              help="Mix N CIFAR-10 training images into the fitted photos (one more set, all classes known) "
+                   "so the model forgets less of what it learned first.")
 @click.option("--patience", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--mlflow-uri", default=None, help="MLflow tracking URI (default: local store; 'off' disables).")
 @click.option("--cache-dir", default=None, help="Decoded-image cache (default ~/.cache/sixview).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
-def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[str, ...], **opts) -> None:
+def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[str, ...], input_size: str | None,
+          **opts) -> None:
     """Fine-tune a Standard run on real photos into HD.
 
     Aligns every set's classes to the model's by name; a class a set does not
@@ -54,13 +62,15 @@ def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[st
     epoch with the best six-view mAP on the held-out photos (splits.json), and
     reports before/after on them and on the CIFAR-10 test split (forgetting).
     """
+    from training.commands.train import _size
     from training.data.labels import parse_classes
     from training.fit.adapt import AdaptConfig, run_adapt
 
     opts["data"], opts["val"] = list(opts["data"]), list(opts["val"])
     unlabelled = parse_classes(unlabelled_classes) if unlabelled_classes is not None else None
     try:
-        cfg = AdaptConfig(**opts, ignore_classes=list(ignore_classes), unlabelled_classes=unlabelled)
+        cfg = AdaptConfig(**opts, ignore_classes=list(ignore_classes), unlabelled_classes=unlabelled,
+                          input_size=_size(input_size, "") if input_size else None)
         m = run_adapt(cfg, resume=resume)
     except UserError as e:
         raise click.UsageError(str(e)) from None

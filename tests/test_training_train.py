@@ -269,3 +269,19 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path, data_dir: Path) -
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     m = json.loads(lines[0][len("RESULT "):])
     assert m["replicas"] == 2 and m["distribute"] == "mirrored" and np.isfinite(m["test"]["loss"])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero(tmp_path: Path, data_dir: Path) -> None:
+    from training.fit.train import learning_rate
+
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), epochs=4, lr=1e-3, schedule="cosine",
+                      warmup_epochs=1)
+    lr = learning_rate(cfg, steps_per_epoch=10)
+    at = [float(lr(step)) for step in (0, 5, 10, 25, 40)]
+    assert at[0] == 0.0 and at[1] == pytest.approx(5e-4) and at[2] == pytest.approx(1e-3)
+    assert at[2] > at[3] > at[4] and at[4] == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate(TrainConfig(data="", out="", lr=1e-3), 10) == 1e-3  # plateau: a plain rate
+    m = run_training(TrainConfig(data=str(data_dir), out=str(tmp_path / "c"), epochs=2, batch_size=16,
+                                 input_size=[32, 32], lr=3e-3, schedule="cosine", warmup_epochs=0.5,
+                                 mlflow_uri="off", cache_dir=str(tmp_path / "cache"), verbose=0, **TINY_KW))
+    assert m["epochs_run"] == 2  # no plateau callback fights the schedule

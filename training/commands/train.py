@@ -71,6 +71,10 @@ def _size(text: str | None, arch: str) -> list[int]:
 @click.option("--freeze-backbone", is_flag=True,
               help="Train only the head on a pretrained backbone (fast transfer learning; "
                    "sixview adapt later fine-tunes every layer).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default="plateau", show_default=True,
+              help="plateau: halve the rate after two epochs without progress; cosine: linear warm-up over "
+                   "--warmup-epochs, then cosine decay to 0 at the last epoch (full fine-tuning).")
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True)
 @click.option("--patience", type=int, default=5, show_default=True, help="EarlyStopping patience.")
 @click.option("--depths", default=None, help="Blocks per stage, e.g. 1,1,1,1 (tiny test models).")
 @click.option("--jit-compile", type=click.Choice(["auto", "on", "off"]), default="auto",

@@ -95,14 +95,15 @@ def run_tracker(uri: str | None, out: Path, state: dict, params: dict[str, Any] 
 
 
 def run_callbacks(out: Path, monitor: str, best: float | None, patience: int, min_lr: float, resume: bool,
-                  mode: str = "auto") -> list[keras.callbacks.Callback]:
+                  mode: str = "auto", plateau: bool = True) -> list[keras.callbacks.Callback]:
     """best.keras whenever `monitor` improves on `best`, the learning rate halved after two
-    epochs without improvement, early stopping after `patience` (best weights restored),
-    and the per-epoch history.csv (appended to when resuming)."""
+    epochs without improvement (with `plateau`; not with a schedule), early stopping after
+    `patience` (best weights restored), and the per-epoch history.csv (appended to when resuming)."""
+    lower = [keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=2, min_lr=min_lr)]
     return [
         keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor, mode=mode, save_best_only=True,
                                         initial_value_threshold=best),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=2, min_lr=min_lr),
+        *(lower if plateau else []),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume)]
 

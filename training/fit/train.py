@@ -7,6 +7,7 @@ holds the report of its data set, data_report.md/.png.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -71,6 +72,8 @@ class TrainConfig:
     depths: list[int] | None = None
     mixup_alpha: float = 0.2
     freeze_backbone: bool = False
+    schedule: str = "plateau"  # plateau: halve the rate after 2 flat epochs; cosine: warm-up, then cosine to 0
+    warmup_epochs: float = 0.0
     patience: int = 5
     cache_dir: str | None = None
     jit_compile: str = "auto"
@@ -126,8 +129,19 @@ def adamw(lr: float, weight_decay: float) -> keras.optimizers.AdamW:
     return opt
 
 
-def compile_model(model: keras.Model, lr: float, n: int, weight_decay: float = 1e-4,
-                  jit_compile: str = "auto") -> None:
+def learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The rate AdamW follows: `cfg.lr` (plateau: lowered by a callback), or a linear warm-up
+    over `warmup_epochs` to `cfg.lr` and then a cosine decay to 0 at the last epoch."""
+    if cfg.schedule == "plateau":
+        return cfg.lr
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = max(cfg.epochs * steps_per_epoch - warmup, 1)
+    return keras.optimizers.schedules.CosineDecay(0.0 if warmup else cfg.lr, total, alpha=0.0,
+                                                  warmup_target=cfg.lr if warmup else None, warmup_steps=warmup)
+
+
+def compile_model(model: keras.Model, lr: float | keras.optimizers.schedules.LearningRateSchedule, n: int,
+                  weight_decay: float = 1e-4, jit_compile: str = "auto") -> None:
     """Compile for multi-label training: AdamW (no decay on norms/biases/scales), BCE,
     binary accuracy and multi-label AUC."""
     model.compile(optimizer=adamw(lr, weight_decay), loss=keras.losses.BinaryCrossentropy(),
@@ -212,9 +226,11 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
                     if cfg.freeze_backbone:  # transfer learning, first step: train the head only
                         for layer in backbone_layers(model):
                             layer.trainable = False
-                    compile_model(model, cfg.lr, len(classes), cfg.weight_decay, cfg.jit_compile)
+                    steps = math.ceil(len(train_sel) / cfg.batch_size)
+                    compile_model(model, learning_rate(cfg, steps), len(classes), cfg.weight_decay, cfg.jit_compile)
             run_state = RunState(out, state, monitor)
-            callbacks = [*run_callbacks(out, monitor, state.get("best"), cfg.patience, 1e-6, resume),
+            callbacks = [*run_callbacks(out, monitor, state.get("best"), cfg.patience, 1e-6, resume,
+                                        plateau=cfg.schedule == "plateau"),
                          run_state, tracker.callback()]
             initial = int(state.get("epoch", 0))
             hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial,

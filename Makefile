@@ -59,7 +59,7 @@ gate: $(VENV)/.dev
 	$(PY) -m benchmarks.precision_gate --models models --data ../shared/data/voc07_val --precisions bf16,int8
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check edge convert training benchmarks tests
+	$(VENV)/bin/ruff check edge convert training benchmarks tests docker
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -19,8 +19,8 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--models --engine --device --precision --threads --tiling --threshold --max-pixels --guess-in-labels."""
     opts = [
         click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path),
-                     default=DEFAULT_MODELS, show_default="the shipped models/",
-                     help="Folder with standard*.onnx and hd*.onnx."),
+                     default=DEFAULT_MODELS, envvar="SIXVIEW_MODELS", show_default="the shipped models/",
+                     help="Folder with standard*.onnx and hd*.onnx (or env SIXVIEW_MODELS)."),
         click.option("--engine", type=click.Choice(ROUTINGS), default="auto", show_default=True,
                      help="auto: thumbnails (short side <= 64 px) -> standard, photos -> hd."),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,

@@ -47,8 +47,21 @@ def test_a_recipe_reuses_another_recipes_standard_run(tmp_path, monkeypatch):
     assert ran == []
 
 
+def test_a_recipe_starts_from_another_recipes_checkpoint(tmp_path, monkeypatch):
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(mm, "_run", lambda cmd, log, stages, name: ran.append((name, cmd)))
+    monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": []})
+    monkeypatch.setitem(mm.RECIPES, "base-ft", {"init_from": ["base"], "train": ["--arch", "x"], "adapt": []})
+    runs = tmp_path / "runs"
+    mm.build_recipe("base-ft", ["sixview"], tmp_path, runs, runs / "log")  # (the fake stages make no files)
+    trains = [c for n, c in ran if n == "train_standard"]
+    assert "--weights" not in trains[0]  # the base recipe first, from its own weights
+    assert trains[1][trains[1].index("--weights") + 1] == str(runs / "base" / "std" / "best.keras")
+
+
 @pytest.mark.parametrize("name", list(mm.RECIPES))
 def test_every_shipped_recipe_names_an_existing_standard(name):
     recipe = mm.RECIPES[name]
     assert ("train" in recipe) != ("std_from" in recipe)
-    assert "std_from" not in recipe or "train" in mm.RECIPES[recipe["std_from"][0]]
+    for key in ("std_from", "init_from"):
+        assert key not in recipe or "train" in mm.RECIPES[recipe[key][0]]

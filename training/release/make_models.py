@@ -70,6 +70,14 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         "std_from": ["efficientnet-lite0"],
         "adapt": ["--epochs", "8", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
                   "--replay", "2000", "--input-size", "192"]},
+    # progressive unfreezing: from efficientnet-lite0's head-only Standard run, every layer fine-tuned on
+    # CIFAR-10 (warm-up, cosine decay), then HD as in efficientnet-lite0-hd192
+    "efficientnet-lite0-ft": {
+        "init_from": ["efficientnet-lite0"],
+        "train": ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", "2", "--lr", "3e-4",
+                  "--schedule", "cosine", "--warmup-epochs", "0.2", "--batch-size", "64"],
+        "adapt": ["--epochs", "8", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
+                  "--replay", "2000", "--input-size", "192"]},
 }
 # The real-photo sets HD adapts on, all at once; a fifth of each is held out to choose the epoch
 # and calibrate the thresholds, so voc07_val chooses nothing and its figures are honest.
@@ -92,7 +100,11 @@ def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) ->
     if "std_from" in recipe and not std.exists():
         std.symlink_to(Path("..") / recipe["std_from"][0] / "std", target_is_directory=True)
     if "std_from" not in recipe:
-        cmd = _resumable(std, [*sv, "train", "--data", str(cifar), *recipe["train"], "--out", str(std)],
+        init = []
+        if "init_from" in recipe:  # start from another recipe's Standard checkpoint (built first)
+            build_recipe(recipe["init_from"][0], sv, data, runs, log)
+            init = ["--weights", str(runs / recipe["init_from"][0] / "std" / "best.keras")]
+        cmd = _resumable(std, [*sv, "train", "--data", str(cifar), *recipe["train"], *init, "--out", str(std)],
                          stages, "train_standard")
         if cmd:
             _run(cmd, log, stages, "train_standard")

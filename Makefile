@@ -29,16 +29,17 @@ test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
 # The shipped models, end to end on ../shared/data (hours on a CPU; every stage resumes):
-# every backbone recipe in runs/<backbone>/, then SHIP's models copied into models/.
+# every backbone recipe in runs/<recipe>/, then SHIP's models copied into models/, their INT8 IRs made and gated.
 SHIP ?= efficientnet-lite0
 models: $(VENV)/.dev
 	$(PY) -m training.release.make_models --ship $(SHIP)
+	$(MAKE) quantize gate
 
 # Latency, pipeline, memory, serving, Ray-scan and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
 # The reference-path comparison needs the Keras checkpoint the HD model came from, and the
 # backbone comparison the runs of every recipe (both from make models).
 BENCH_KERAS ?= runs/$(SHIP)/hd/best.keras
-BACKBONES := $(foreach r,convnext-edge efficientnet-lite0,$(if $(wildcard runs/$(r)/calibrated/hd.onnx),--recipe $(r)=runs/$(r)/calibrated))
+BACKBONES := $(foreach r,convnext-edge efficientnet-lite0 efficientnet-lite0-hd192 efficientnet-lite0-ft,$(if $(wildcard runs/$(r)/calibrated/hd.onnx),--recipe $(r)=runs/$(r)/calibrated))
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.latency
 	$(PY) -m benchmarks.pipeline

@@ -155,7 +155,8 @@ def main(data: Path, runs: Path, models: Path, recipes: str, ship: str) -> None:
     log = runs / "make_models.log"
     built = {name: build_recipe(name, sv, data, runs, log) for name in dict.fromkeys([*names, ship])}
     models.mkdir(parents=True, exist_ok=True)
-    for old in models.glob("*.onnx"):
+    # the IRs quantized from the old files and the gates measured on them go too (`make quantize`, `make gate`)
+    for old in [*models.glob("*.onnx"), *models.glob("*.int8-ov.*"), *models.glob("*.gates.json")]:
         old.unlink()
     for f in sorted(built[ship].glob("*.onnx")):
         shutil.copy2(f, models / f.name)

@@ -161,11 +161,15 @@ def _onnx_calibration(path: Path) -> str | None:
 
 def _trust_section(evals: Path) -> list[str]:
     """Before/after at the models' decision on voc07_val: the previous shipped HD model (its report kept in
-    `models/eval/previous/`) against this one."""
+    `models/eval/previous/`), every recipe's, and the shipped one."""
     rows = []
+    recipes = sorted(p.parent.parent.name for p in evals.glob("*/voc07_val/report.json") if p.parent.parent.name
+                     != "previous")
     for name, rep in (("previous models (voc07_val chose their epoch and thresholds)",
                        _load(evals / "previous" / "voc07_val" / "report.json")),
-                      ("these models (voc07_val chose nothing)", _load(evals / "voc07_val" / "report.json"))):
+                      *((f"`{r}` (voc07_val chose nothing)", _load(evals / r / "voc07_val" / "report.json"))
+                        for r in recipes),
+                      ("**these models** (voc07_val chose nothing)", _load(evals / "voc07_val" / "report.json"))):
         for t in ("on", "off"):
             d = rep.get("roles", {}).get("hd", {}).get(f"tiling_{t}", {}).get("decision")
             if d:

@@ -128,6 +128,7 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
 def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
     voc, cifar = _load(evals / "voc07_val" / "report.json"), _load(evals / "cifar10_test" / "report.json")
     cfg, hd = _load(root / "std" / "config.json"), _load(root / "hd" / "metrics.json")
+    hd_cfg = _load(root / "hd" / "config.json")
     roles = voc.get("roles", {})
 
     def m(role: str, t: str, key: str, rep: dict = voc) -> str:
@@ -141,7 +142,7 @@ def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
         forget = f"{pct(hd['before']['cifar10_test']['top1'])} -> {pct(hd['after']['cifar10_test']['top1'])}"
     r = lat.get(name, {})
     ms = (f"{r['fp32']['p50']:.1f} / {r['int8']['p50']:.1f}" if r.get("fp32") and r.get("int8") else "-")
-    size = "x".join(str(v) for v in cfg.get("input_size", [])) or "-"
+    size = " / ".join("x".join(str(v) for v in c["input_size"]) for c in (cfg, hd_cfg) if c.get("input_size")) or "-"
     return (f"| `{name}` | {size} | {cfg.get('weights', '-')} | {m('standard', 'off', 'top1', cifar)} "
             f"| {m('standard', 'on', 'mAP')} / {m('standard', 'off', 'mAP')} | {m('hd', 'on', 'mAP')} / "
             f"{m('hd', 'off', 'mAP')} | {pct(small['on'])} / {pct(small['off'])} | {forget} | {ms} |")
@@ -231,7 +232,7 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
                 "adaptation. Frame: HD, one six-view batch, p50 FP32 / INT8"
                 + (f", from `{backbones}` (`benchmarks/backbones.py`, this 2-core CPU, interleaved in one run)."
                    if bb else "."), "",
-                "| backbone | input | weights | CIFAR-10 top-1 | Standard mAP | HD mAP | HD small recall "
+                "| recipe | input (Standard / HD) | weights | CIFAR-10 top-1 | Standard mAP | HD mAP | HD small recall "
                 "| forgetting | frame ms |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         out += [_compare_rows(r, runs / r, models / "eval" / r, lat) for r in recipes]
         out.append("")

@@ -62,7 +62,7 @@ def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[st
     epoch with the best six-view mAP on the held-out photos (splits.json), and
     reports before/after on them and on the CIFAR-10 test split (forgetting).
     """
-    from training.commands.train import _size
+    from training.commands.train import parse_size
     from training.data.labels import parse_classes
     from training.fit.adapt import AdaptConfig, run_adapt
 
@@ -70,7 +70,7 @@ def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[st
     unlabelled = parse_classes(unlabelled_classes) if unlabelled_classes is not None else None
     try:
         cfg = AdaptConfig(**opts, ignore_classes=list(ignore_classes), unlabelled_classes=unlabelled,
-                          input_size=_size(input_size, "") if input_size else None)
+                          input_size=parse_size(input_size, "") if input_size else None)
         m = run_adapt(cfg, resume=resume)
     except UserError as e:
         raise click.UsageError(str(e)) from None

@@ -16,7 +16,8 @@ from training.errors import UserError  # noqa: E402
 from training.models.archs import ALL_ARCHS, TRAIN_PRECISIONS, default_input_size  # noqa: E402
 
 
-def _size(text: str | None, arch: str) -> list[int]:
+def parse_size(text: str | None, arch: str) -> list[int]:
+    """`--input-size` text (N, HxW or H,W) as [H, W]; empty: the architecture's default."""
     if not text:
         return [default_input_size(arch)] * 2
     parts = text.lower().replace("x", ",").split(",")
@@ -93,7 +94,7 @@ def train(ctx: click.Context, **opts) -> None:
         raise click.UsageError("--resume needs --out RUN_FOLDER")
     if opts["out"] is None:
         opts["out"] = f"runs/{opts['arch']}-{datetime.now():%Y%m%d-%H%M%S}"
-    opts["input_size"] = _size(opts["input_size"], opts["arch"])
+    opts["input_size"] = parse_size(opts["input_size"], opts["arch"])
     if opts["depths"]:
         try:
             opts["depths"] = [int(v) for v in opts["depths"].split(",")]

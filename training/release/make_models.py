@@ -82,7 +82,7 @@ RECIPES: dict[str, dict[str, list[str]]] = {
 # The real-photo sets HD adapts on, all at once; a fifth of each is held out to choose the epoch
 # and calibrate the thresholds, so voc07_val chooses nothing and its figures are honest.
 ADAPT_SETS = ("voc07_train", "imagenette_train", "openimages_train")
-DEFAULT_SHIP = "efficientnet-lite0"
+DEFAULT_SHIP = "efficientnet-lite0-hd192"
 
 
 def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> Path:
@@ -138,13 +138,13 @@ def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) ->
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"))
 @click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=Path("models"))
 @click.option("--recipes", default=",".join(RECIPES), show_default=True,
-              help="Comma-separated backbones to build (each in runs/<name>/).")
+              help="Comma-separated recipes to build (each in runs/<name>/).")
 @click.option("--ship", type=click.Choice(list(RECIPES)), default=DEFAULT_SHIP, show_default=True,
               help="Whose models go into MODELS (chosen by voc07_val mAP against six-view latency; see the card).")
 def main(data: Path, runs: Path, models: Path, recipes: str, ship: str) -> None:
-    """Per backbone: train Standard on CIFAR-10, adapt HD on the real-photo sets, convert, calibrate on
-    held-out photos, evaluate on voc07_val and CIFAR-10 test; then ship one backbone's models (and
-    evaluations) into MODELS."""
+    """Per recipe (a backbone and how its models are made): train Standard on CIFAR-10, adapt HD on the
+    real-photo sets, convert, calibrate on held-out photos, evaluate on voc07_val and CIFAR-10 test; then
+    ship one recipe's models (and evaluations) into MODELS."""
     sv = [str(Path(sys.executable).with_name("sixview"))]
     names = [r.strip() for r in recipes.split(",") if r.strip()]
     unknown = [r for r in names if r not in RECIPES]

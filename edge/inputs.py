@@ -118,6 +118,14 @@ def in_shard(key: str, shard: tuple[int, int]) -> bool:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) % n == i
 
 
+def keep_shard(found: dict[str, str], shard: str | None) -> dict[str, str]:
+    """The files of `found` (path -> shard key) in shard 'i/n' (all of them without one)."""
+    if not shard:
+        return found
+    part = parse_shard(shard)
+    return {p: k for p, k in found.items() if in_shard(k, part)}
+
+
 def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """A regular file's bytes (links followed). Anything else (a named pipe, a device, a socket)
     is refused without blocking, and so is a file over `max_bytes`."""

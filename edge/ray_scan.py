@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .engine import ROLES
 from .errors import SETUP_ERRORS
-from .inputs import in_shard, parse_shard
+from .inputs import keep_shard
 from .metadata import MetadataError, ModelMeta
 from .model import check_request, model_file
 from .onnx_props import PropsError, read_props
@@ -229,10 +229,7 @@ def run(paths: tuple[str, ...], *, out: Path | None, csv_path: Path | None, resu
     if resume and out is None and ray_dir is None:
         raise click.UsageError("--resume needs --out FILE or --ray-dir DIR")
     try:
-        found = collect_any(paths)
-        if shard:
-            part = parse_shard(shard)
-            found = {p: k for p, k in found.items() if in_shard(k, part)}
+        found = keep_shard(collect_any(paths), shard)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise click.UsageError(str(e)) from None
     listing = list(found)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import SETUP_ERRORS
-from .inputs import collect_keyed, in_shard, parse_shard
+from .inputs import collect_keyed, keep_shard
 from .options import engine_options, make_engine, setup_error
 from .scan import scan as run_scan
 from .sinks import CsvSink, JsonlSink, done_paths
@@ -71,10 +71,7 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
     if resume and overwrite:
         raise click.UsageError("--resume keeps --out and --overwrite replaces it: choose one")
     try:
-        found = collect_keyed(paths)
-        if shard:
-            part = parse_shard(shard)
-            found = {p: k for p, k in found.items() if in_shard(k, part)}
+        found = keep_shard(collect_keyed(paths), shard)
     except (FileNotFoundError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     files = list(found)

@@ -37,6 +37,21 @@ def photo(corner: str, colour_rgb: tuple[int, int, int]) -> bytes:
     return jpeg(grey_with_square(640, 480, corner, 120, colour_rgb))
 
 
+RED = photo("top_left", (255, 0, 0))
+GREEN = photo("bottom_right", (0, 255, 0))
+BLUE = photo("centre", (0, 0, 255))
+
+
+def require_serve() -> Any:
+    """Skip the calling test module unless the `serve` extra and the test clients are installed;
+    return the WebSocket client module."""
+    import pytest
+
+    for name in ("fastapi", "uvicorn", "python_multipart", "prometheus_client"):
+        pytest.importorskip(name)
+    return pytest.importorskip("websockets.sync.client")
+
+
 def metric(url: str, name: str, **labels: str) -> float:
     """One sample of /metrics (0 when absent)."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -15,14 +15,22 @@ from pathlib import Path
 import pytest
 
 httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-pytest.importorskip("python_multipart")
-pytest.importorskip("prometheus_client")
-ws_client = pytest.importorskip("websockets.sync.client")
 
 from conftest import grey_with_square  # noqa: E402
-from serve_helpers import MAX_BODY, ThreadServer, assert_json_error, jpeg, metric, photo, wait_ready  # noqa: E402
+from serve_helpers import (  # noqa: E402
+    BLUE,
+    GREEN,
+    MAX_BODY,
+    RED,
+    ThreadServer,
+    assert_json_error,
+    jpeg,
+    metric,
+    require_serve,
+    wait_ready,
+)
+
+ws_client = require_serve()  # before edge.serve is imported
 
 from benchmarks.memory import png_declaring  # noqa: E402
 from convert.toy import save_colour_model  # noqa: E402
@@ -30,10 +38,6 @@ from edge.engine import Engine  # noqa: E402
 from edge.records import FIELDS, record  # noqa: E402
 from edge.serve.app import create_app  # noqa: E402
 from edge.serve.runtime import ServeSettings  # noqa: E402
-
-RED = photo("top_left", (255, 0, 0))
-GREEN = photo("bottom_right", (0, 255, 0))
-BLUE = photo("centre", (0, 0, 255))
 
 
 @pytest.fixture(scope="module")

@@ -18,22 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-pytest.importorskip("python_multipart")
-pytest.importorskip("prometheus_client")
-ws_client = pytest.importorskip("websockets.sync.client")
 
 from click.testing import CliRunner  # noqa: E402
-from serve_helpers import CliServer, ThreadServer, metric, photo, wait_ready  # noqa: E402
+from serve_helpers import RED, CliServer, ThreadServer, metric, require_serve, wait_ready  # noqa: E402
+
+ws_client = require_serve()  # before edge.serve is imported
 
 from edge.cli import main  # noqa: E402
 from edge.engine import Engine  # noqa: E402
 from edge.serve.app import create_app  # noqa: E402
-
-RED = photo("top_left", (255, 0, 0))
-GREEN = photo("bottom_right", (0, 255, 0))
-BLUE = photo("centre", (0, 0, 255))
 
 
 def test_serve_command_setup_errors(tmp_path):

@@ -270,17 +270,17 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
     replayed = replay_set(cifar, cfg.replay, classes, cache, rng) if cfg.replay else []
     if not any(ps.known.any() for ps in sets):
         raise DataError(f"{', '.join(cfg.data)}: no set labels any of the model's classes ({', '.join(classes)})")
-    fitted = [(g, i) for g, ps in enumerate(sets + replayed) for i in ps.fit]
+    fitting = sets + replayed  # the replayed set is fitted, never held out
+    fitted = [(g, i) for g, ps in enumerate(fitting) for i in ps.fit]
     held = [(g, i) for g, ps in enumerate(sets) for i in ps.heldout]
     if not fitted or not held:
         raise DataError("adaptation needs photos to fit and photos held out for selection")
     keras.utils.set_random_seed(cfg.seed)
     fit_rows = np.array(fitted)
-    fit_targets = np.stack([(sets + replayed)[g].targets[i] for g, i in fitted])
+    fit_targets = np.stack([fitting[g].targets[i] for g, i in fitted])
     # classes a set does not label: distilled from the base model (or left masked)
     teacher = base.model if cfg.distill_unlabelled else None
-    train = PhotoCrops([ps.split for ps in sets + replayed], fit_rows, fit_targets,
-                       [ps.boxes for ps in sets + replayed], size,
+    train = PhotoCrops([ps.split for ps in fitting], fit_rows, fit_targets, [ps.boxes for ps in fitting], size,
                        cfg.batch_size, seed=cfg.seed, teacher=teacher, unlabelled=fit_targets == UNKNOWN,
                        weights=balance_weights(fit_rows[:, 0], fit_targets) if cfg.balance else None)
     val_views = np.concatenate([six_views(ps.split, ps.heldout, size) for ps in sets if len(ps.heldout)])

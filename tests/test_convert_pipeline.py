@@ -210,6 +210,33 @@ def test_cli_converts_a_run_folder(tmp_path):
     assert len(res.output.strip().splitlines()) == 1
 
 
+def test_cli_converts_at_another_input_size(tmp_path):
+    pytest.importorskip("training.fit.run_folder")
+    from training.commands.convert import convert
+
+    run = _run_folder(tmp_path / "run", edge_model())
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"] = {"arch": "convnext-edge", "num_classes": len(CLASSES), "input_size": [32, 32], "width_scale": 0.5,
+                    "depths": [1, 1, 2, 1], "head_width": 64}
+    (run / "config.json").write_text(json.dumps(cfg))
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    import cv2
+
+    for i, im in enumerate(real_images((64, 56), 6)):
+        cv2.imwrite(str(imgs / f"{i}.png"), im[:, :, ::-1])
+    res = CliRunner().invoke(convert, [str(run), "--role", "hd", "--out", str(tmp_path / "m"),
+                                       "--verify-images", str(imgs), "--input-size", "48"])
+    assert res.exit_code == 0, res.output
+    assert ModelMeta.from_props(_props(tmp_path / "m" / "hd.onnx")).input_size == (48, 48)
+    import onnx
+
+    dims = onnx.load(str(tmp_path / "m" / "hd.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:3] == [48, 48]
+    res = CliRunner().invoke(convert, [str(run), "--role", "hd", "--input-size", "7"])
+    assert res.exit_code == 2 and "at least 32" in res.output
+
+
 _BASE_SCRIPT = """
 import json, resource, sys, time
 import keras, numpy as np

@@ -77,13 +77,19 @@ def _read_config(run_dir: Path, checkpoint: str) -> dict:
               help="Training images used to calibrate INT8.")
 @click.option("--thresholds-from", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Per-class thresholds: JSON {class: t} or a sixview ONNX file.")
+@click.option("--input-size", default=None,
+              help="Export at this input (N or HxW) instead of the run's: the same weights (every "
+                   "architecture here ends in global pooling); a CNN often gains from testing above its "
+                   "training size.")
 def convert(run_dir: Path, role: str, out_dir: Path, opset: int, checkpoint: str,
             verify_images: Path | None, verify_count: int, int8: bool, calibration_count: int,
-            thresholds_from: Path | None) -> None:
+            thresholds_from: Path | None, input_size: str | None) -> None:
     """Convert a training run into verified FP32/FP16 ONNX files with metadata."""
     try:
         config = _read_config(run_dir, checkpoint)
         thresholds = _thresholds_from(thresholds_from, config["classes"]) if thresholds_from else None
+        from training.commands.train import parse_size
+        size_wanted = parse_size(input_size, "") if input_size else None
     except (UserError, MetadataError) as e:
         raise click.ClickException(str(e)) from None
 
@@ -94,7 +100,7 @@ def convert(run_dir: Path, role: str, out_dir: Path, opset: int, checkpoint: str
     from training.fit.run_folder import load_run, sample_images
 
     try:
-        run = load_run(run_dir, which=checkpoint)
+        run = load_run(run_dir, which=checkpoint, input_size=size_wanted)
         classes, size = run.classes, run.input_size
         if verify_images is not None:
             images = images_from_dir(verify_images, size, verify_count)

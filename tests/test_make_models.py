@@ -1,4 +1,4 @@
-"""`make models`: the stage plan of a recipe that reuses another recipe's Standard run."""
+"""`make models`: the stage plans of recipes that reuse another recipe's Standard or HD run."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from training.release import make_models as mm
 
 
-def test_a_recipe_reuses_another_recipes_standard_run(tmp_path, monkeypatch):
-    ran: list[tuple[str, list[str]]] = []
+def _making_files(ran: list[tuple[str, list[str]]]):
+    """A stand-in for `_run`: every stage "succeeds" by making the file the next one looks for."""
 
-    def fake_run(cmd, log, stages, name):  # every stage "succeeds" by making the file the next one looks for
+    def fake_run(cmd, log, stages, name):
         ran.append((name, cmd))
         out = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else None
         if name in ("train_standard", "adapt_hd"):
@@ -30,7 +30,12 @@ def test_a_recipe_reuses_another_recipes_standard_run(tmp_path, monkeypatch):
             out.mkdir(parents=True, exist_ok=True)
             (out / "report.json").write_text("{}")
 
-    monkeypatch.setattr(mm, "_run", fake_run)
+    return fake_run
+
+
+def test_a_recipe_reuses_another_recipes_standard_run(tmp_path, monkeypatch):
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(mm, "_run", _making_files(ran))
     monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": ["--epochs", "1"]})
     monkeypatch.setitem(mm.RECIPES, "base-big", {"std_from": ["base"], "adapt": ["--input-size", "192"]})
     data, runs = tmp_path / "data", tmp_path / "runs"
@@ -59,9 +64,29 @@ def test_a_recipe_starts_from_another_recipes_checkpoint(tmp_path, monkeypatch):
     assert trains[1][trains[1].index("--weights") + 1] == str(runs / "base" / "std" / "best.keras")
 
 
+def test_a_recipe_reuses_another_recipes_hd_run(tmp_path, monkeypatch):
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(mm, "_run", _making_files(ran))
+    monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": ["--epochs", "1"]})
+    monkeypatch.setitem(mm.RECIPES, "base-ft", {"init_from": ["base"], "train": ["--arch", "x"],
+                                                "hd_from": ["base"]})
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    (data / "voc07_train").mkdir(parents=True)
+    mm.build_recipe("base-ft", ["sixview"], data, runs, runs / "log")
+    names = [n for n, _ in ran]
+    assert names.count("adapt_hd") == 1  # only the base recipe adapts
+    assert names.count("train_standard") == 2  # base, then base-ft from its checkpoint
+    assert (runs / "base-ft" / "hd").resolve() == (runs / "base" / "hd").resolve()
+    converts = {n: c for n, c in ran if n.startswith("convert_") and str(runs / "base-ft") in " ".join(c)}
+    assert converts["convert_standard"][2] == str(runs / "base-ft" / "std")
+    assert converts["convert_hd"][2] == str(runs / "base-ft" / "hd")
+
+
 @pytest.mark.parametrize("name", list(mm.RECIPES))
 def test_every_shipped_recipe_names_an_existing_standard(name):
     recipe = mm.RECIPES[name]
     assert ("train" in recipe) != ("std_from" in recipe)
+    assert ("adapt" in recipe) != ("hd_from" in recipe)
     for key in ("std_from", "init_from"):
         assert key not in recipe or "train" in mm.RECIPES[recipe[key][0]]
+    assert "hd_from" not in recipe or "adapt" in mm.RECIPES[recipe["hd_from"][0]]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ tf = pytest.importorskip("tensorflow")
 
 from training.data.photos import UNKNOWN, crop_targets, masked_bce  # noqa: E402
 from training.errors import DataError  # noqa: E402
-from training.fit.adapt import AdaptConfig, photo_targets, run_adapt  # noqa: E402
+from training.fit.adapt import AdaptConfig, photo_targets, run_adapt, split_indices  # noqa: E402
 from training.fit.train import TrainConfig, run_training  # noqa: E402
 
 pytestmark = pytest.mark.train
@@ -161,7 +162,40 @@ def test_each_set_labels_its_own_classes_and_distils_the_rest():
     assert by_set[True].tolist() == pytest.approx([0, 0.25, 0.8])
 
 
-def test_adaptation_on_several_sets_holds_part_of_each_out(tmp_path):
+def test_split_indices_without_a_report_part_is_the_split_every_run_made():
+    for n, hold in ((10, 0.3), (7, 0.2), (16, 1.0), (5, 0.0)):
+        order = np.random.default_rng(3).permutation(n)  # the split as photo_set made it before --report
+        n_held = round(n * hold)
+        fit, held, report = split_indices(n, hold, 0.0, np.random.default_rng(3))
+        assert fit.tolist() == np.sort(order[n_held:]).tolist() and held.tolist() == np.sort(order[:n_held]).tolist()
+        assert report.size == 0
+
+
+def test_split_indices_sets_a_report_part_aside_from_the_fitted_photos():
+    fit, held, report = split_indices(50, 0.2, 0.3, np.random.default_rng(0))
+    assert (len(fit), len(held), len(report)) == (25, 10, 15)
+    assert sorted([*fit, *held, *report]) == list(range(50))  # disjoint and covering the set
+    _, held0, _ = split_indices(50, 0.2, 0.0, np.random.default_rng(0))
+    assert held.tolist() == held0.tolist()  # the report part comes out of the fitted photos, not the held-out ones
+    assert len(split_indices(3, 0.5, 0.49, np.random.default_rng(0))[2]) <= 1  # rounding never overlaps
+
+
+def test_holdout_and_report_must_leave_photos_to_fit():
+    with pytest.raises(DataError, match="--holdout 0.6 and --report 0.4 leave no photo to fit"):
+        AdaptConfig(base="b", data=["a"], out="o", holdout=0.6, report=0.4)
+    with pytest.raises(DataError, match="--report must be in"):
+        AdaptConfig(base="b", data=["a"], out="o", report=1.0)
+    AdaptConfig(base="b", data=["a"], out="o", val=["v"], holdout=0.6, report=0.5)  # --val: nothing held out of a
+    from click.testing import CliRunner
+
+    from edge.cli import main
+
+    res = CliRunner().invoke(main, ["adapt", "--base", "b", "--data", "a", "--out", "o", "--holdout", "0.5",
+                                    "--report", "0.5"])
+    assert res.exit_code == 2 and "leave no photo to fit" in res.output, res.output
+
+
+def test_adaptation_on_several_sets_holds_part_of_each_out(tmp_path, monkeypatch):
     _thumbs(tmp_path / "thumbs", n=6)
     _photos(tmp_path / "a", n=10, seed=1)
     _photos(tmp_path / "b", n=10, seed=2)
@@ -183,11 +217,57 @@ def test_adaptation_on_several_sets_holds_part_of_each_out(tmp_path):
     assert set(splits) == {str((tmp_path / s).resolve()) for s in "ab"}  # replayed images choose nothing
     for part in splits.values():
         assert len(part["heldout"]) == 3 and len(part["fit"]) == 7 and not set(part["fit"]) & set(part["heldout"])
+        assert part["report"] == []  # without --report nothing is set aside
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["known_by_set"] == {str((tmp_path / "a").resolve()): ["blue", "red"],
                                    str((tmp_path / "b").resolve()): ["red"]}
-    assert cfg["n_train"] == 14 + 5 and cfg["n_val"] == 6
+    assert cfg["n_train"] == 14 + 5 and cfg["n_val"] == 6 and cfg["n_report"] == 0
     assert cfg["input_size"] == cfg["model"]["input_size"] == [40, 40]  # rebuilt from the 32-pixel base
     assert cfg["replay"] == {"set": str((tmp_path / "thumbs").resolve()), "images": 5}
     with pytest.raises(DataError, match="holdout"):
         AdaptConfig(base=str(base), data=[str(tmp_path / "a")], out=str(out), holdout=0.0)
+
+    # --report: a further part of each set is set aside; it is neither fitted nor rendered for selection
+    from click.testing import CliRunner
+
+    import training.fit.adapt as A
+    from edge.cli import main
+
+    where, seen = {}, {"fit": set(), "selection": set()}  # photos as (set folder, id): both sets use images/<i>.png
+    load, crops, views = A.load_split, A.PhotoCrops, A.six_views
+
+    def record_split(src, *args, **kw):
+        split = load(src, *args, **kw)
+        where[split.directory] = str(Path(src.path).resolve())
+        return split
+
+    def record_crops(splits, rows, *args, **kw):
+        seen["fit"] |= {(where[splits[g].directory], splits[g].ids[i]) for g, i in rows}
+        return crops(splits, rows, *args, **kw)
+
+    def record_views(split, idx, *args, **kw):
+        seen["selection"] |= {(where[split.directory], split.ids[i]) for i in idx}
+        return views(split, idx, *args, **kw)
+
+    monkeypatch.setattr(A, "load_split", record_split)
+    monkeypatch.setattr(A, "PhotoCrops", record_crops)
+    monkeypatch.setattr(A, "six_views", record_views)
+    res = CliRunner().invoke(main, ["adapt", "--base", str(base), "--data", str(tmp_path / "a"), "--data",
+                                    str(tmp_path / "b"), "--out", str(tmp_path / "hd2"), "--holdout", "0.3",
+                                    "--report", "0.2", "--epochs", "1", "--batch-size", "8", "--lr", "1e-4",
+                                    "--mlflow-uri", "off", "--cache-dir", cache, "--replay", "5",
+                                    "--input-size", "40"])
+    assert res.exit_code == 0, res.output
+    with_report = json.loads((tmp_path / "hd2" / "splits.json").read_text())["sets"]
+    assert set(with_report) == set(splits)
+    for path, part in with_report.items():
+        fit, held, report = set(part["fit"]), set(part["heldout"]), set(part["report"])
+        assert (len(fit), len(held), len(report)) == (5, 3, 2)
+        assert not fit & held and not fit & report and not held & report and len(fit | held | report) == 10
+        assert held == set(splits[path]["heldout"])  # the same held-out photos as without --report
+        assert not {(path, i) for i in report} & (seen["fit"] | seen["selection"])
+        assert {i for p, i in seen["fit"] if p == path} == fit
+    assert seen["selection"] == {(p, i) for p, part in with_report.items() for i in part["heldout"]}
+    cfg = json.loads((tmp_path / "hd2" / "config.json").read_text())
+    assert cfg["n_train"] == 10 + 5 and cfg["n_val"] == 6 and cfg["n_report"] == 4
+    assert "4 set aside for reporting" in (tmp_path / "hd2" / "report.md").read_text()

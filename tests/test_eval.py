@@ -329,6 +329,43 @@ def test_eval_several_data_sets_and_heldout_ids_the_set_lost(tmp_path, colour_mo
     assert res.exit_code == 2 and "leave out --data" in res.output
 
 
+def test_eval_report_of_scores_only_the_photos_set_aside_and_calibrates_nothing(tmp_path, colour_models, adapted_run,
+                                                                              monkeypatch):
+    from training.commands.eval import input_specs
+    from training.eval.sets import heldout_sets
+
+    run, a, b, _ = adapted_run
+    res = CliRunner().invoke(main, ["eval", str(colour_models), "--report-of", str(run), "--engines", "hd"])
+    assert res.exit_code == 2 and "set no photos aside for reporting" in res.output, res.output  # an older run
+    # A: one photo fitted, three held out, four set aside (red, green, blue, none); B sets none aside
+    (run / "splits.json").write_text(json.dumps({"sets": {
+        str(a): {"fit": ["images/0.png"], "heldout": [f"images/{i}.png" for i in (1, 2, 3)],
+                 "report": [f"images/{i}.png" for i in (4, 5, 6, 7)]},
+        str(b): {"fit": [], "heldout": [f"images/{i}.png" for i in range(7)], "report": []}}}))
+    assert heldout_sets(run, "report") == [(str(a), None, {f"images/{i}.png" for i in (4, 5, 6, 7)})]
+    [(name, _, sp, only)] = input_specs((), None, None, str(run))
+    assert name == f"{a} (all, report part of {run})" and only == {f"images/{i}.png" for i in (4, 5, 6, 7)}
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["eval", str(colour_models), "--report-of", str(run), "--engines", "hd"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "eval_out" / "run-report" / "report.json").read_text())
+    assert report["images"] == 4 and report["set"] == f"{a} (all, report part of {run})"
+    assert report["roles"]["hd"]["tiling_on"]["decision"]["label_free"] == 1  # images/7.png, grey
+    assert report["sets"] == [{"path": str(a), "split": "all", "heldout_of": None, "report_of": str(run)}]
+    assert "calibration" not in report
+    res = CliRunner().invoke(main, ["eval", str(colour_models), "--heldout-of", str(run), "--engines", "hd",
+                                    "--out", str(tmp_path / "held")])
+    assert res.exit_code == 0, res.output  # the held-out part leaves the report photos out
+    assert json.loads((tmp_path / "held" / "report.json").read_text())["images"] == 3 + 7
+    for extra, says in ((["--calibrate"], "report photos must choose nothing"),
+                        (["--data", str(a)], "leave out --data"), (["--heldout-of", str(run)], "exclude each other")):
+        res = CliRunner().invoke(main, ["eval", str(colour_models), "--report-of", str(run), *extra])
+        assert res.exit_code == 2 and says in res.output, res.output
+    (tmp_path / "train_run").mkdir()
+    res = CliRunner().invoke(main, ["eval", str(colour_models), "--report-of", str(tmp_path / "train_run")])
+    assert res.exit_code == 2 and "no splits.json" in res.output, res.output
+
+
 def test_calibration_keeps_the_threshold_of_a_class_without_positives():
     from training.eval.decision import calibrate
 

@@ -21,7 +21,12 @@ from training.errors import UserError  # noqa: E402
               help="A set held out whole for selection (repeatable). Default: --holdout of every --data set.")
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Fraction of every --data set held out (never trained on) to choose the epoch; listed in "
-                   "splits.json for calibration.")
+                   "splits.json for calibration (`sixview eval --heldout-of RUN --calibrate`).")
+@click.option("--report", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              metavar="FRACTION",
+              help="A further fraction of every --data set set aside: never trained on, never used to choose the "
+                   "epoch or to calibrate, only for reporting (`sixview eval --report-of RUN`). --holdout + "
+                   "--report must be under 1.")
 @click.option("--balance/--no-balance", default=True, show_default=True,
               help="Give every set the same share of each epoch and draw rare classes more often.")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder for the HD model.")
@@ -61,6 +66,8 @@ def adapt(resume: bool, unlabelled_classes: str | None, ignore_classes: tuple[st
     and photos with none of a set's classes teach "none of these". Keeps the
     epoch with the best six-view mAP on the held-out photos (splits.json), and
     reports before/after on them and on the CIFAR-10 test split (forgetting).
+    With --report, part of every set chooses nothing and is only scored later
+    (`sixview eval --report-of RUN`).
     """
     from training.commands.train import parse_size
     from training.data.labels import parse_classes

@@ -24,7 +24,7 @@ from training.eval.calibrate import role_files, write_thresholds
 from training.eval.merge_fit import fit_logit_linear, own_bias
 from training.eval.report import merge_text, pct, write_report
 from training.eval.scoring import evaluate_role
-from training.eval.sets import LabelledSet, combine_sets, heldout_ids, heldout_sets, load_set
+from training.eval.sets import LabelledSet, combine_sets, load_set, run_part
 
 EXAMPLES = 5  # ids (or names) shown per problem on stderr and in the report
 
@@ -40,6 +40,9 @@ EXAMPLES = 5  # ids (or names) shown per problem on stderr and in the report
 @click.option("--heldout-of", type=click.Path(file_okay=False, exists=True), default=None,
               help="Score only the images this run held out: an adaptation run's splits.json (every set's "
                    "held-out photos), else a training run's validation images (its --data and split).")
+@click.option("--report-of", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Score only the photos an adaptation run set aside for reporting (adapt --report): they chose "
+                   "nothing (not the epoch, not thresholds), so their figures are fair. Not with --calibrate.")
 @click.option("--engines", default=",".join(ROLES), show_default=True, help="Which models to score.")
 @click.option("--unlabelled-classes", default=None,
               help="Classes the set(s) do not label (masked); default: model classes absent from each set.")
@@ -70,10 +73,10 @@ EXAMPLES = 5  # ids (or names) shown per problem on stderr and in the report
 @click.option("--threads", type=click.IntRange(min=0), default=0)
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Images per model call.")
 def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: int | None, heldout_of: str | None,
-             engines: str, unlabelled_classes: str | None, allow_missing: bool, ignore_class: tuple[str, ...],
-             ignore_unknown_classes: bool, out_dir: Path | None, calibrate: bool, fit_merge: bool,
-             calibrated_out: Path | None, in_place: bool, device: str, precision: str, threads: int,
-             batch: int) -> None:
+             report_of: str | None, engines: str, unlabelled_classes: str | None, allow_missing: bool,
+             ignore_class: tuple[str, ...], ignore_unknown_classes: bool, out_dir: Path | None, calibrate: bool,
+             fit_merge: bool, calibrated_out: Path | None, in_place: bool, device: str, precision: str,
+             threads: int, batch: int) -> None:
     """Score the models in MODELS_DIR on labelled sets, at each model's own decision: mAP and
     per-class AP, precision/recall/F1 of the confident labels (and of confident-or-guess), how
     often label-free photos get a label, the AUROC of presence, exact match, top-1, recall by
@@ -92,16 +95,20 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
     roles = [r.strip() for r in engines.split(",") if r.strip()]
     if not roles or set(roles) - set(ROLES):
         raise click.UsageError("--engines takes standard, hd or both")
-    if heldout_of and data:
-        raise click.UsageError("--heldout-of RUN names its own sets: leave out --data")
+    if heldout_of and report_of:
+        raise click.UsageError("--heldout-of and --report-of exclude each other: score one part of the run at a time")
+    if (heldout_of or report_of) and data:
+        raise click.UsageError(f"--{'heldout' if heldout_of else 'report'}-of RUN names its own sets: leave out --data")
+    if report_of and calibrate:
+        raise click.UsageError("--report-of: report photos must choose nothing; calibrate on --heldout-of RUN")
     if fit_merge and not calibrate:
         raise click.UsageError("--fit-merge fits the merge with the thresholds: add --calibrate")
     engine = Engine(models_dir, routing=roles[0], device=device, precision=precision, threads=threads, tiling=True)
     try:
-        specs = input_specs(data, split, heldout_of)
+        specs = input_specs(data, split, heldout_of, report_of)
         report: dict = {"set": "; ".join(name for name, _, _, _ in specs), "models": str(models_dir),
                         "command": "sixview eval " + shlex.join(sys.argv[2:]), "roles": {},
-                        "sets": [{"path": str(src.path), "split": sp, "heldout_of": heldout_of}
+                        "sets": [{"path": str(src.path), "split": sp, "heldout_of": heldout_of, "report_of": report_of}
                                  for _, src, sp, _ in specs]}
         curves, calib = {}, {}
         unlabelled = parse_classes(unlabelled_classes) or ()
@@ -150,7 +157,7 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
         report["inputs"].update(failed=failed["failed"], failed_examples=failed["failed_examples"])
     except (*SETUP_ERRORS, UserError) as e:
         raise setup_error(e) from None
-    out_dir = out_dir or Path("eval_out") / default_name(data, heldout_of)
+    out_dir = out_dir or Path("eval_out") / default_name(data, heldout_of, report_of)
     for p in write_report(report, curves, out_dir):
         click.echo(f"wrote {p}")
     click.echo((out_dir / "report.md").read_text().split("## Standard vs HD")[0].split("## Summary")[1].strip())
@@ -175,20 +182,18 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
         sys.exit(1)
 
 
-def input_specs(data: tuple[str, ...], split: str | None,
-                heldout_of: str | None) -> list[tuple[str, DataSource, str, set[str] | None]]:
-    """(report name, source, split, held-out ids or None) per set to score: every --data, or the
-    sets RUN/splits.json holds out, or the validation images of a training run."""
-    if heldout_of:
-        held = heldout_sets(heldout_of)
-        if held is None:
-            path, sp, only = heldout_ids(heldout_of)
-            held = [(path, sp, only)]
+def input_specs(data: tuple[str, ...], split: str | None, heldout_of: str | None,
+                report_of: str | None = None) -> list[tuple[str, DataSource, str, set[str] | None]]:
+    """(report name, source, split, ids or None) per set to score: every --data, or the sets
+    RUN/splits.json holds out (or sets aside for reporting), or the validation images of a training run."""
+    if heldout_of or report_of:
+        held = run_part(heldout_of or report_of, "heldout" if heldout_of else "report")
         wanted = [(path, split or sp, only) for path, sp, only in held]
     elif data:
         wanted = [(d, split, None) for d in data]
     else:
-        raise click.UsageError("--data (or --heldout-of RUN) is required")
+        raise click.UsageError("--data (or --heldout-of RUN, or --report-of RUN) is required")
+    part = f", held out by {heldout_of}" if heldout_of else f", report part of {report_of}" if report_of else ""
     out = []
     for path, sp, only in wanted:
         source = open_source(path, strict=False)
@@ -196,14 +201,14 @@ def input_specs(data: tuple[str, ...], split: str | None,
             sp = source.splits[0] if only is not None else ("test" if "test" in source.splits else source.splits[0])
         if sp not in source.splits:
             raise click.UsageError(f"--split {sp}: {path} has {', '.join(source.splits)}")
-        out.append((f"{path} ({sp}{f', held out by {heldout_of}' if heldout_of else ''})", source, sp, only))
+        out.append((f"{path} ({sp}{part})", source, sp, only))
     return out
 
 
-def default_name(data: tuple[str, ...], heldout_of: str | None) -> str:
+def default_name(data: tuple[str, ...], heldout_of: str | None, report_of: str | None = None) -> str:
     """The report folder's default name: the (first) set's, or the run's."""
-    if heldout_of:
-        return Path(str(heldout_of).rstrip("/")).name + "-heldout"
+    if heldout_of or report_of:
+        return Path(str(heldout_of or report_of).rstrip("/")).name + ("-heldout" if heldout_of else "-report")
     return Path(str(data[0]).rstrip("/")).name
 
 

@@ -1,5 +1,6 @@
 """The labelled sets `sixview eval` scores: one split of a set aligned to a model's classes,
-several sets joined with a per-row known mask, and the images a run held out.
+several sets joined with a per-row known mask, and the images a run held out (or, an adaptation
+run, set aside for reporting only).
 
 Nothing is dropped silently: `load_set` names the listed files that are missing
 or unreadable (and held-out ids the set no longer lists) and the label names that
@@ -190,27 +191,45 @@ def heldout_ids(run_dir: str | Path) -> tuple[str, str, set[str]]:
     return cfg["data"], cfg["train_split"], {split.ids[int(i)] for i in val.indices}
 
 
-def heldout_sets(run_dir: str | Path) -> list[tuple[str, str | None, set[str]]] | None:
-    """(set folder, split or None, held-out ids) per set of RUN/splits.json (an adaptation run),
-    sets with no held-out image left out; None when the run has no splits.json.
+def heldout_sets(run_dir: str | Path, part: str = "heldout") -> list[tuple[str, str | None, set[str]]] | None:
+    """(set folder, split or None, ids) per set of RUN/splits.json (an adaptation run): its held-out
+    photos (`part="heldout"`: they chose the epoch and may calibrate), or those it set aside for
+    reporting only (`part="report"`: they chose nothing). Sets with no such photo are left out;
+    None when the run has no splits.json (for "heldout": a training run, see `heldout_ids`).
 
-    Raises DataError for a splits.json that is not `{"sets": {path: {"heldout": [ids]}}}`."""
+    Raises DataError for a splits.json that is not `{"sets": {path: {"heldout": [ids]}}}` (a
+    "report" list is optional: older runs have none), and when no set has photos of that part."""
+    if part not in ("heldout", "report"):
+        raise ValueError(f"part must be 'heldout' or 'report', got {part!r}")
     path = Path(run_dir) / "splits.json"
     if not path.is_file():
+        if part == "report":
+            raise DataError(f"{run_dir} has no splits.json: only an adaptation run sets photos aside for "
+                            "reporting (sixview adapt --report)")
         return None
     try:
         sets = json.loads(path.read_text(encoding="utf-8"))["sets"]
         out = []
         for folder, entry in sets.items():
-            ids = entry["heldout"]
+            ids = entry[part] if part == "heldout" else entry.get(part, [])  # older runs list no report part
             if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
-                raise TypeError("heldout must be a list of ids")
+                raise TypeError(f"{part} must be a list of ids")
             split = entry.get("split")
             if ids:
                 out.append((str(folder), str(split) if split else None, set(ids)))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise DataError(f"{path}: not a run's splits ({type(e).__name__}: {e}); expected "
-                        '{"sets": {"<set folder>": {"fit": [ids], "heldout": [ids]}}}') from None
+                        '{"sets": {"<set folder>": {"fit": [ids], "heldout": [ids], "report": [ids]}}}') from None
+    if not out and part == "report":
+        raise DataError(f"no images to score: {run_dir} set no photos aside for reporting "
+                        f"({path} lists none; sixview adapt --report FRACTION sets them aside)")
     if not out:
         raise DataError(f"no images to score: {path} holds out no image")
     return out
+
+
+def run_part(run_dir: str | Path, part: str = "heldout") -> list[tuple[str, str | None, set[str]]]:
+    """(set folder, split or None, ids) per set of a run's part (`heldout_sets`); a training run's
+    held-out part is its validation images (`heldout_ids`)."""
+    sets = heldout_sets(run_dir, part)
+    return sets if sets is not None else [heldout_ids(run_dir)]

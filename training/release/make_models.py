@@ -78,12 +78,12 @@ RECIPES: dict[str, dict[str, list[str]]] = {
                   "--schedule", "cosine", "--warmup-epochs", "0.2", "--batch-size", "64"],
         "adapt": ["--epochs", "8", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
                   "--replay", "2000", "--input-size", "192"]},
-    # efficientnet-lite0-ft's Standard fine-tuned 6 more epochs (a warm restart of the cosine schedule);
+    # efficientnet-lite0-ft's Standard fine-tuned 4 more epochs (a warm restart of the cosine schedule);
     # HD is efficientnet-lite0-hd192's run (the two models are separate files; HD was adapted from the
     # head-only Standard run)
-    "efficientnet-lite0-ft6": {
+    "efficientnet-lite0-ft4": {
         "init_from": ["efficientnet-lite0-ft"],
-        "train": ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", "6", "--lr", "2e-4",
+        "train": ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", "4", "--lr", "2e-4",
                   "--schedule", "cosine", "--warmup-epochs", "0.1", "--batch-size", "64"],
         "hd_from": ["efficientnet-lite0-hd192"]},
 }

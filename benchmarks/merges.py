@@ -118,23 +118,24 @@ def _part_key(model_path: Path, part) -> str:
     return h.hexdigest()[:16]
 
 
-def score_set(engine: Engine, data, batch: int, cache: Path | None, log) -> tuple[np.ndarray, list]:
-    """(N, 6, K) view scores of the set and the errors; with `cache`, each of its sets' scores is
-    read from / written to `cache` (keyed by the model file and the set's photos)."""
+def score_set(engine: Engine, data, batch: int, cache: Path | None, log,
+              role: str = ROLE) -> tuple[np.ndarray, list]:
+    """(N, 6, K) view scores of `role` on the set and the errors; with `cache`, each of its sets'
+    scores is read from / written to `cache` (keyed by the model file and the set's photos)."""
     from types import SimpleNamespace
 
     from training.eval.scoring import view_scores
 
     parts = []
     for part, rows in zip(data.parts, data.part_rows(), strict=True):
-        path = cache / f"merges-{_part_key(engine.model(ROLE).path, part)}.npy" if cache is not None else None
+        path = cache / f"merges-{_part_key(engine.model(role).path, part)}.npy" if cache is not None else None
         errors: list = []
         if path is not None and path.is_file():
             log(f"  {part.name}: scores from {path}")
             vs = np.load(path)
         else:
             t0 = time.perf_counter()
-            vs = view_scores(engine, ROLE, SimpleNamespace(records=data.records[rows]), batch, errors=errors)
+            vs = view_scores(engine, role, SimpleNamespace(records=data.records[rows]), batch, errors=errors)
             dt = time.perf_counter() - t0
             log(f"  {part.name}: scored {len(vs)} photos in {dt:.1f} s ({len(vs) / max(dt, 1e-9):.0f} photos/s),"
                 f" {len(errors)} failed")

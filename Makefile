@@ -30,7 +30,7 @@ test: $(VENV)/.dev
 
 # The shipped models, end to end on ../shared/data (hours on a CPU; every stage resumes):
 # every backbone recipe in runs/<recipe>/, then SHIP's models copied into models/, their INT8 IRs made and gated.
-SHIP ?= efficientnet-lite0-hd192
+SHIP ?= $(shell $(PY) -c 'from training.release.make_models import DEFAULT_SHIP; print(DEFAULT_SHIP)')
 models: $(VENV)/.dev
 	$(PY) -m training.release.make_models --ship $(SHIP)
 	$(MAKE) quantize gate

@@ -207,7 +207,8 @@ def _same_file(a: Path, b: Path) -> bool:
 def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = None) -> str:
     """The model card as Markdown."""
     recipes = sorted(p.name for p in runs.iterdir() if (p / "stages.json").is_file()) if runs.is_dir() else []
-    shipped = next((r for r in recipes if _same_file(models / "hd.onnx", runs / r / "calibrated" / "hd.onnx")), None)
+    shipped = next((r for r in recipes if all(_same_file(models / f, runs / r / "calibrated" / f)
+                                              for f in ("standard.onnx", "hd.onnx"))), None)  # both: HD may be shared
     out = ["# sixview models: model card", "",
            "Produced end to end by `make models` (training/release/make_models.py) on this repository's CPU "
            "machine from `../shared/data`: for each backbone it trains Standard, adapts HD, converts, calibrates "

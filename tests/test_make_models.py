@@ -82,6 +82,18 @@ def test_a_recipe_reuses_another_recipes_hd_run(tmp_path, monkeypatch):
     assert converts["convert_hd"][2] == str(runs / "base-ft" / "hd")
 
 
+def test_a_recipe_with_a_report_part_is_evaluated_on_it(tmp_path, monkeypatch):
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(mm, "_run", _making_files(ran))
+    monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": ["--report", "0.1"]})
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    (data / "voc07_train").mkdir(parents=True)
+    mm.build_recipe("base", ["sixview"], data, runs, runs / "log")
+    cmd = dict(ran)["eval_report"]
+    assert cmd[cmd.index("--report-of") + 1] == str(runs / "base" / "hd")
+    assert "--calibrate" not in cmd and cmd[cmd.index("--out") + 1] == str(runs / "base" / "eval" / "report")
+
+
 @pytest.mark.parametrize("name", list(mm.RECIPES))
 def test_every_shipped_recipe_names_an_existing_standard(name):
     recipe = mm.RECIPES[name]

@@ -96,7 +96,7 @@ RECIPES: dict[str, dict[str, list[str]]] = {
 # The real-photo sets HD adapts on, all at once; a fifth of each is held out to choose the epoch
 # and calibrate the thresholds, so voc07_val chooses nothing and its figures are honest.
 ADAPT_SETS = ("voc07_train", "imagenette_train", "openimages_train")
-DEFAULT_SHIP = "efficientnet-lite0-hd192"
+DEFAULT_SHIP = "efficientnet-lite0-ft4"
 
 
 def _reuse(root: Path, part: str, other: str) -> Path:

@@ -51,13 +51,17 @@ bench: $(VENV)/.dev
 	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
 	$(if $(BACKBONES),$(PY) -m benchmarks.backbones $(BACKBONES),@echo "bench: backbones skipped: no runs/<backbone>/calibrated (run make models)")
 
-# The OpenVINO INT8 IRs of the shipped models (NNCF; models/<role>.int8-ov.xml/.bin), calibrated off the gate's set
+# The OpenVINO INT8 IRs of the shipped models (NNCF; models/<role>.int8-ov.xml/.bin), each calibrated on what it
+# serves (HD: photos; Standard: CIFAR-10 training thumbnails), off the gate's sets
 quantize: $(VENV)/.dev
 	$(PY) -m convert.int8_ov --models models --limit 300
 
-# The BF16 and INT8 accuracy gates of the shipped models (writes models/<role>.gates.json, read by --precision auto)
+# The BF16 and INT8 accuracy gates of the shipped models (writes models/<role>.gates.json, read by --precision auto),
+# each on a set of what it serves that chose nothing: HD on voc07_val, Standard on 2,000 CIFAR-10 test images
 gate: $(VENV)/.dev
-	$(PY) -m benchmarks.precision_gate --models models --data ../shared/data/voc07_val --precisions bf16,int8
+	$(PY) -m benchmarks.precision_gate --models models --roles hd --data ../shared/data/voc07_val --precisions bf16,int8
+	$(PY) -m benchmarks.precision_gate --models models --roles standard --data ../shared/data/cifar10-jpg.tar.gz \
+		--limit 2000 --precisions bf16,int8
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check edge convert training benchmarks tests docker

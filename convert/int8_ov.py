@@ -7,8 +7,9 @@ For each role, `models/<role>.onnx` is read by OpenVINO, quantized by
 `nncf.quantize` on calibration views, and saved as `models/<role>.int8-ov.xml`
 and `.bin`. The calibration views are rendered exactly as the runtime renders
 them (`Engine(..., device="cpu").load(...)`'s `Prepared.pixels`, six views a
-photo), from evenly spaced photos of --data (default: imagenette_train and
-openimages_train from ../shared/data; never the gate's set, voc07_val).
+photo), from evenly spaced photos of --data (folders or tar archives; default per
+role, from ../shared/data: HD on imagenette_train and openimages_train, never the
+gate's voc07_val; Standard on CIFAR-10 training images, never its test split).
 
 The IR belongs to the ONNX file it was made from: the runtime reads the
 metadata (classes, thresholds, merge) from `<role>.onnx` beside it, and the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -36,34 +38,62 @@ from edge.openvino_backend import IR_SHA_KEY, import_openvino, ir_path
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-DEFAULT_DATA = (SHARED_DATA / "imagenette_train", SHARED_DATA / "openimages_train")
+# Each model is calibrated on what it serves: HD on real photos, Standard on CIFAR-10 training thumbnails
+# (never the gate's sets: voc07_val, and CIFAR-10's test split)
+DEFAULT_DATA = {"hd": (SHARED_DATA / "imagenette_train", SHARED_DATA / "openimages_train"),
+                "standard": (SHARED_DATA / "cifar10-jpg.tar.gz",)}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def photos(data: list[Path], limit: int) -> list[Path]:
-    """`limit` evenly spaced photos over the folders in `data` (each searched recursively, sorted),
-    shared out evenly between the folders."""
-    per = [sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) for d in data]
-    per = [p for p in per if p]
+def _is_image(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _spaced(items: list, n: int) -> list:
+    return [items[int(j * len(items) / n)] for j in range(n)] if n else []
+
+
+def _from_archive(path: Path, n: int) -> list[tuple[str, bytes]]:
+    """`n` evenly spaced images of a tar archive (its `train/` members when it has some: an archive
+    with a test split keeps that split for gating), read in one forward pass."""
+    with tarfile.open(path) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and _is_image(m.name)), key=lambda m: m.name)
+        train = [m for m in members if "train" in Path(m.name).parts]
+        chosen = sorted(_spaced(train or members, min(n, len(train or members))), key=lambda m: m.offset)
+        return [(f"{path.name}:{m.name}", tar.extractfile(m).read()) for m in chosen]
+
+
+def photos(data: list[Path], limit: int) -> list[tuple[str, bytes]]:
+    """(name, bytes) of `limit` evenly spaced photos over `data` (folders searched recursively, sorted,
+    or tar archives), shared out evenly between them."""
+    per: list[list[Path] | Path] = []
+    for d in data:
+        if d.is_file() and tarfile.is_tarfile(d):
+            per.append(d)
+        elif files := sorted(p for p in d.rglob("*") if _is_image(p.name)):
+            per.append(files)
     if not per:
         raise SystemExit(f"error: no photos in {', '.join(map(str, data))}")
-    out: list[Path] = []
-    for i, files in enumerate(per):
+    out: list[tuple[str, bytes]] = []
+    for i, src in enumerate(per):
         n = limit // len(per) + (1 if i < limit % len(per) else 0)
-        n = min(n, len(files))
-        out += [files[int(j * len(files) / n)] for j in range(n)] if n else []
+        if isinstance(src, Path):
+            out += _from_archive(src, n)
+        else:
+            out += [(f.name, f.read_bytes()) for f in _spaced(src, min(n, len(src)))]
     return out
 
 
-def calibration_batches(models_dir: Path, role: str, files: list[Path], log=print) -> list[np.ndarray]:
-    """One float32 batch (the photo's views, NHWC 0..255) a photo, rendered as the runtime renders it."""
+def calibration_batches(models_dir: Path, role: str, items: list[tuple[str, bytes]], log=print) -> list[np.ndarray]:
+    """One float32 batch (the photo's views, NHWC 0..255) a photo (name, bytes), rendered as the runtime
+    renders it."""
     engine = Engine(models_dir, routing=role, device="cpu", precision="fp32")
     batches = []
-    for f in files:
+    for name, data in items:
         try:
-            batches.append(np.ascontiguousarray(engine.load(f.read_bytes(), routing=role).pixels, np.float32))
+            batches.append(np.ascontiguousarray(engine.load(data, routing=role).pixels, np.float32))
         except Exception as e:  # noqa: BLE001 (a photo that does not decode is skipped, not fatal)
-            log(f"  skipped {f.name}: {e}")
+            log(f"  skipped {name}: {e}")
     return batches
 
 
@@ -92,8 +122,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", type=Path, default=REPO / "models", help="models folder (default: models/)")
     p.add_argument("--roles", default=",".join(ROLES), help="which models (default standard,hd)")
     p.add_argument("--data", action="append", type=Path, default=None,
-                   help="a folder of calibration photos (repeatable; default imagenette_train and "
-                        "openimages_train). Never the gate's set.")
+                   help="a folder (or tar archive) of calibration photos (repeatable; default per role: HD "
+                        "imagenette_train and openimages_train, Standard the CIFAR-10 training images of "
+                        "cifar10-jpg.tar.gz). Never the gate's set.")
     p.add_argument("--limit", type=int, default=300, help="photos in all, evenly spaced (default 300)")
     return p.parse_args(argv)
 
@@ -101,11 +132,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    files = photos(args.data or list(DEFAULT_DATA), args.limit)
     for role in [r.strip() for r in args.roles.split(",") if r.strip()]:
         onnx_path = args.models / f"{role}.onnx"
         t0 = time.perf_counter()
-        batches = calibration_batches(args.models, role, files, log)
+        batches = calibration_batches(args.models, role, photos(args.data or list(DEFAULT_DATA[role]), args.limit), log)
         log(f"{role}: {len(batches)} photos rendered ({time.perf_counter() - t0:.0f} s), quantizing")
         xml = quantize(onnx_path, batches)
         log(f"{role}: wrote {xml} and {xml.with_suffix('.bin').name} ({time.perf_counter() - t0:.0f} s)")

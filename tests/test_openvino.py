@@ -240,7 +240,7 @@ def int8_models(colour_models, tmp_path_factory) -> Path:
             cv2.imwrite(str(f), grey_with_square(w, h, corner, side=w // 6, colour_rgb=colours[i % 4]))
             photos.append(f)
     for role in ("standard", "hd"):
-        xml = quantize(d / f"{role}.onnx", calibration_batches(d, role, photos))
+        xml = quantize(d / f"{role}.onnx", calibration_batches(d, role, [(f.name, f.read_bytes()) for f in photos]))
         assert xml == d / f"{role}.int8-ov.xml" and xml.with_suffix(".bin").is_file()
     return d
 

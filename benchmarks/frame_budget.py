@@ -9,8 +9,8 @@ Lite0 at 192 px and the shipped, trained hd.onnx ran within 1% of each other, in
 
 Every candidate on every backend (--backends: ONNX Runtime FP32 and OpenVINO FP32, opened as the runtime opens
 them; --int8 adds OpenVINO INT8, NNCF-quantised by `convert.int8_ov.quantize` on synthetic six-view batches)
-is timed in ONE run: warm-up, then --runs timed batch-6 runs per cell, split into --rounds rounds that go over
-all cells in a rotating order, so load changes hit them alike. A cell fits when its p50 <= budget.
+is timed in ONE run (`benchmarks._common.time_interleaved`): warm-up, then --runs rounds of one timed batch-6
+run per cell, the order rotating every round, so load changes hit them alike. A cell fits when its p50 <= budget.
 The machine may be shared (amd-epyc-2c: a training job): absolute times move with its load, so compare ratios.
 
 Writes frame_budget.json and frame_budget.md to --out (default benchmarks/results/<machine>/).
@@ -41,13 +41,22 @@ import cv2
 import numpy as np
 import onnx
 
-from benchmarks._common import machine_md, md_table, out_dir, parse_ints, scratch_dir, synthetic_photo, write_results
+from benchmarks._common import (
+    REPO,
+    machine_md,
+    md_table,
+    out_dir,
+    parse_ints,
+    scratch_dir,
+    synthetic_photo,
+    time_interleaved,
+    write_results,
+)
 from edge.openvino_backend import compile_int8_ir, compile_onnx
 from edge.providers import ProviderError, create_session
 from edge.stats import machine_info, summarize
 from training.models.archs import EFFICIENTNETS
 
-REPO = Path(__file__).resolve().parent.parent
 log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 (stderr looked up per call)
 BATCH = 6  # one six-view frame
 REFERENCE = ("efficientnet-lite0", 192)  # the shipped HD model's graph: the ratio column's base
@@ -98,23 +107,6 @@ def runner(backend: str, path: Path, size: int, args: argparse.Namespace, cache:
     return lambda x: ov.run(None, {ov.input_name: x})
 
 
-def time_rounds(fns: dict[str, Callable[[], Any]], warmup: int, runs: int, rounds: int) -> dict[str, list[float]]:
-    """Warm each up, then `rounds` rounds over all of them (the order rotating each round), each
-    making runs // rounds consecutive timed calls (ms), as `convert.timing.compare_latency` does for ORT."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    names, per = list(fns), max(1, runs // rounds)
-    samples: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            for _ in range(per):
-                t0 = time.perf_counter()
-                fns[k]()
-                samples[k].append((time.perf_counter() - t0) * 1e3)
-    return samples
-
-
 def int8_reference(out: Path, threads: int) -> str:
     """What `<out>/latency.json` measured for OpenVINO INT8 against ONNX Runtime FP32 (shipped hd.onnx, batch 6)."""
     f = out / "latency.json"
@@ -150,8 +142,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"\nBudget {s['budget_ms']:g} ms per six-view frame (one batch of {BATCH} views, {1e3 / s['budget_ms']:.0f}"
         f" frames/s). Graphs: `build_model(arch, {CLASSES} classes, size, weights=\"none\")` exported by"
         " `export_onnx`, untrained (latency depends on the graph, not the weight values). Timing: one run,"
-        f" {s['threads']} threads, {s['warmup']} warm-up runs, then {s['runs']} timed runs per cell in {s['rounds']}"
-        f" rounds interleaved over all {len(r['candidates']) * len(backends)} cells; input uniform noise;"
+        f" {s['threads']} threads, {s['warmup']} warm-up runs, then {s['runs']} rounds of one timed run per cell,"
+        f" interleaved over all {len(r['candidates']) * len(backends)} cells; input uniform noise;"
         " p50 ms per batch; backends opened as the runtime opens them. A cell fits when its p50 <= budget."
         + (f" OpenVINO INT8: NNCF on {s['calibration']} synthetic six-view batches." if "ov-int8" in backends
            else "") + "\n\n",
@@ -177,13 +169,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="inference threads per backend (2)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per cell (5)")
     p.add_argument("--runs", type=int, default=60, help="timed runs per cell (60)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds the runs are split into (3)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
     p.add_argument("--quick", action="store_true", help="smoke run: efficientnet-lite0 at 64 and 96 px, 6 runs")
     args = p.parse_args(argv)
     if args.quick:
         args.archs, args.sizes = args.archs or "efficientnet-lite0", args.sizes or [64, 96]
-        args.warmup, args.runs, args.rounds, args.calibration = 2, 6, 2, 2
+        args.warmup, args.runs, args.calibration = 2, 6, 2
     args.sizes = args.sizes or [128, 160, 192, 224, 256]
     args.archs = [a.strip() for a in (args.archs or ",".join(EFFICIENTNETS)).split(",") if a.strip()]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -197,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [f"unknown arch {a} (choose from {', '.join(EFFICIENTNETS)})" for a in args.archs if a not in EFFICIENTNETS]
     bad += [f"unknown backend {b} (choose from {', '.join(BACKENDS)})" for b in args.backends if b not in BACKENDS]
     bad += [f"--sizes {s} is below 32 px" for s in args.sizes if s < 32]
-    if min(args.budget_ms, args.runs, args.rounds, args.threads) <= 0:
-        bad.append("--budget-ms, --runs, --rounds and --threads must be positive")
+    if min(args.budget_ms, args.runs, args.threads) <= 0:
+        bad.append("--budget-ms, --runs and --threads must be positive")
     if bad or not args.archs or not args.backends:
         log(f"error: {'; '.join(bad) or 'give at least one arch and one backend'}")
         return 2
@@ -228,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if not fns:
         log("error: no backend ran every candidate")
         return 1
-    log(f"timing {len(fns)} cells, batch {BATCH}, {args.runs} runs each in {args.rounds} interleaved rounds")
-    samples = time_rounds(fns, args.warmup, args.runs, args.rounds)
+    log(f"timing {len(fns)} cells, batch {BATCH}, {args.runs} interleaved rounds")
+    samples = time_interleaved(fns, args.warmup, args.runs)
     for c in cands:
         c["latency_ms"] = {b: {k: round(v, 3) for k, v in summarize(samples[(c["arch"], c["input_size"], b)]).items()}
                            for b in backends}
@@ -241,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python -m benchmarks.frame_budget " + shlex.join(sys.argv[1:] if argv is None else argv),
               "settings": {"archs": args.archs, "sizes": args.sizes, "budget_ms": args.budget_ms, "batch": BATCH,
                            "classes": CLASSES, "weights": "none (untrained)", "backends": backends,
-                           "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "rounds": args.rounds,
+                           "threads": args.threads, "warmup": args.warmup, "runs": args.runs,
                            "calibration": args.calibration if "ov-int8" in backends else None,
                            "input": "uniform noise"},
               "candidates": cands, "skipped": skipped, "int8_note": int8_reference(out, args.threads),

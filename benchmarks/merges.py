@@ -77,25 +77,12 @@ from training.eval.merge_fit import L2, MIN_POSITIVES, eligible
 ROLE = "hd"
 
 def set_specs(paths: Sequence[str], heldout_of: str | None) -> list[tuple[Any, str, set[str] | None]]:
-    """(source, split, held-out ids or None) per set: each of `paths` (its test split if it has one,
-    else its first), or the sets an adaptation run (RUN/splits.json) or a training run held out."""
-    from training.data.datasets import open_source
-    from training.eval.sets import heldout_ids, heldout_sets
+    """(source, split, held-out ids or None) per set, as `sixview eval` picks them
+    (`training.commands.eval.input_specs`): each of `paths` (its test split if it has one, else its
+    first), or the sets an adaptation run (RUN/splits.json) or a training run held out."""
+    from training.commands.eval import input_specs
 
-    if heldout_of:
-        held = heldout_sets(heldout_of)
-        if held is None:
-            held = [heldout_ids(heldout_of)]
-        wanted = [(path, sp, only) for path, sp, only in held]
-    else:
-        wanted = [(p, None, None) for p in paths]
-    out = []
-    for path, sp, only in wanted:
-        source = open_source(path, strict=False)
-        if sp is None:
-            sp = source.splits[0] if only is not None else ("test" if "test" in source.splits else source.splits[0])
-        out.append((source, sp, only))
-    return out
+    return [(src, sp, only) for _, src, sp, only in input_specs(tuple(paths), None, heldout_of)]
 
 
 def load_sets(specs, classes: Sequence[str], limit: int | None):

@@ -39,6 +39,7 @@ from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
 from edge.merge import logit, merged_scores, sigmoid
 from edge.stats import machine_info
+from training.eval.report import pct
 
 SHIFTS = tuple(round(v, 2) for v in np.arange(-2.0, 2.01, 0.25))
 PRESENCE = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -78,27 +79,23 @@ def closest(points: list[dict[str, Any]], goal: dict[str, float]) -> dict[str, A
     return max(points, key=lambda p: (p["recall"], -p["label_free_labelled"]))
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.1f}"
-
-
 def markdown(r: dict[str, Any]) -> str:
     g, own, near = r["goal"], r["own"], r["closest"]
     reach = r["reachable"]
-    rows = [[f"{p['shift']:+.2f}", f"{p['presence']:.2f}", _pct(p["precision"]), _pct(p["recall"]),
-             _pct(p["label_free_labelled"]), "yes" if meets(p, g) else ""] for p in r["points"]
+    rows = [[f"{p['shift']:+.2f}", f"{p['presence']:.2f}", pct(p["precision"]), pct(p["recall"]),
+             pct(p["label_free_labelled"]), "yes" if meets(p, g) else ""] for p in r["points"]
             if p["recall"] >= g["recall"] - 0.05]
     return "\n".join([
         "# Operating points", "", machine_md(r["machine"]), "",
         f"Model `{r['settings']['model']}` on {r['set']} ({r['images']} images, {r['label_free']} label-free). "
         f"Command: `{r['settings']['command']}`.", "",
-        f"Goal: recall >= {_pct(g['recall'])}, precision >= {_pct(g['precision'])}, label-free photos labelled "
-        f"<= {_pct(g['label_free'])} (percent).", "",
-        f"- The model's own decision: precision {_pct(own['precision'])}, recall {_pct(own['recall'])}, "
-        f"label-free labelled {_pct(own['label_free_labelled'])}.",
+        f"Goal: recall >= {pct(g['recall'])}, precision >= {pct(g['precision'])}, label-free photos labelled "
+        f"<= {pct(g['label_free'])} (percent).", "",
+        f"- The model's own decision: precision {pct(own['precision'])}, recall {pct(own['recall'])}, "
+        f"label-free labelled {pct(own['label_free_labelled'])}.",
         f"- Closest point with the goal's recall: shift {near['shift']:+.2f}, presence {near['presence']:.2f}: "
-        f"precision {_pct(near['precision'])}, recall {_pct(near['recall'])}, label-free labelled "
-        f"{_pct(near['label_free_labelled'])}.",
+        f"precision {pct(near['precision'])}, recall {pct(near['recall'])}, label-free labelled "
+        f"{pct(near['label_free_labelled'])}.",
         f"- **Goal reachable on this set by thresholds alone: {'yes' if reach else 'no'}** "
         f"({sum(meets(p, g) for p in r['points'])} of {len(r['points'])} points).", "",
         "Points within 5 recall points of the goal (percent):", "",
@@ -165,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in write_results(out_dir(args.out, args.quick), "operating_points", result, markdown(result)):
         log(f"wrote {p}")
     near = result["closest"]
-    log(f"own: P {_pct(own['precision'])} R {_pct(own['recall'])} label-free {_pct(own['label_free_labelled'])}; "
-        f"closest at the goal's recall: P {_pct(near['precision'])} R {_pct(near['recall'])} label-free "
-        f"{_pct(near['label_free_labelled'])}; reachable: {'yes' if result['reachable'] else 'no'}")
+    log(f"own: P {pct(own['precision'])} R {pct(own['recall'])} label-free {pct(own['label_free_labelled'])}; "
+        f"closest at the goal's recall: P {pct(near['precision'])} R {pct(near['recall'])} label-free "
+        f"{pct(near['label_free_labelled'])}; reachable: {'yes' if result['reachable'] else 'no'}")
     return 0
 
 

@@ -14,6 +14,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from edge.preprocess import render_views  # noqa: E402
+from edge.tiling import view_boxes  # noqa: E402
 from training.data.cache import load_split  # noqa: E402
 from training.data.datasets import open_source  # noqa: E402
 from training.data.labels import select  # noqa: E402
@@ -22,6 +24,7 @@ from training.data.tfdata import (  # noqa: E402
     make_dataset,
     mixup,
     mixup_batch,
+    render_whole,
     resize_images,
     sample_mixup_lambda,
 )
@@ -62,12 +65,19 @@ def test_mixup_batch_shapes_and_mass() -> None:
     assert float(tf.reduce_min(mx)) >= 0.0 and float(tf.reduce_max(mx)) <= 255.0
 
 
-def test_resize_bicubic_range() -> None:
-    img = np.zeros((1, 16, 16, 3), np.uint8)
-    img[:, :, 8:] = 255  # a hard edge overshoots with bicubic: must be clipped
-    out = resize_images(img, (40, 40)).numpy()
-    assert out.shape == (1, 40, 40, 3) and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 255
+def test_resize_renders_as_the_runtime() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    img[:, :, 8:] = 255  # a hard edge overshoots with bicubic: the runtime's uint8 clips it
+    for size in ((40, 40), (8, 12)):  # grow (bicubic) and shrink, as the runtime's whole view
+        out = resize_images(img, size).numpy()
+        assert out.shape == (2, *size, 3) and out.dtype == np.float32
+        for i in range(2):
+            want = render_views(img[i], view_boxes(16, 16, tiling=False), size)[0]
+            np.testing.assert_array_equal(out[i], want.astype(np.float32))
+    one = render_whole(img[0], (40, 40))  # a single image, uint8
+    assert one.dtype == np.uint8 and one.shape == (40, 40, 3)
+    np.testing.assert_array_equal(resize_images(img[0], (40, 40)).numpy(), one.astype(np.float32))
     same = resize_images(img, (16, 16)).numpy()
     np.testing.assert_array_equal(same, img.astype(np.float32))
 

@@ -1,7 +1,11 @@
-"""tf.data input pipeline over cached arrays, with bicubic resizing and MixUp.
+"""tf.data input pipeline over cached arrays, resized as the runtime resizes, with MixUp.
 
 Images leave the pipeline as float32 0..255 RGB NHWC at the model's input size
-(normalisation is inside the model); labels as float32 multi-hot.
+(normalisation is inside the model); labels as float32 multi-hot. Each image is
+rendered to the input exactly as the runtime renders its whole view
+(`edge.preprocess.render_views`: uint8, OpenCV bicubic when upscaling): a model
+trained on TensorFlow's float bicubic resize lost 2 points of CIFAR-10 top-1
+when the runtime fed it OpenCV's rounded one.
 """
 
 from __future__ import annotations
@@ -14,21 +18,39 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from edge.preprocess import render_views  # noqa: E402
+from edge.tiling import view_boxes  # noqa: E402
 from training.data.cache import CachedSplit  # noqa: E402
 from training.data.labels import Selection  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def resize_images(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Bicubic resize (antialiased when shrinking) of uint8/float images (N,H,W,3 or
-    H,W,3) to `size`, float32 clipped to 0..255."""
-    images = tf.cast(images, tf.float32)
-    h, w = images.shape[-3], images.shape[-2]
-    if (h, w) == tuple(size):
-        return images
-    out = tf.image.resize(images, size, method="bicubic", antialias=True)
-    return tf.clip_by_value(out, 0.0, 255.0)
+def render_whole(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 images (N,H,W,3 or H,W,3) at `size` (h, w), uint8: each one's whole view as the runtime
+    renders it."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    one = images.ndim == 3
+    batch = images[None] if one else images
+    out = np.empty((len(batch), *size, 3), np.uint8)
+    for i, img in enumerate(batch):
+        render_views(np.ascontiguousarray(img), view_boxes(img.shape[1], img.shape[0], tiling=False),
+                     size, out=out[i:i + 1])
+    return out[0] if one else out
+
+
+def resize_images(images: tf.Tensor | np.ndarray, size: tuple[int, int]) -> tf.Tensor:
+    """Images (N,H,W,3 or H,W,3) rendered to `size` as the runtime renders them (`render_whole`),
+    float32 0..255."""
+    images = tf.convert_to_tensor(images)
+    size = (int(size[0]), int(size[1]))
+    if tuple(images.shape[-3:-1]) == size:
+        return tf.cast(images, tf.float32)
+    out = tf.numpy_function(lambda x: render_whole(x, size), [images], tf.uint8, stateful=False)
+    out.set_shape([*images.shape[:-3], *size, 3])
+    return tf.cast(out, tf.float32)
 
 
 def sample_mixup_lambda(n: int | tf.Tensor, alpha: float, seed: int | None = None) -> tf.Tensor:

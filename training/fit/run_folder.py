@@ -26,7 +26,7 @@ import training.models.layers  # noqa: E402,F401  (registers custom layers for l
 from training.data.cache import load_split  # noqa: E402
 from training.data.datasets import open_source  # noqa: E402
 from training.data.labels import select, stratified_order  # noqa: E402
-from training.data.tfdata import resize_images  # noqa: E402
+from training.data.tfdata import render_whole  # noqa: E402
 from training.errors import RunError  # noqa: E402
 from training.fit.plots import training_curves  # noqa: E402
 from training.fit.tracking import Tracker, open_tracker  # noqa: E402
@@ -200,8 +200,8 @@ def sample_images(config: dict[str, Any], n: int, seed: int = 0,
                   split: str | None = None) -> np.ndarray:
     """`n` real images from the run's data source, uint8 (n, H, W, 3) RGB at the input size.
 
-    Drawn class-balanced from the test split (else the training split), resized
-    bicubically like the training pipeline.
+    Drawn class-balanced from the test split (else the training split), rendered as the training
+    pipeline and the runtime render a whole image.
     """
     cache = Path(config["cache_dir"]).expanduser() if config.get("cache_dir") else None
     source = open_source(config["data"], cache)
@@ -215,6 +215,5 @@ def sample_images(config: dict[str, Any], n: int, seed: int = 0,
     h, w = (int(v) for v in config["input_size"])
     out = np.empty((n, h, w, 3), np.uint8)
     for k, r in enumerate(rows):
-        img = resize_images(np.asarray(sp.image(int(sel.indices[r]))), (h, w)).numpy()
-        out[k] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        out[k] = render_whole(np.asarray(sp.image(int(sel.indices[r]))), (h, w))
     return out

@@ -271,3 +271,16 @@ def test_adaptation_on_several_sets_holds_part_of_each_out(tmp_path, monkeypatch
     cfg = json.loads((tmp_path / "hd2" / "config.json").read_text())
     assert cfg["n_train"] == 10 + 5 and cfg["n_val"] == 6 and cfg["n_report"] == 4
     assert "4 set aside for reporting" in (tmp_path / "hd2" / "report.md").read_text()
+
+    # --no-negatives: photos with none of a set's classes are not fitted; the held-out part is the same
+    res = CliRunner().invoke(main, ["adapt", "--base", str(base), "--data", str(tmp_path / "a"), "--data",
+                                    str(tmp_path / "b"), "--out", str(tmp_path / "hd3"), "--holdout", "0.3",
+                                    "--no-negatives", "--epochs", "1", "--batch-size", "8", "--lr", "1e-4",
+                                    "--mlflow-uri", "off", "--cache-dir", cache, "--input-size", "40"])
+    assert res.exit_code == 0, res.output
+    positives = {s: {p for p, lab in list(csv.reader(open(tmp_path / s / "labels.csv")))[1:] if lab} for s in "ab"}
+    without = json.loads((tmp_path / "hd3" / "splits.json").read_text())["sets"]
+    for s in "ab":
+        part, before = without[str((tmp_path / s).resolve())], splits[str((tmp_path / s).resolve())]
+        assert part["heldout"] == before["heldout"]
+        assert set(part["fit"]) == set(before["fit"]) & positives[s] != set(before["fit"])

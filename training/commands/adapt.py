@@ -29,6 +29,9 @@ from training.errors import UserError  # noqa: E402
                    "--report must be under 1.")
 @click.option("--balance/--no-balance", default=True, show_default=True,
               help="Give every set the same share of each epoch and draw rare classes more often.")
+@click.option("--negatives/--no-negatives", default=True, show_default=True,
+              help="Fit the photos that show none of a set's classes (all-zero targets: they teach \"none of "
+                   "these\"), or leave them out of fitting (held-out and report parts stay the same).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Run folder for the HD model.")
 @click.option("--input-size", default=None,
               help="N or H,W: adapt (and ship) HD at this input size; the base run's weights are rebuilt for it "

@@ -89,6 +89,7 @@ class AdaptConfig:
     mlflow_uri: str | None = None
     cache_dir: str | None = None
     balance: bool = True  # equal share per set, rare classes drawn more
+    negatives: bool = True  # fit photos with none of a set's classes (all-zero targets)
     replay: int = 0  # CIFAR-10 training images mixed in against forgetting (0: none)
     input_size: list[int] | None = None  # (H, W) to adapt at; default: the base run's
     verbose: int | str = "auto"
@@ -283,6 +284,8 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
         split = load_split(src, src.splits[0], cache)
         targets, known = photo_targets(split.classes, split.labels, classes, ignore, unl)
         fit, heldout, aside = split_indices(len(split), hold, report, rng)
+        if not cfg.negatives:  # fit only photos showing one of the set's classes; the other parts stay
+            fit = fit[(targets[fit] == 1).any(axis=1)]
         boxes = read_boxes(Path(src.path), split.ids, classes)
         return PhotoSet(str(Path(path).resolve()), split, targets, known, boxes, fit, heldout, aside)
 

@@ -81,13 +81,21 @@ def trust_lines(report: dict[str, Any]) -> list[str]:
             m = r[f"tiling_{t}"]
             lines.append(f"| {role} | {t} | {r.get('presence_threshold', 0.0):.4g} | {pct(m['mAP'])} "
                          f"| {_trust_cells(m['decision'])} |")
-    if any("per_set" in r["tiling_on"] for r in roles.values()):
-        lines += ["", "### Per set (six views; percent)", "",
-                  f"| set | engine | images | mAP | exact match | {TRUST_HEAD} | masked |", "| --- " * 13 + "|"]
-        for role, r in roles.items():
-            for name, m in r["tiling_on"].get("per_set", {}).items():
-                lines.append(f"| {name} | {role} | {m['images']} | {pct(m['mAP'])} | {pct(m['exact_match'])} "
-                             f"| {_trust_cells(m['decision'])} | {', '.join(m['masked']) or '-'} |")
+    if table := per_set_table(report):
+        lines += ["", "### Per set (six views; percent)", "", *table]
+    return lines
+
+
+def per_set_table(report: dict[str, Any]) -> list[str]:
+    """Per set and engine (six views): images, mAP, exact match and the trust columns; [] with one set."""
+    roles = report["roles"]
+    if not any("per_set" in r["tiling_on"] for r in roles.values()):
+        return []
+    lines = [f"| set | engine | images | mAP | exact match | {TRUST_HEAD} | masked |", "| --- " * 13 + "|"]
+    for role, r in roles.items():
+        for name, m in r["tiling_on"].get("per_set", {}).items():
+            lines.append(f"| {name} | {role} | {m['images']} | {pct(m['mAP'])} | {pct(m['exact_match'])} "
+                         f"| {_trust_cells(m['decision'])} | {', '.join(m['masked']) or '-'} |")
     return lines
 
 

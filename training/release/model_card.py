@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from training.eval.report import pct
+from training.eval.report import pct, per_set_table
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -101,6 +101,12 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
     for title, rep, ev in (("CIFAR-10 test", cifar, "cifar10_test"), ("voc07_val (real photos)", voc, "voc07_val")):
         if rep:
             out += [f"### {title} (percent)", "", f"`sixview eval` -> `{evals / ev}/`", "", *head, *_eval_rows(rep), ""]
+    report = _load(evals / "report" / "report.json")  # adapt --report: the part of each set that chose nothing
+    if report:
+        out += ["### HD on the report part of every photo set (six views; percent)", "",
+                f"Photos set aside by the adaptation (`runs/{name}/hd/splits.json`, `report`): never fitted, they "
+                f"chose neither the epoch nor the thresholds. `sixview eval` -> `{evals / 'report'}/`", "",
+                *per_set_table(report), ""]
     if voc.get("roles", {}).keys() >= {"standard", "hd"}:
         s, h = voc["roles"]["standard"]["tiling_on"], voc["roles"]["hd"]["tiling_on"]
         out += ["#### Per class on voc07_val (six views; percent)", "",

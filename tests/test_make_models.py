@@ -19,6 +19,7 @@ def _making_files(ran: list[tuple[str, list[str]]]):
         if name in ("train_standard", "adapt_hd"):
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps({"wall_time_s": 1.0}))
+            (out / "config.json").write_text(json.dumps({"n_report": 3 if "--report" in cmd else 0}))
         elif name.startswith("convert_"):
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{name.removeprefix('convert_')}.onnx").write_text("")
@@ -92,6 +93,15 @@ def test_a_recipe_with_a_report_part_is_evaluated_on_it(tmp_path, monkeypatch):
     cmd = dict(ran)["eval_report"]
     assert cmd[cmd.index("--report-of") + 1] == str(runs / "base" / "hd")
     assert "--calibrate" not in cmd and cmd[cmd.index("--out") + 1] == str(runs / "base" / "eval" / "report")
+    monkeypatch.setitem(mm.RECIPES, "base-reused", {"std_from": ["base"], "hd_from": ["base"]})
+    ran.clear()
+    mm.build_recipe("base-reused", ["sixview"], data, runs, runs / "log")  # the reused HD run has the report part
+    cmd = dict(ran)["eval_report"]
+    assert cmd[cmd.index("--report-of") + 1] == str(runs / "base-reused" / "hd")
+    monkeypatch.setitem(mm.RECIPES, "plain", {"std_from": ["base"], "adapt": ["--epochs", "1"]})
+    ran.clear()
+    mm.build_recipe("plain", ["sixview"], data, runs, runs / "log")
+    assert "eval_report" not in dict(ran) and "adapt_hd" in dict(ran)
 
 
 @pytest.mark.parametrize("name", list(mm.RECIPES))

@@ -172,7 +172,8 @@ def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) ->
         _run([*sv, "eval", str(raw), "--heldout-of", str(hd), "--engines", "hd", "--calibrate", "--fit-merge",
               "--calibrated-out", str(cal), "--out", str(root / "eval_calibrate_hd")], log, stages, "calibrate_hd")
     evals = [("voc07_val", ["--data", str(voc_val)]), ("cifar10_test", ["--data", str(cifar)])]
-    if "--report" in recipe.get("adapt", []):  # the photos set aside: per-set figures that chose nothing
+    hd_config = hd / "config.json"  # an adaptation with a report part (its own or a reused run's): figures on
+    if hd_config.is_file() and json.loads(hd_config.read_text()).get("n_report"):  # photos that chose nothing
         evals.append(("report", ["--report-of", str(hd), "--engines", "hd"]))
     for ev, extra in evals:
         if not (root / "eval" / ev / "report.json").exists():

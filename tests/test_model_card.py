@@ -27,3 +27,15 @@ def test_a_recipe_with_a_report_part_shows_it_per_set(tmp_path):
     assert "| openimages_train:all | hd | 7 | 87.1 |" in text and "| truck |" in text
     (evals / "report" / "report.json").unlink()  # without a report part, no such section
     assert "report part" not in "\n".join(_recipe_section("lite-x", tmp_path, evals))
+
+
+def test_an_adaptation_without_label_free_photos_says_so(tmp_path):
+    (tmp_path / "hd").mkdir()
+    cfg = {"adapt": {"freeze_stages": 5, "distill_unlabelled": True, "lr": 1e-4, "negatives": False},
+           "known_by_set": {"/d/voc07_train": ["dog"]}, "input_size": [192, 192], "base_run": "/x/runs/a/std"}
+    (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
+    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    assert "left out of fitting (`--no-negatives`)" in text and "runs/a/std" in text
+    cfg["adapt"]["negatives"] = True
+    (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
+    assert "--no-negatives" not in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))

@@ -71,7 +71,9 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
                        f"own classes ({sets}); a class a set does not label is {unl} for its photos. "
                        f"Input {hd_cfg['input_size'][0]}x{hd_cfg['input_size'][1]}"
                        + (f"; {hd_cfg['replay']['images']} CIFAR-10 training images replayed among them "
-                          "(against forgetting)" if hd_cfg.get("replay") else "") + ". "
+                          "(against forgetting)" if hd_cfg.get("replay") else "")
+                       + ("; photos with none of a set's classes left out of fitting (`--no-negatives`)"
+                          if a.get("negatives") is False else "") + ". "
                        f"{hd.get('n_train')} images fitted, {hd.get('n_val')} photos held out (a fifth of each set, "
                        f"`runs/{name}/hd/splits.json`) chose the epoch by six-view mAP; {frozen}, lr {a['lr']:g}, "
                        f"{hd.get('epochs_run')} epochs, {hd.get('wall_time_s', 0) / 60:.0f} min wall. voc07_val "

@@ -11,7 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from training.data.photos import UNKNOWN, crop_targets, masked_bce  # noqa: E402
-from training.errors import DataError  # noqa: E402
+from training.errors import DataError, RunError  # noqa: E402
 from training.fit.adapt import AdaptConfig, photo_targets, run_adapt, split_indices  # noqa: E402
 from training.fit.train import TrainConfig, run_training  # noqa: E402
 
@@ -284,3 +284,16 @@ def test_adaptation_on_several_sets_holds_part_of_each_out(tmp_path, monkeypatch
         part, before = without[str((tmp_path / s).resolve())], splits[str((tmp_path / s).resolve())]
         assert part["heldout"] == before["heldout"]
         assert set(part["fit"]) == set(before["fit"]) & positives[s] != set(before["fit"])
+
+
+def test_a_run_stopped_before_its_first_epoch_is_started_again(tmp_path):
+    out = tmp_path / "hd"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # what an adaptation writes before its first epoch ends
+    cfg = AdaptConfig(base=str(tmp_path / "no-base"), data=["a"], out=str(out))
+    with pytest.raises(RunError) as e:
+        run_adapt(cfg)
+    assert "already holds a run" not in str(e.value)  # it went on, to the missing base run
+    (out / "state.json").write_text("{}")  # an epoch was saved: refused without --resume
+    with pytest.raises(RunError, match="already holds a run"):
+        run_adapt(cfg)

@@ -266,7 +266,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
     return metrics."""
     t_start = time.perf_counter()
     out = Path(cfg.out).expanduser()
-    if (out / "config.json").exists() and not resume:
+    if (out / "state.json").exists() and not resume:  # a folder stopped before its first epoch is reused
         raise RunError(f"{out} already holds a run; use --resume or another --out")
     if resume and not (out / "last.keras").exists():
         raise RunError(f"--resume: {out} has no last.keras to resume from")

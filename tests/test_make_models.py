@@ -76,6 +76,8 @@ def test_a_recipe_reuses_another_recipes_hd_run(tmp_path, monkeypatch):
     mm.build_recipe("base-ft", ["sixview"], data, runs, runs / "log")
     names = [n for n, _ in ran]
     assert names.count("adapt_hd") == 1  # only the base recipe adapts
+    # the base recipe's HD run is reused, not its conversions and evaluations
+    assert names.count("convert_hd") == 1 and names.count("eval_voc07_val") == 1
     assert names.count("train_standard") == 2  # base, then base-ft from its checkpoint
     assert (runs / "base-ft" / "hd").resolve() == (runs / "base" / "hd").resolve()
     converts = {n: c for n, c in ran if n.startswith("convert_") and str(runs / "base-ft") in " ".join(c)}

@@ -141,23 +141,31 @@ def build_standard(name: str, sv: list[str], data: Path, runs: Path, log: Path) 
     return std
 
 
+def build_hd(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> Path:
+    """A recipe's HD run in `runs/<name>/hd/` (adapted from its Standard run, or another recipe's HD run, built
+    first); its folder."""
+    recipe, root = RECIPES[name], runs / name
+    if "hd_from" in recipe:  # another recipe's HD run
+        build_hd(recipe["hd_from"][0], sv, data, runs, log)
+        return _reuse(root, "hd", recipe["hd_from"][0])
+    std, hd = build_standard(name, sv, data, runs, log), root / "hd"
+    sets = [a for name in ADAPT_SETS if (data / name).is_dir() for a in ("--data", str(data / name))]
+    stages = root / "stages.json"
+    cmd = _resumable(hd, [*sv, "adapt", "--base", str(std), *sets, "--holdout", "0.2", *recipe["adapt"],
+                          "--out", str(hd)], stages, "adapt_hd")
+    if cmd:
+        _run(cmd, log, stages, "adapt_hd")
+    return hd
+
+
 def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> Path:
     """Train, adapt, convert, calibrate and evaluate one recipe under `runs/<name>/`;
     return its folder of calibrated ONNX models (evaluations in `runs/<name>/eval/`)."""
-    recipe, root = RECIPES[name], runs / name
-    std = build_standard(name, sv, data, runs, log)
+    root = runs / name
+    std, hd = build_standard(name, sv, data, runs, log), build_hd(name, sv, data, runs, log)
     stages = root / "stages.json"
-    hd, raw, cal = root / "hd", root / "onnx", root / "calibrated"
+    raw, cal = root / "onnx", root / "calibrated"
     cifar, voc_val = data / "cifar10-jpg.tar.gz", data / "voc07_val"
-    if "hd_from" in recipe:  # another recipe's HD run (its whole recipe built first)
-        build_recipe(recipe["hd_from"][0], sv, data, runs, log)
-        _reuse(root, "hd", recipe["hd_from"][0])
-    else:
-        sets = [a for name in ADAPT_SETS if (data / name).is_dir() for a in ("--data", str(data / name))]
-        cmd = _resumable(hd, [*sv, "adapt", "--base", str(std), *sets, "--holdout", "0.2", *recipe["adapt"],
-                              "--out", str(hd)], stages, "adapt_hd")
-        if cmd:
-            _run(cmd, log, stages, "adapt_hd")
     for role, run in (("standard", std), ("hd", hd)):
         if not (raw / f"{role}.onnx").exists():
             _run([*sv, "convert", str(run), "--role", role, "--out", str(raw)], log, stages,

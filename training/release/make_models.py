@@ -154,7 +154,7 @@ def build_hd(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> Pat
         build_hd(recipe["hd_from"][0], sv, data, runs, log)
         return _reuse(root, "hd", recipe["hd_from"][0])
     std, hd = build_standard(name, sv, data, runs, log), root / "hd"
-    sets = [a for name in ADAPT_SETS if (data / name).is_dir() for a in ("--data", str(data / name))]
+    sets = [a for s in ADAPT_SETS if (data / s).is_dir() for a in ("--data", str(data / s))]
     stages = root / "stages.json"
     cmd = _resumable(hd, [*sv, "adapt", "--base", str(std), *sets, "--holdout", "0.2", *recipe["adapt"],
                           "--out", str(hd)], stages, "adapt_hd")

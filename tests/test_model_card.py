@@ -15,15 +15,15 @@ def _decision(p: float, r: float, lf: float) -> dict:
 def test_a_recipe_with_a_report_part_shows_it_per_set(tmp_path):
     evals = tmp_path / "eval"
     (evals / "report").mkdir(parents=True)
-    per_set = {"voc07_train:all": {"images": 12, "mAP": 0.912, "exact_match": 0.5, "masked": ["truck"],
-                                   "decision": _decision(0.9, 0.8, 0.25)},
+    voc = {"images": 12, "mAP": 0.912, "exact_match": 0.5, "masked": ["truck"], "decision": _decision(0.9, 0.8, 0.25)}
+    per_set = {"/home/u/shared/data/voc07_train:all": voc,
                "openimages_train:all": {"images": 7, "mAP": 0.871, "exact_match": 0.4, "masked": [],
                                         "decision": _decision(0.7, 0.6, 0.0)}}
     report = {"roles": {"hd": {"tiling_on": {"mAP": 0.9, "per_set": per_set}}}}
     (evals / "report" / "report.json").write_text(json.dumps(report))
     text = "\n".join(_recipe_section("lite-x", tmp_path, evals))
     assert "HD on the report part of every photo set" in text and "runs/lite-x/hd/splits.json" in text
-    assert "| voc07_train:all | hd | 12 | 91.2 | 50.0 | 90.0 | 80.0 |" in text
+    assert "| ../shared/data/voc07_train:all | hd | 12 | 91.2 | 50.0 | 90.0 | 80.0 |" in text  # not this machine's path
     assert "| openimages_train:all | hd | 7 | 87.1 |" in text and "| truck |" in text
     (evals / "report" / "report.json").unlink()  # without a report part, no such section
     assert "report part" not in "\n".join(_recipe_section("lite-x", tmp_path, evals))

@@ -33,6 +33,11 @@ def _eval_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _portable(text: str) -> str:
+    """Data paths as `../shared/data/...` (absolute paths name this machine's checkout)."""
+    return re.sub(r"\S*/shared/data/", "../shared/data/", text)
+
+
 def _short(path: str) -> str:
     """A run path from `runs/` on (absolute paths name this machine's checkout)."""
     parts = Path(path).parts
@@ -108,7 +113,7 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
         out += ["### HD on the report part of every photo set (six views; percent)", "",
                 f"Photos set aside by the adaptation (`runs/{name}/hd/splits.json`, `report`): never fitted, they "
                 f"chose neither the epoch nor the thresholds. `sixview eval` -> `{evals / 'report'}/`", "",
-                *per_set_table(report), ""]
+                *map(_portable, per_set_table(report)), ""]
     if voc.get("roles", {}).keys() >= {"standard", "hd"}:
         s, h = voc["roles"]["standard"]["tiling_on"], voc["roles"]["hd"]["tiling_on"]
         out += ["#### Per class on voc07_val (six views; percent)", "",
@@ -172,7 +177,7 @@ def _onnx_calibration(path: Path) -> str | None:
 
         props = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
         text = json.loads(props["provenance"]).get("calibration", {}).get("set")
-        return re.sub(r"\S*/shared/data/", "../shared/data/", text) if text else None  # not this machine's paths
+        return _portable(text) if text else None
     except Exception:  # noqa: BLE001 (no file, no metadata: the card says the default)
         return None
 

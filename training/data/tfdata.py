@@ -31,8 +31,6 @@ def render_whole(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 images (N,H,W,3 or H,W,3) at `size` (h, w), uint8: each one's whole view as the runtime
     renders it."""
     images = np.asarray(images)
-    if images.dtype != np.uint8:
-        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
     one = images.ndim == 3
     batch = images[None] if one else images
     out = np.empty((len(batch), *size, 3), np.uint8)
@@ -43,7 +41,7 @@ def render_whole(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_images(images: tf.Tensor | np.ndarray, size: tuple[int, int]) -> tf.Tensor:
-    """Images (N,H,W,3 or H,W,3) rendered to `size` as the runtime renders them (`render_whole`),
+    """uint8 images (N,H,W,3 or H,W,3) rendered to `size` as the runtime renders them (`render_whole`),
     float32 0..255."""
     images = tf.convert_to_tensor(images)
     size = (int(size[0]), int(size[1]))

@@ -70,7 +70,7 @@ def test_a_recipe_reuses_another_recipes_hd_run(tmp_path, monkeypatch):
     monkeypatch.setattr(mm, "_run", _making_files(ran))
     monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": ["--epochs", "1"]})
     monkeypatch.setitem(mm.RECIPES, "base-ft", {"init_from": ["base"], "train": ["--arch", "x"],
-                                                "hd_from": ["base"]})
+                                                "hd_from": ["base"], "convert_hd": ["--input-size", "224"]})
     data, runs = tmp_path / "data", tmp_path / "runs"
     (data / "voc07_train").mkdir(parents=True)
     mm.build_recipe("base-ft", ["sixview"], data, runs, runs / "log")
@@ -83,6 +83,10 @@ def test_a_recipe_reuses_another_recipes_hd_run(tmp_path, monkeypatch):
     converts = {n: c for n, c in ran if n.startswith("convert_") and str(runs / "base-ft") in " ".join(c)}
     assert converts["convert_standard"][2] == str(runs / "base-ft" / "std")
     assert converts["convert_hd"][2] == str(runs / "base-ft" / "hd")
+    # the recipe's own export options reach its HD conversion only, not the Standard's or the base recipe's
+    assert converts["convert_hd"][converts["convert_hd"].index("--input-size") + 1] == "224"
+    assert "--input-size" not in converts["convert_standard"]
+    assert [c for n, c in ran if n == "convert_hd" and "--input-size" in c] == [converts["convert_hd"]]
 
 
 def test_a_recipe_with_a_report_part_is_evaluated_on_it(tmp_path, monkeypatch):

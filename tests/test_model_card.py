@@ -39,3 +39,16 @@ def test_an_adaptation_without_label_free_photos_says_so(tmp_path):
     cfg["adapt"]["negatives"] = True
     (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
     assert "--no-negatives" not in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+
+
+def test_the_comparison_shows_the_input_each_model_serves_at(tmp_path, colour_models):
+    from training.release.model_card import _compare_rows
+
+    for part, size in (("std", [32, 32]), ("hd", [48, 48])):  # what the runs trained at
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "config.json").write_text(json.dumps({"input_size": size}))
+    assert "| 32x32 / 48x48 |" in _compare_rows("lite-x", tmp_path, tmp_path / "eval", {})
+    (tmp_path / "calibrated").mkdir()  # exported models: HD at 64 px (above its training size), Standard at 32
+    for role in ("standard", "hd"):
+        (tmp_path / "calibrated" / f"{role}.onnx").write_bytes((colour_models / f"{role}.onnx").read_bytes())
+    assert "| 32x32 / 64x64 |" in _compare_rows("lite-x", tmp_path, tmp_path / "eval", {})

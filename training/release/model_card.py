@@ -164,22 +164,30 @@ def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
         forget = f"{pct(hd['before']['cifar10_test']['top1'])} -> {pct(hd['after']['cifar10_test']['top1'])}"
     r = lat.get(name, {})
     ms = (f"{r['fp32']['p50']:.1f} / {r['int8']['p50']:.1f}" if r.get("fp32") and r.get("int8") else "-")
-    size = " / ".join("x".join(str(v) for v in c["input_size"]) for c in (cfg, hd_cfg) if c.get("input_size")) or "-"
+    # the input each model serves at (a recipe may export HD above its training size), else its run's
+    served = [_onnx_meta(root / "calibrated" / f"{role}.onnx").get("input_size") or c.get("input_size")
+              for role, c in (("standard", cfg), ("hd", hd_cfg))]
+    size = " / ".join("x".join(str(v) for v in s) for s in served if s) or "-"
     return (f"| `{name}` | {size} | {cfg.get('weights', '-')} | {m('standard', 'off', 'top1', cifar)} "
             f"| {m('standard', 'on', 'mAP')} / {m('standard', 'off', 'mAP')} | {m('hd', 'on', 'mAP')} / "
             f"{m('hd', 'off', 'mAP')} | {pct(small['on'])} / {pct(small['off'])} | {forget} | {ms} |")
 
 
-def _onnx_calibration(path: Path) -> str | None:
-    """What calibrated a shipped model's thresholds, from its own metadata."""
+def _onnx_meta(path: Path) -> dict[str, Any]:
+    """A sixview ONNX file's metadata, each value decoded; {} when there is no such file or metadata."""
     try:
         import onnxruntime as ort
 
         props = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-        text = json.loads(props["provenance"]).get("calibration", {}).get("set")
-        return _portable(text) if text else None
+        return {k: json.loads(v) for k, v in props.items()}
     except Exception:  # noqa: BLE001 (no file, no metadata: the card says the default)
-        return None
+        return {}
+
+
+def _onnx_calibration(path: Path) -> str | None:
+    """What calibrated a shipped model's thresholds, from its own metadata."""
+    text = _onnx_meta(path).get("provenance", {}).get("calibration", {}).get("set")
+    return _portable(text) if text else None
 
 
 def _trust_section(evals: Path) -> list[str]:

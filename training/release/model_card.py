@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from edge.metadata import ModelMeta
+from edge.onnx_props import read_props
 from training.eval.report import pct, per_set_table
 
 
@@ -165,7 +167,8 @@ def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
     r = lat.get(name, {})
     ms = (f"{r['fp32']['p50']:.1f} / {r['int8']['p50']:.1f}" if r.get("fp32") and r.get("int8") else "-")
     # the input each model serves at (a recipe may export HD above its training size), else its run's
-    served = [_onnx_meta(root / "calibrated" / f"{role}.onnx").get("input_size") or c.get("input_size")
+    metas = {role: _onnx_meta(root / "calibrated" / f"{role}.onnx") for role in ("standard", "hd")}
+    served = [metas[role].input_size if metas[role] else c.get("input_size")
               for role, c in (("standard", cfg), ("hd", hd_cfg))]
     size = " / ".join("x".join(str(v) for v in s) for s in served if s) or "-"
     return (f"| `{name}` | {size} | {cfg.get('weights', '-')} | {m('standard', 'off', 'top1', cifar)} "
@@ -173,20 +176,18 @@ def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
             f"{m('hd', 'off', 'mAP')} | {pct(small['on'])} / {pct(small['off'])} | {forget} | {ms} |")
 
 
-def _onnx_meta(path: Path) -> dict[str, Any]:
-    """A sixview ONNX file's metadata, each value decoded; {} when there is no such file or metadata."""
+def _onnx_meta(path: Path) -> ModelMeta | None:
+    """A sixview ONNX file's metadata (read without a session); None when there is no such file or metadata."""
     try:
-        import onnxruntime as ort
-
-        props = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-        return {k: json.loads(v) for k, v in props.items()}
-    except Exception:  # noqa: BLE001 (no file, no metadata: the card says the default)
-        return {}
+        return ModelMeta.from_props(read_props(path), str(path))
+    except (OSError, ValueError):  # no file, not ONNX, no or invalid metadata: the card says the default
+        return None
 
 
 def _onnx_calibration(path: Path) -> str | None:
     """What calibrated a shipped model's thresholds, from its own metadata."""
-    text = _onnx_meta(path).get("provenance", {}).get("calibration", {}).get("set")
+    meta = _onnx_meta(path)
+    text = meta.provenance.get("calibration", {}).get("set") if meta else None
     return _portable(text) if text else None
 
 

@@ -52,3 +52,7 @@ def test_the_comparison_shows_the_input_each_model_serves_at(tmp_path, colour_mo
     for role in ("standard", "hd"):
         (tmp_path / "calibrated" / f"{role}.onnx").write_bytes((colour_models / f"{role}.onnx").read_bytes())
     assert "| 32x32 / 64x64 |" in _compare_rows("lite-x", tmp_path, tmp_path / "eval", {})
+    (tmp_path / "std" / "config.json").unlink()  # (a recipe without its own Standard run)
+    (tmp_path / "hd" / "config.json").write_text(json.dumps({  # and the recipe's text says so
+        "input_size": [48, 48], "adapt": {"lr": 1e-4}, "known_by_set": {"/d/voc07_train": ["dog"]}}))
+    assert "Input 48x48 (served at 64x64" in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))

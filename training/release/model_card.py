@@ -46,7 +46,8 @@ def _short(path: str) -> str:
     return str(Path(*parts[parts.index("runs"):])) if "runs" in parts else str(path)
 
 
-def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) -> list[str]:
+def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict,
+                 hd_served: tuple[int, int] | None = None) -> list[str]:
     out = []
     if std_cfg:
         w = std_cfg.get("weights", "none")
@@ -77,6 +78,8 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict) ->
                        "of several sets at once, each labelling its "
                        f"own classes ({sets}); a class a set does not label is {unl} for its photos. "
                        f"Input {hd_cfg['input_size'][0]}x{hd_cfg['input_size'][1]}"
+                       + (f" (served at {hd_served[0]}x{hd_served[1]}: the same weights exported larger)"
+                          if hd_served and list(hd_served) != list(hd_cfg["input_size"]) else "")
                        + (f"; {hd_cfg['replay']['images']} CIFAR-10 training images replayed among them "
                           "(against forgetting)" if hd_cfg.get("replay") else "")
                        + ("; photos with none of a set's classes left out of fitting (`--no-negatives`)"
@@ -100,7 +103,9 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
     std_cfg, hd_cfg = _load(root / "std" / "config.json"), _load(root / "hd" / "config.json")
     stages = _load(root / "stages.json")
     voc, cifar = _load(evals / "voc07_val" / "report.json"), _load(evals / "cifar10_test" / "report.json")
-    out = [f"## Backbone `{name}`", "", *_recipe_text(name, std, hd, std_cfg, hd_cfg), ""]
+    served = _onnx_meta(root / "calibrated" / "hd.onnx")
+    out = [f"## Backbone `{name}`", "",
+           *_recipe_text(name, std, hd, std_cfg, hd_cfg, served.input_size if served else None), ""]
     if stages:
         out += ["### Commands", "", "| stage | command | wall |", "| --- | --- | --- |"]
         out += [f"| {k} | `{v['command']}` | {v['wall_s'] / 60:.1f} min |" for k, v in stages.items()]

@@ -39,7 +39,7 @@ models: $(VENV)/.dev
 # The reference-path comparison needs the Keras checkpoint the HD model came from, and the
 # backbone comparison the runs of every recipe (both from make models).
 BENCH_KERAS ?= runs/$(SHIP)/hd/best.keras
-BACKBONES := $(foreach r,convnext-edge efficientnet-lite0 efficientnet-lite0-hd192 efficientnet-lite0-ft efficientnet-lite2-hd192,$(if $(wildcard runs/$(r)/calibrated/hd.onnx),--recipe $(r)=runs/$(r)/calibrated))
+BACKBONES := $(foreach r,$(sort convnext-edge efficientnet-lite0 efficientnet-lite0-hd192 efficientnet-lite2-hd192 $(SHIP)),$(if $(wildcard runs/$(r)/calibrated/hd.onnx),--recipe $(r)=runs/$(r)/calibrated))
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.latency
 	$(PY) -m benchmarks.pipeline

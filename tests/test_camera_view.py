@@ -312,10 +312,8 @@ def test_camera_window_under_xvfb(colour_models, xvfb, tmp_path):
             shot = grab()
             return shot if min((shot == RED).all(axis=2).sum(), (shot == BLUE).all(axis=2).sum()) > 500 else None
 
-        try:  # (the first frames can be slow on a busy 2-core machine: as long as the window's sizing)
-            wait_for("the overlay on screen", lambda: overlay() is not None, 30)
-        except AssertionError as e:  # say what the camera loop said
-            raise AssertionError(f"{e}; camera log:\n{log.read_text()[-2000:]}") from None
+        # (the first frames can be slow on a busy 2-core machine: as long as the window's sizing)
+        wait_for("the overlay on screen", lambda: overlay() is not None, 30)
         time.sleep(0.5)
         shot = overlay()
         assert shot is not None
@@ -331,6 +329,8 @@ def test_camera_window_under_xvfb(colour_models, xvfb, tmp_path):
         time.sleep(0.5)
         xdo(display, "key", "--window", win, "q")
         assert proc.wait(20) == 0, log.read_text()
+    except AssertionError as e:  # any wait that timed out: say what the camera loop said
+        raise AssertionError(f"{e}\ncamera log:\n{log.read_text()[-2000:]}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

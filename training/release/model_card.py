@@ -103,9 +103,7 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
     std_cfg, hd_cfg = _load(root / "std" / "config.json"), _load(root / "hd" / "config.json")
     stages = _load(root / "stages.json")
     voc, cifar = _load(evals / "voc07_val" / "report.json"), _load(evals / "cifar10_test" / "report.json")
-    served = _onnx_meta(root / "calibrated" / "hd.onnx")
-    out = [f"## Backbone `{name}`", "",
-           *_recipe_text(name, std, hd, std_cfg, hd_cfg, served.input_size if served else None), ""]
+    out = [f"## Backbone `{name}`", "", *_recipe_text(name, std, hd, std_cfg, hd_cfg, _served(root, "hd")), ""]
     if stages:
         out += ["### Commands", "", "| stage | command | wall |", "| --- | --- | --- |"]
         out += [f"| {k} | `{v['command']}` | {v['wall_s'] / 60:.1f} min |" for k, v in stages.items()]
@@ -171,10 +169,7 @@ def _compare_rows(name: str, root: Path, evals: Path, lat: dict) -> str:
         forget = f"{pct(hd['before']['cifar10_test']['top1'])} -> {pct(hd['after']['cifar10_test']['top1'])}"
     r = lat.get(name, {})
     ms = (f"{r['fp32']['p50']:.1f} / {r['int8']['p50']:.1f}" if r.get("fp32") and r.get("int8") else "-")
-    # the input each model serves at (a recipe may export HD above its training size), else its run's
-    metas = {role: _onnx_meta(root / "calibrated" / f"{role}.onnx") for role in ("standard", "hd")}
-    served = [metas[role].input_size if metas[role] else c.get("input_size")
-              for role, c in (("standard", cfg), ("hd", hd_cfg))]
+    served = [_served(root, role) or c.get("input_size") for role, c in (("standard", cfg), ("hd", hd_cfg))]
     size = " / ".join("x".join(str(v) for v in s) for s in served if s) or "-"
     return (f"| `{name}` | {size} | {cfg.get('weights', '-')} | {m('standard', 'off', 'top1', cifar)} "
             f"| {m('standard', 'on', 'mAP')} / {m('standard', 'off', 'mAP')} | {m('hd', 'on', 'mAP')} / "
@@ -187,6 +182,12 @@ def _onnx_meta(path: Path) -> ModelMeta | None:
         return ModelMeta.from_props(read_props(path), str(path))
     except (OSError, ValueError):  # no file, not ONNX, no or invalid metadata: the card says the default
         return None
+
+
+def _served(root: Path, role: str) -> tuple[int, int] | None:
+    """The input a recipe's calibrated model serves at (a recipe may export HD above its training size)."""
+    meta = _onnx_meta(root / "calibrated" / f"{role}.onnx")
+    return meta.input_size if meta else None
 
 
 def _onnx_calibration(path: Path) -> str | None:

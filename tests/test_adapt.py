@@ -297,3 +297,59 @@ def test_a_run_stopped_before_its_first_epoch_is_started_again(tmp_path):
     (out / "state.json").write_text("{}")  # an epoch was saved: refused without --resume
     with pytest.raises(RunError, match="already holds a run"):
         run_adapt(cfg)
+
+
+def _weights(path):
+    model = tf.keras.models.load_model(path, compile=False)
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_init_from_continues_an_adaptation_on_the_same_splits(tmp_path):
+    _thumbs(tmp_path / "thumbs", n=6)
+    _photos(tmp_path / "a", n=12, seed=1)
+    cache = str(tmp_path / "cache")
+    base = tmp_path / "std"
+    run_training(TrainConfig(data=str(tmp_path / "thumbs"), out=str(base), input_size=[32, 32], epochs=1,
+                             batch_size=16, head_width=32, mlflow_uri="off", cache_dir=cache, verbose=0,
+                             width_scale=0.25, depths=[1, 1, 1, 1]))
+    kw = dict(base=str(base), data=[str(tmp_path / "a")], holdout=0.25, batch_size=8, mlflow_uri="off",
+              cache_dir=cache, verbose=0, input_size=[40, 40])
+    first = tmp_path / "hd"
+    run_adapt(AdaptConfig(out=str(first), epochs=1, lr=1e-3, **kw))
+    # a zero rate changes nothing: the continued run's best weights are the first run's, not the base's
+    again = tmp_path / "hd-more"
+    run_adapt(AdaptConfig(out=str(again), epochs=1, lr=0.0, init_from=str(first), **{**kw, "input_size": [48, 48]}))
+    got, want, base_w = _weights(again / "best.keras"), _weights(first / "best.keras"), _weights(base / "best.keras")
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    assert not all(np.array_equal(g, b) for g, b in zip(got, base_w, strict=True))
+    cfg = json.loads((again / "config.json").read_text())
+    assert cfg["input_size"] == [48, 48] and cfg["adapt"]["init_from"] == str(first)
+    assert (again / "splits.json").read_text() == (first / "splits.json").read_text()
+    # photos split otherwise: refused before anything is fitted
+    with pytest.raises(DataError, match="split its photos differently"):
+        run_adapt(AdaptConfig(out=str(tmp_path / "other"), epochs=1, init_from=str(first), **{**kw, "holdout": 0.5}))
+    assert not (tmp_path / "other" / "last.keras").exists()
+    with pytest.raises(RunError, match="not an adaptation run"):
+        run_adapt(AdaptConfig(out=str(tmp_path / "other2"), epochs=1, init_from=str(base), **kw))
+
+
+def test_cosine_schedule_decays_the_adaptation_rate_to_zero(tmp_path):
+    _thumbs(tmp_path / "thumbs", n=6)
+    _photos(tmp_path / "a", n=12, seed=1)
+    cache = str(tmp_path / "cache")
+    base = tmp_path / "std"
+    run_training(TrainConfig(data=str(tmp_path / "thumbs"), out=str(base), input_size=[32, 32], epochs=1,
+                             batch_size=16, head_width=32, mlflow_uri="off", cache_dir=cache, verbose=0,
+                             width_scale=0.25, depths=[1, 1, 1, 1]))
+    rates = {}
+    for schedule in ("plateau", "cosine"):
+        out = tmp_path / schedule
+        run_adapt(AdaptConfig(base=str(base), data=[str(tmp_path / "a")], out=str(out), epochs=2, lr=1e-3,
+                              batch_size=8, mlflow_uri="off", cache_dir=cache, verbose=0, schedule=schedule,
+                              warmup_epochs=0.5))
+        opt = tf.keras.models.load_model(out / "last.keras", custom_objects={"masked_bce": masked_bce}).optimizer
+        rates[schedule] = float(opt.learning_rate)  # the rate for the next step, after the last epoch
+    assert rates["plateau"] == pytest.approx(1e-3)  # no epoch was flat for two epochs
+    assert rates["cosine"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(DataError, match="unknown schedule"):
+        AdaptConfig(base="b", data=["a"], out="o", schedule="step")

@@ -110,6 +110,23 @@ def test_a_recipe_with_a_report_part_is_evaluated_on_it(tmp_path, monkeypatch):
     assert "eval_report" not in dict(ran) and "adapt_hd" in dict(ran)
 
 
+def test_a_recipe_continues_another_recipes_adaptation(tmp_path, monkeypatch):
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(mm, "_run", _making_files(ran))
+    monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": ["--epochs", "1"]})
+    monkeypatch.setitem(mm.RECIPES, "base-more", {"std_from": ["base"], "hd_init_from": ["base"],
+                                                  "adapt": ["--epochs", "2", "--input-size", "224"]})
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    (data / "voc07_train").mkdir(parents=True)
+    mm.build_recipe("base-more", ["sixview"], data, runs, runs / "log")
+    adapts = [c for n, c in ran if n == "adapt_hd"]
+    assert len(adapts) == 2 and "--init-from" not in adapts[0]  # the base recipe's adaptation first
+    more = adapts[1]
+    assert more[more.index("--init-from") + 1] == str(runs / "base" / "hd")
+    assert more[more.index("--out") + 1] == str(runs / "base-more" / "hd")  # a run of its own, not a link
+    assert not (runs / "base-more" / "hd").is_symlink()
+
+
 @pytest.mark.parametrize("name", list(mm.RECIPES))
 def test_every_shipped_recipe_names_an_existing_standard(name):
     recipe = mm.RECIPES[name]
@@ -117,4 +134,6 @@ def test_every_shipped_recipe_names_an_existing_standard(name):
     assert ("adapt" in recipe) != ("hd_from" in recipe)
     for key in ("std_from", "init_from"):
         assert key not in recipe or "train" in mm.RECIPES[recipe[key][0]]
-    assert "hd_from" not in recipe or "adapt" in mm.RECIPES[recipe["hd_from"][0]]
+    for key in ("hd_from", "hd_init_from"):
+        assert key not in recipe or "adapt" in mm.RECIPES[recipe[key][0]]
+    assert "hd_init_from" not in recipe or "adapt" in recipe

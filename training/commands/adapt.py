@@ -37,6 +37,14 @@ from training.errors import UserError  # noqa: E402
               help="N or H,W: adapt (and ship) HD at this input size; the base run's weights are rebuilt for it "
                    "(default: the base run's size).")
 @click.option("--lr", type=float, default=1e-5, show_default=True, help="AdamW learning rate (tiny: keep features).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default="plateau", show_default=True,
+              help="plateau: halve the rate after two epochs without a better held-out mAP; cosine: linear "
+                   "warm-up over --warmup-epochs, then cosine decay to 0 at the last epoch.")
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
+              help="Start from this adaptation run's best weights (rebuilt at --input-size) instead of --base's: "
+                   "a longer or larger adaptation. It must have split the same sets the same way (checked); "
+                   "--base stays the teacher and the 'before' of the report.")
 @click.option("--epochs", type=int, default=15, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--freeze-stages", type=click.IntRange(0, 8), default=0, show_default=True,

@@ -27,6 +27,7 @@ CIFAR-10 test split (forgetting) go into the run folder.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,7 +40,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edge.metadata import DEFAULT_THRESHOLD  # noqa: E402
 from training.data.boxes import read_boxes  # noqa: E402
 from training.data.cache import load_split  # noqa: E402
 from training.data.datasets import norm_class, open_source  # noqa: E402
@@ -48,6 +48,7 @@ from training.data.photos import UNKNOWN, PhotoCrops, masked_bce, six_views  # n
 from training.data.tfdata import predict_arrays  # noqa: E402
 from training.errors import DataError, RunError  # noqa: E402
 from training.eval import metrics as M  # noqa: E402
+from training.fit.heldout import HD_THRESHOLD, SixViewMAP, adapt_report, photo_report  # noqa: E402
 from training.fit.run_folder import (  # noqa: E402
     RunState,
     finish_run,
@@ -59,10 +60,8 @@ from training.fit.run_folder import (  # noqa: E402
     write_json,
 )
 from training.fit.tracking import ending  # noqa: E402
-from training.fit.train import adamw  # noqa: E402
+from training.fit.train import adamw, learning_rate  # noqa: E402
 from training.models.efficientnet_lite import lite_stage  # noqa: E402
-
-HD_THRESHOLD = DEFAULT_THRESHOLD["hd"]  # the before/after F1 is measured at the HD model's default
 
 
 @dataclass
@@ -92,6 +91,9 @@ class AdaptConfig:
     negatives: bool = True  # fit photos with none of a set's classes (all-zero targets)
     replay: int = 0  # CIFAR-10 training images mixed in against forgetting (0: none)
     input_size: list[int] | None = None  # (H, W) to adapt at; default: the base run's
+    schedule: str = "plateau"  # plateau: halve the rate after 2 flat epochs; cosine: warm-up, then cosine to 0
+    warmup_epochs: float = 0.0
+    init_from: str | None = None  # start from this adaptation run's best weights (same sets, same splits)
     verbose: int | str = "auto"
 
     def __post_init__(self) -> None:
@@ -103,6 +105,8 @@ class AdaptConfig:
             raise DataError(f"--holdout must be in (0, 1) when no --val set is given, got {self.holdout}")
         if not 0.0 <= self.report < 1.0:
             raise DataError(f"--report must be in [0, 1), got {self.report}")
+        if self.schedule not in ("plateau", "cosine"):
+            raise DataError(f"unknown schedule {self.schedule!r} (plateau or cosine)")
         if not self.val and self.holdout + self.report >= 1.0:
             raise DataError(f"--holdout {self.holdout:g} and --report {self.report:g} leave no photo to fit: "
                             "together they must be under 1")
@@ -154,59 +158,6 @@ def photo_targets(source_classes: list[str], labels: np.ndarray, model_classes: 
         known = np.array([c not in unlabelled for c in model])
     targets[:, ~known] = UNKNOWN
     return targets, known
-
-
-def masked_ap(y: np.ndarray, s: np.ndarray, known: np.ndarray, names: list[str]) -> dict[str, float | None]:
-    """AP per class over the rows where the class is known (None where it has no positive)."""
-    return {c: M.per_class_ap(y[known[:, k], k:k + 1], s[known[:, k], k:k + 1], [c])[c]
-            for k, c in enumerate(names)}
-
-
-class SixViewMAP(keras.callbacks.Callback):
-    """Adds `val_map` (six views, max-merged) and `val_map_whole` to each epoch's logs.
-
-    `targets` may hold UNKNOWN: a class is scored over the rows of the sets that label it."""
-
-    def __init__(self, views: np.ndarray, targets: np.ndarray, batch: int = 64):
-        super().__init__()
-        self.views, self.batch = views, batch
-        self.row_known = targets != UNKNOWN
-        self.known = self.row_known.any(axis=0)  # classes some held-out set labels
-        self.y, self.mask = np.clip(targets[:, self.known], 0, 1), self.row_known[:, self.known]
-
-    def scores(self, model: keras.Model) -> np.ndarray:
-        """(N, 6, K) per-view scores."""
-        n = len(self.views)
-        flat = self.views.reshape(n * 6, *self.views.shape[2:]).astype(np.float32)
-        s = model.predict(flat, batch_size=self.batch * 6, verbose=0)
-        return np.asarray(s, np.float32).reshape(n, 6, -1)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        s = self.scores(self.model)[:, :, self.known]
-        names = [str(k) for k in range(self.y.shape[1])]
-        logs = logs if logs is not None else {}
-        logs["val_map"] = M.mean_ap(masked_ap(self.y, s.max(axis=1), self.mask, names))
-        logs["val_map_whole"] = M.mean_ap(masked_ap(self.y, s[:, 0], self.mask, names))
-
-
-def photo_report(model: keras.Model, cb: SixViewMAP, classes: list[str], thresholds: float) -> dict[str, Any]:
-    """mAP (six views / whole), per-class AP and F1 at `thresholds` on the held-out photos
-    (each class over the rows of the sets that label it)."""
-    s = cb.scores(model)[:, :, cb.known]
-    names = [c for c, k in zip(classes, cb.known, strict=True) if k]
-    out = {}
-    for tiling, sc in (("on", s.max(axis=1)), ("off", s[:, 0])):
-        ap = masked_ap(cb.y, sc, cb.mask, names)
-        pred, y, m = sc >= thresholds, cb.y == 1, cb.mask
-        f1 = {}
-        for k, c in enumerate(names):
-            tp, fp, fn = (int(v) for v in ((pred & y & m)[:, k].sum(), (pred & ~y & m)[:, k].sum(),
-                                             (~pred & y & m)[:, k].sum()))
-            f1[c] = 2 * tp / max(2 * tp + fp + fn, 1)
-        tp, fp, fn = (pred & y & m).sum(), (pred & ~y & m).sum(), (~pred & y & m).sum()
-        out[f"tiling_{tiling}"] = {"mAP": M.mean_ap(ap), "ap": ap, "micro_f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
-                                   "f1": f1}
-    return out
 
 
 def replay_set(cifar: str | None, n: int, classes: list[str], cache: Path | None,
@@ -261,6 +212,19 @@ def _freeze(model: keras.Model, stages: int) -> int:
     return frozen
 
 
+def _check_init(run: Path, splits: dict[str, Any], classes: list[str]) -> None:
+    """An adaptation continued from `run` must fit, hold out and set aside the same photos (else photos that
+    chose its epoch, or are reported on, would now be fitted) and have the same classes."""
+    if not (run / "splits.json").is_file():
+        raise RunError(f"--init-from {run}: not an adaptation run (no splits.json)")
+    if json.loads((run / "splits.json").read_text()) != splits:
+        raise DataError(f"--init-from {run}: that run split its photos differently (other sets, --holdout, "
+                        "--report or --seed); continuing it would fit photos it held out")
+    theirs = json.loads((run / "config.json").read_text()).get("classes")
+    if theirs != classes:
+        raise DataError(f"--init-from {run}: its classes {theirs} are not the base run's {classes}")
+
+
 def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
     """Fine-tune `cfg.base` on the photo sets, select on the held-out photos; write the run folder;
     return metrics."""
@@ -312,10 +276,12 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
     vtargets = np.concatenate([ps.targets[ps.heldout] for ps in sets if len(ps.heldout)])
     val_whole = (val_views[:, 0].astype(np.float32), vtargets)
     cb_map = SixViewMAP(val_views, vtargets)
-    write_json(out / "splits.json", {"sets": {ps.path: {"fit": [ps.split.ids[i] for i in ps.fit],
-                                                        "heldout": [ps.split.ids[i] for i in ps.heldout],
-                                                        "report": [ps.split.ids[i] for i in ps.report]}
-                                              for ps in sets}})
+    splits = {"sets": {ps.path: {"fit": [ps.split.ids[i] for i in ps.fit],
+                                 "heldout": [ps.split.ids[i] for i in ps.heldout],
+                                 "report": [ps.split.ids[i] for i in ps.report]} for ps in sets}}
+    if cfg.init_from:
+        _check_init(Path(cfg.init_from).expanduser(), splits, classes)
+    write_json(out / "splits.json", splits)
     n_report = sum(len(ps.report) for ps in sets)
 
     config = {**base.config, "adapt": asdict(cfg), "role": "hd", "base_run": str(Path(cfg.base).resolve()),
@@ -338,14 +304,15 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
         if resume:
             model = keras.models.load_model(out / "last.keras", custom_objects={"masked_bce": masked_bce})
         else:
-            model = load_run(cfg.base, input_size=size).model  # a fresh copy to fine-tune
+            model = load_run(cfg.init_from or cfg.base, input_size=size).model  # a fresh copy to fine-tune
             frozen = _freeze(model, cfg.freeze_stages)
             state["frozen_layers"] = frozen
-            model.compile(optimizer=adamw(cfg.lr, cfg.weight_decay), loss=masked_bce)
+            model.compile(optimizer=adamw(learning_rate(cfg, len(train)), cfg.weight_decay), loss=masked_bce)
         run_state = RunState(out, state, "val_loss")
         callbacks = [
             cb_map,  # first: the others read val_map from the logs
-            *run_callbacks(out, "val_map", state.get("best_map"), cfg.patience, 1e-7, resume, mode="max"),
+            *run_callbacks(out, "val_map", state.get("best_map"), cfg.patience, 1e-7, resume, mode="max",
+                           plateau=cfg.schedule == "plateau"),
             keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: state.update(
                 best_map=max(state.get("best_map") or -1.0, logs["val_map"]))),
             run_state, tracker.callback()]  # run_state saves state.json, after best_map is updated
@@ -372,29 +339,3 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
         finish_run(out, state, metrics, tracker,
                    {"val_map_before": metrics["val_map_before"], "val_map_after": metrics["val_map_after"]})
         return metrics
-
-
-def adapt_report(metrics: dict[str, Any], config: dict[str, Any]) -> str:
-    """Markdown: before/after on the held-out photos and on CIFAR-10 test."""
-    b, a = metrics["before"], metrics["after"]
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
-    lines = [f"# Adaptation: {config['base_run']} -> HD", "",
-             f"sets: {', '.join(config['sets'])}; {config['n_train']} photos fitted, {config['n_val']} held out "
-             "for selection"
-             + (f", {config['n_report']} set aside for reporting (`sixview eval --report-of`)"
-                if config.get("n_report") else "") + " (splits.json); "
-             f"masked classes: {', '.join(c for c in config['classes'] if c not in config['known_classes']) or 'none'}",
-             "", "| measure | before (Standard) | after (HD) |", "| --- | --- | --- |"]
-    for t in ("on", "off"):
-        lines.append(f"| val mAP, tiling {t} | {pct(b['photos'][f'tiling_{t}']['mAP'])} "
-                     f"| {pct(a['photos'][f'tiling_{t}']['mAP'])} |")
-    lines.append(f"| val micro F1 @{HD_THRESHOLD:.2f}, tiling on | {pct(b['photos']['tiling_on']['micro_f1'])} "
-                 f"| {pct(a['photos']['tiling_on']['micro_f1'])} |")
-    if "cifar10_test" in a:
-        for k in ("top1", "auc"):
-            lines.append(f"| CIFAR-10 test {k} | {pct(b['cifar10_test'][k])} | {pct(a['cifar10_test'][k])} |")
-    lines += ["", "| class | AP before | AP after |", "| --- | --- | --- |"]
-    for c, v in a["photos"]["tiling_on"]["ap"].items():
-        lines.append(f"| {c} | {pct(b['photos']['tiling_on']['ap'][c])} | {pct(v)} |")
-    return "\n".join(lines) + "\n"
-

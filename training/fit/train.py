@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -129,7 +129,16 @@ def adamw(lr: float, weight_decay: float) -> keras.optimizers.AdamW:
     return opt
 
 
-def learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+class Schedule(Protocol):
+    """What a learning-rate schedule is made of (a training's or an adaptation's config)."""
+
+    lr: float
+    epochs: int
+    schedule: str
+    warmup_epochs: float
+
+
+def learning_rate(cfg: Schedule, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The rate AdamW follows: `cfg.lr` (plateau: lowered by a callback), or a linear warm-up
     over `warmup_epochs` to `cfg.lr` and then a cosine decay to 0 at the last epoch."""
     if cfg.schedule == "plateau":

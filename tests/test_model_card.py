@@ -41,6 +41,20 @@ def test_an_adaptation_without_label_free_photos_says_so(tmp_path):
     assert "--no-negatives" not in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
 
 
+def test_a_continued_adaptation_names_the_run_it_continued(tmp_path):
+    (tmp_path / "hd").mkdir()
+    cfg = {"adapt": {"freeze_stages": 5, "distill_unlabelled": True, "lr": 1e-4, "schedule": "cosine",
+                     "init_from": "/x/runs/lite-y/hd"},
+           "known_by_set": {"/d/voc07_train": ["dog"]}, "input_size": [224, 224], "base_run": "/x/runs/a/std"}
+    (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
+    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    assert "warm-up then cosine decay to 0, continued from the best epoch of the adaptation `runs/lite-y/hd`" in text
+    del cfg["adapt"]["init_from"], cfg["adapt"]["schedule"]
+    (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
+    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    assert "continued from" not in text and "cosine" not in text
+
+
 def test_the_comparison_shows_the_input_each_model_serves_at(tmp_path, colour_models):
     from training.release.model_card import _compare_rows
 

@@ -85,7 +85,10 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict,
                        + ("; photos with none of a set's classes left out of fitting (`--no-negatives`)"
                           if a.get("negatives") is False else "") + ". "
                        f"{hd.get('n_train')} images fitted, {hd.get('n_val')} photos held out (a fifth of each set, "
-                       f"`runs/{name}/hd/splits.json`) chose the epoch by six-view mAP; {frozen}, lr {a['lr']:g}, "
+                       f"`runs/{name}/hd/splits.json`) chose the epoch by six-view mAP; {frozen}, lr {a['lr']:g}"
+                       + (", warm-up then cosine decay to 0" if a.get("schedule") == "cosine" else "")
+                       + (f", continued from the best epoch of the adaptation `{_short(a['init_from'])}` (the same "
+                          "photos fitted, held out and set aside)" if a.get("init_from") else "") + ", "
                        f"{hd.get('epochs_run')} epochs, {hd.get('wall_time_s', 0) / 60:.0f} min wall. voc07_val "
                        "chose nothing: its figures below are on photos the model never fitted, selected or "
                        "calibrated on.")

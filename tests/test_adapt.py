@@ -304,7 +304,8 @@ def _weights(path):
     return [w.copy() for w in model.get_weights()]
 
 
-def test_init_from_continues_an_adaptation_on_the_same_splits(tmp_path):
+def _tiny_base(tmp_path):
+    """A one-epoch Standard run on thumbnails and a photo set `a` of 12 photos: (run folder, cache)."""
     _thumbs(tmp_path / "thumbs", n=6)
     _photos(tmp_path / "a", n=12, seed=1)
     cache = str(tmp_path / "cache")
@@ -312,6 +313,11 @@ def test_init_from_continues_an_adaptation_on_the_same_splits(tmp_path):
     run_training(TrainConfig(data=str(tmp_path / "thumbs"), out=str(base), input_size=[32, 32], epochs=1,
                              batch_size=16, head_width=32, mlflow_uri="off", cache_dir=cache, verbose=0,
                              width_scale=0.25, depths=[1, 1, 1, 1]))
+    return base, cache
+
+
+def test_init_from_continues_an_adaptation_on_the_same_splits(tmp_path):
+    base, cache = _tiny_base(tmp_path)
     kw = dict(base=str(base), data=[str(tmp_path / "a")], holdout=0.25, batch_size=8, mlflow_uri="off",
               cache_dir=cache, verbose=0, input_size=[40, 40])
     first = tmp_path / "hd"
@@ -334,13 +340,7 @@ def test_init_from_continues_an_adaptation_on_the_same_splits(tmp_path):
 
 
 def test_cosine_schedule_decays_the_adaptation_rate_to_zero(tmp_path):
-    _thumbs(tmp_path / "thumbs", n=6)
-    _photos(tmp_path / "a", n=12, seed=1)
-    cache = str(tmp_path / "cache")
-    base = tmp_path / "std"
-    run_training(TrainConfig(data=str(tmp_path / "thumbs"), out=str(base), input_size=[32, 32], epochs=1,
-                             batch_size=16, head_width=32, mlflow_uri="off", cache_dir=cache, verbose=0,
-                             width_scale=0.25, depths=[1, 1, 1, 1]))
+    base, cache = _tiny_base(tmp_path)
     rates = {}
     for schedule in ("plateau", "cosine"):
         out = tmp_path / schedule

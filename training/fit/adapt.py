@@ -21,8 +21,11 @@ calibrate; it is only for reporting (`sixview eval --report-of RUN`), so
 per-set figures can come from photos that chose nothing. `splits.json` lists
 which photos were fitted, which held out (they choose the epoch and may
 calibrate thresholds: `sixview eval --heldout-of RUN --calibrate`) and which
-set aside for reporting. Before/after figures on the held-out photos and on the
-CIFAR-10 test split (forgetting) go into the run folder.
+set aside for reporting. With `init_from` an adaptation continues another
+one (its best weights, e.g. for more epochs or at a larger input) on exactly
+the same splits: a run that split its photos otherwise is refused.
+Before/after figures on the held-out photos and on the CIFAR-10 test split
+(forgetting) go into the run folder.
 """
 
 from __future__ import annotations
@@ -226,7 +229,8 @@ def _check_init(run: Path, splits: dict[str, Any], classes: list[str]) -> None:
 
 
 def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
-    """Fine-tune `cfg.base` on the photo sets, select on the held-out photos; write the run folder;
+    """Fine-tune `cfg.base` (or the run `cfg.init_from`) on the photo sets, select on the held-out photos; write
+    the run folder;
     return metrics."""
     t_start = time.perf_counter()
     out = Path(cfg.out).expanduser()

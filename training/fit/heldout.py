@@ -1,4 +1,4 @@
-"""Scoring an adaptation on its held-out photos exactly as the runtime merges views: the
+"""Scoring an adaptation on its held-out photos, the six views merged by the max: the
 per-epoch six-view mAP that chooses the epoch (`SixViewMAP`), the before/after figures
 (`photo_report`) and the run's `report.md` (`adapt_report`)."""
 

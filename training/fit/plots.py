@@ -60,15 +60,19 @@ def training_curves(history_csv: Path, path: Path) -> Path:
               ("learning_rate", "learning rate")]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     for ax, (key, title) in zip(axes, panels, strict=True):
+        plotted = []
         for prefix, style in (("", "-o"), ("val_", "--s")):
             k = prefix + key
             if rows and k in rows[0]:
-                ax.plot(epochs, [num(r[k]) for r in rows], style, label=k, markersize=3)
+                values = [num(r[k]) for r in rows]
+                ax.plot(epochs, values, style, label=k, markersize=3)
+                plotted += values
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        if key == "learning_rate":
+        if key == "learning_rate" and plotted and all(v > 0 for v in plotted):  # a rate of 0 has no log
             ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        if plotted:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -22,7 +22,7 @@ from click.testing import CliRunner  # noqa: E402
 from training.commands.train import train as train_cmd  # noqa: E402
 from training.data.synthetic import write_image_folder  # noqa: E402
 from training.errors import WeightsError  # noqa: E402
-from training.fit.run_folder import load_run, sample_images  # noqa: E402
+from training.fit.run_folder import BestCheckpoint, load_run, sample_images, save_model  # noqa: E402
 from training.fit.train import TrainConfig, compile_model, run_training  # noqa: E402
 from training.models.factory import build_model, copy_backbone  # noqa: E402
 from training.models.layers import StochasticDepth  # noqa: E402
@@ -133,6 +133,46 @@ def test_resume_without_mlflow(tmp_path: Path, data_dir: Path) -> None:
     assert json.loads((tmp_path / "r" / "config.json").read_text())["classes"] == ["ship", "cat"]
     res = CliRunner().invoke(train_cmd, ["--out", str(tmp_path / "r"), "--resume"])
     assert res.exit_code == 1 and "already ran 2 of" in res.output
+
+
+def _tiny_model() -> keras.Model:
+    return build_model("convnext-edge", 3, 32, **TINY_KW)
+
+
+def test_a_save_killed_midway_keeps_the_checkpoint_it_had(tmp_path: Path, monkeypatch) -> None:
+    model, path = _tiny_model(), tmp_path / "last.keras"
+    save_model(model, path)
+    before = path.read_bytes()
+
+    def killed(self, filepath, *a, **k):
+        Path(filepath).write_bytes(b"half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    keras.models.load_model(path, compile=False)  # still a whole model
+
+
+@pytest.mark.parametrize(("mode", "start", "values", "saved_at"),
+                         [("min", None, [0.5, 0.6, 0.4, float("nan")], [0, 2]),
+                          ("min", 0.45, [0.5, 0.6, 0.4], [2]),  # a resumed run's best so far
+                          ("max", None, [0.5, 0.6, 0.4], [0, 1])])
+def test_best_checkpoint_saves_only_improvements(tmp_path: Path, monkeypatch, mode, start, values,
+                                                 saved_at) -> None:
+    saves: list[Path] = []
+    monkeypatch.setattr("training.fit.run_folder.save_model", lambda model, path: saves.append(path))
+    cb = BestCheckpoint(tmp_path / "best.keras", "val_loss", mode, start)
+    saved = []
+    for epoch, v in enumerate(values):
+        n = len(saves)
+        cb.on_epoch_end(epoch, {"val_loss": v})
+        saved += [epoch] * (len(saves) - n)
+    assert saved == saved_at and set(saves) <= {tmp_path / "best.keras"}
+    with pytest.raises(ValueError, match="min or max"):
+        BestCheckpoint(tmp_path / "best.keras", "val_loss", "auto", None)
 
 
 def test_mixed_precision_with_drop_path_trains_one_step() -> None:

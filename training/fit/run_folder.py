@@ -1,7 +1,7 @@
 """The run folder that `sixview train` and `sixview adapt` leave, written and read back.
 
 A run folder is a contract other commands rely on: config.json, best.keras,
-last.keras + state.json (for --resume), history.csv, curves.png, metrics.json
+last.keras + state.json (for --resume; both written atomically, as is best.keras), history.csv, curves.png, metrics.json
 (written last: the run finished), and the data or adaptation report. The
 converter and evaluation read it back: the model, its config and metrics, real
 sample images of its data.
@@ -37,6 +37,13 @@ def write_json(path: Path, data: dict) -> None:
     """Write `data` as indented JSON, atomically (numpy numbers and arrays, paths allowed)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save `model` as `path` (.keras) atomically: a run killed while saving keeps the file it had."""
+    tmp = path.with_name(path.stem + ".partial.keras")
+    model.save(tmp)
     os.replace(tmp, path)
 
 
@@ -80,8 +87,27 @@ class RunState(keras.callbacks.Callback):
         if value is not None and (self.state.get("best") is None or value < self.state["best"]):
             self.state.update(best=float(value), best_epoch=epoch + 1)
         self.state["epoch"] = epoch + 1
-        self.model.save(self.out / "last.keras")
+        save_model(self.model, self.out / "last.keras")
         write_json(self.out / "state.json", self.state)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model as `path` (atomically) whenever `monitor` improves on `best` (None: the first epoch
+    does), lower being better with mode "min", higher with "max"."""
+
+    def __init__(self, path: Path, monitor: str, mode: str, best: float | None) -> None:
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be min or max, not {mode!r}")
+        self.path, self.monitor, self.sign, self.best = path, monitor, 1.0 if mode == "min" else -1.0, best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        if self.best is None or self.sign * value < self.sign * self.best:
+            self.best = float(value)
+            save_model(self.model, self.path)
 
 
 def run_tracker(uri: str | None, out: Path, state: dict, params: dict[str, Any] | None) -> Tracker:
@@ -95,14 +121,13 @@ def run_tracker(uri: str | None, out: Path, state: dict, params: dict[str, Any] 
 
 
 def run_callbacks(out: Path, monitor: str, best: float | None, patience: int, min_lr: float, resume: bool,
-                  mode: str = "auto", plateau: bool = True) -> list[keras.callbacks.Callback]:
+                  mode: str = "min", plateau: bool = True) -> list[keras.callbacks.Callback]:
     """best.keras whenever `monitor` improves on `best`, the learning rate halved after two
     epochs without improvement (with `plateau`; not with a schedule), early stopping after
     `patience` (best weights restored), and the per-epoch history.csv (appended to when resuming)."""
     lower = [keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=2, min_lr=min_lr)]
     return [
-        keras.callbacks.ModelCheckpoint(out / "best.keras", monitor=monitor, mode=mode, save_best_only=True,
-                                        initial_value_threshold=best),
+        BestCheckpoint(out / "best.keras", monitor, mode, best),
         *(lower if plateau else []),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume)]

@@ -108,6 +108,9 @@ def test_tiny_adaptation_end_to_end(tmp_path, arch):
     assert set(m["before"]) == {"photos", "cifar10_test"} and set(m["after"]) == {"photos", "cifar10_test"}
     assert 0.0 <= m["val_map_after"] <= 1.0 and "green" not in m["after"]["photos"]["tiling_on"]["ap"]
     assert "CIFAR-10 test top1" in (out / "report.md").read_text()
+    val_map = [float(r["val_map"]) for r in csv.DictReader((out / "history.csv").open())]
+    state = json.loads((out / "state.json").read_text())  # names the epoch best.keras holds
+    assert state["monitor"] == "val_map" and state["best_epoch"] == 1 + val_map.index(max(val_map))
     from training.fit.run_folder import sample_images  # the converter verifies HD on its own photos
     assert sample_images(cfg, 3).shape == (3, 32, 32, 3)
 

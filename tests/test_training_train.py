@@ -156,23 +156,29 @@ def test_a_save_killed_midway_keeps_the_checkpoint_it_had(tmp_path: Path, monkey
     keras.models.load_model(path, compile=False)  # still a whole model
 
 
-@pytest.mark.parametrize(("mode", "start", "values", "saved_at"),
-                         [("min", None, [0.5, 0.6, 0.4, float("nan")], [0, 2]),
-                          ("min", 0.45, [0.5, 0.6, 0.4], [2]),  # a resumed run's best so far
-                          ("max", None, [0.5, 0.6, 0.4], [0, 1])])
-def test_best_checkpoint_saves_only_improvements(tmp_path: Path, monkeypatch, mode, start, values,
+@pytest.mark.parametrize(("mode", "state", "values", "saved_at"),
+                         [("min", {}, [0.5, 0.6, 0.4, float("nan")], [0, 2]),
+                          ("min", {"best": 0.45, "best_epoch": 3}, [0.5, 0.6, 0.4], [2]),  # a resumed run's best
+                          ("max", {}, [0.5, 0.6, 0.4], [0, 1]),
+                          # a best of another value (an older state.json's val_loss) does not count for val_map
+                          ("max", {"best": 0.9, "best_epoch": 1}, [0.5, 0.6, 0.4], [0, 1])])
+def test_best_checkpoint_saves_only_improvements(tmp_path: Path, monkeypatch, mode, state, values,
                                                  saved_at) -> None:
     saves: list[Path] = []
     monkeypatch.setattr("training.fit.run_folder.save_model", lambda model, path: saves.append(path))
-    cb = BestCheckpoint(tmp_path / "best.keras", "val_loss", mode, start)
+    monitor = "val_loss" if mode == "min" else "val_map"
+    cb = BestCheckpoint(tmp_path / "best.keras", monitor, mode, state)
     saved = []
     for epoch, v in enumerate(values):
         n = len(saves)
-        cb.on_epoch_end(epoch, {"val_loss": v})
+        cb.on_epoch_end(epoch, {monitor: v})
         saved += [epoch] * (len(saves) - n)
     assert saved == saved_at and set(saves) <= {tmp_path / "best.keras"}
+    # state.json names the epoch best.keras holds (1-based) and the value it was chosen by
+    assert state["best_epoch"] == saved_at[-1] + 1 and state["best"] == values[saved_at[-1]]
+    assert state["monitor"] == monitor
     with pytest.raises(ValueError, match="min or max"):
-        BestCheckpoint(tmp_path / "best.keras", "val_loss", "auto", None)
+        BestCheckpoint(tmp_path / "best.keras", "val_loss", "auto", {})
 
 
 def test_mixed_precision_with_drop_path_trains_one_step() -> None:

@@ -312,14 +312,12 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
             frozen = _freeze(model, cfg.freeze_stages)
             state["frozen_layers"] = frozen
             model.compile(optimizer=adamw(learning_rate(cfg, len(train)), cfg.weight_decay), loss=masked_bce)
-        run_state = RunState(out, state, "val_loss")
+        run_state = RunState(out, state)
         callbacks = [
             cb_map,  # first: the others read val_map from the logs
-            *run_callbacks(out, "val_map", state.get("best_map"), cfg.patience, 1e-7, resume, mode="max",
+            *run_callbacks(out, "val_map", state, cfg.patience, 1e-7, resume, mode="max",
                            plateau=cfg.schedule == "plateau"),
-            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: state.update(
-                best_map=max(state.get("best_map") or -1.0, logs["val_map"]))),
-            run_state, tracker.callback()]  # run_state saves state.json, after best_map is updated
+            run_state, tracker.callback()]  # run_state saves state.json, after the checkpoint updates its best
         model.fit(train, validation_data=val_whole, epochs=cfg.epochs, initial_epoch=int(state.get("epoch", 0)),
                   callbacks=callbacks, verbose=cfg.verbose)
         best = load_best(out, model)

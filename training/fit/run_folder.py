@@ -63,9 +63,9 @@ def read_state(out: Path) -> dict:
 class RunState(keras.callbacks.Callback):
     """Saves last.keras + state.json every epoch and times the training steps."""
 
-    def __init__(self, out: Path, state: dict, monitor: str) -> None:
+    def __init__(self, out: Path, state: dict) -> None:
         super().__init__()
-        self.out, self.state, self.monitor = out, state, monitor
+        self.out, self.state = out, state
         self.train_s = 0.0
         self._t0: float | None = None
 
@@ -82,31 +82,33 @@ class RunState(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._stop_clock()
-        logs = logs or {}
-        value = logs.get(self.monitor)
-        if value is not None and (self.state.get("best") is None or value < self.state["best"]):
-            self.state.update(best=float(value), best_epoch=epoch + 1)
         self.state["epoch"] = epoch + 1
         save_model(self.model, self.out / "last.keras")
         write_json(self.out / "state.json", self.state)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model as `path` (atomically) whenever `monitor` improves on `best` (None: the first epoch
-    does), lower being better with mode "min", higher with "max"."""
+    """Saves the model as `path` (atomically) whenever `monitor` improves on the run's best, lower
+    being better with mode "min", higher with "max", and records that best in `state` (best, best_epoch,
+    monitor): state.json names the epoch best.keras holds, and a resumed run starts from its best."""
 
-    def __init__(self, path: Path, monitor: str, mode: str, best: float | None) -> None:
+    def __init__(self, path: Path, monitor: str, mode: str, state: dict) -> None:
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be min or max, not {mode!r}")
-        self.path, self.monitor, self.sign, self.best = path, monitor, 1.0 if mode == "min" else -1.0, best
+        self.path, self.monitor, self.sign, self.state = path, monitor, 1.0 if mode == "min" else -1.0, state
+        if state.get("monitor", "val_loss") != monitor:  # a best of another value is no best of this one
+            for key in ("best", "best_epoch"):
+                state.pop(key, None)
+        state["monitor"] = monitor
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None or not np.isfinite(value):
             return
-        if self.best is None or self.sign * value < self.sign * self.best:
-            self.best = float(value)
+        best = self.state.get("best")
+        if best is None or self.sign * value < self.sign * best:
+            self.state.update(best=float(value), best_epoch=epoch + 1)
             save_model(self.model, self.path)
 
 
@@ -120,14 +122,14 @@ def run_tracker(uri: str | None, out: Path, state: dict, params: dict[str, Any] 
     return tracker
 
 
-def run_callbacks(out: Path, monitor: str, best: float | None, patience: int, min_lr: float, resume: bool,
+def run_callbacks(out: Path, monitor: str, state: dict, patience: int, min_lr: float, resume: bool,
                   mode: str = "min", plateau: bool = True) -> list[keras.callbacks.Callback]:
-    """best.keras whenever `monitor` improves on `best`, the learning rate halved after two
+    """best.keras whenever `monitor` improves on the best in `state`, the learning rate halved after two
     epochs without improvement (with `plateau`; not with a schedule), early stopping after
     `patience` (best weights restored), and the per-epoch history.csv (appended to when resuming)."""
     lower = [keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=2, min_lr=min_lr)]
     return [
-        BestCheckpoint(out / "best.keras", monitor, mode, best),
+        BestCheckpoint(out / "best.keras", monitor, mode, state),
         *(lower if plateau else []),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume)]

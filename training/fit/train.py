@@ -237,8 +237,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
                             layer.trainable = False
                     steps = math.ceil(len(train_sel) / cfg.batch_size)
                     compile_model(model, learning_rate(cfg, steps), len(classes), cfg.weight_decay, cfg.jit_compile)
-            run_state = RunState(out, state, monitor)
-            callbacks = [*run_callbacks(out, monitor, state.get("best"), cfg.patience, 1e-6, resume,
+            run_state = RunState(out, state)
+            callbacks = [*run_callbacks(out, monitor, state, cfg.patience, 1e-6, resume,
                                         plateau=cfg.schedule == "plateau"),
                          run_state, tracker.callback()]
             initial = int(state.get("epoch", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from training.release import make_models as mm
 def _making_files(ran: list[tuple[str, list[str]]]):
     """A stand-in for `_run`: every stage "succeeds" by making the file the next one looks for."""
 
-    def fake_run(cmd, log, stages, name):
+    def fake_run(cmd, log, stages, name, run=None):
         ran.append((name, cmd))
         out = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else None
         if name in ("train_standard", "adapt_hd"):
@@ -55,7 +56,7 @@ def test_a_recipe_reuses_another_recipes_standard_run(tmp_path, monkeypatch):
 
 def test_a_recipe_starts_from_another_recipes_checkpoint(tmp_path, monkeypatch):
     ran: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(mm, "_run", lambda cmd, log, stages, name: ran.append((name, cmd)))
+    monkeypatch.setattr(mm, "_run", lambda cmd, log, stages, name, run=None: ran.append((name, cmd)))
     monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": []})
     monkeypatch.setitem(mm.RECIPES, "base-ft", {"init_from": ["base"], "train": ["--arch", "x"], "adapt": []})
     runs = tmp_path / "runs"
@@ -137,3 +138,14 @@ def test_every_shipped_recipe_names_an_existing_standard(name):
     for key in ("hd_from", "hd_init_from"):
         assert key not in recipe or "adapt" in mm.RECIPES[recipe[key][0]]
     assert "hd_init_from" not in recipe or "adapt" in recipe
+
+
+def test_a_resumed_runs_stage_records_the_runs_own_wall_time(tmp_path):
+    run, stages = tmp_path / "std", tmp_path / "stages.json"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"wall_time_s": 7200.0}))  # every part, interruptions aside
+    mm._run([sys.executable, "-c", "pass"], tmp_path / "log", stages, "train_standard", run)
+    mm._run([sys.executable, "-c", "pass"], tmp_path / "log", stages, "convert_standard")
+    done = json.loads(stages.read_text())
+    assert done["train_standard"]["wall_s"] == 7200.0  # not the seconds of the last part
+    assert 0 <= done["convert_standard"]["wall_s"] < 60  # its own command's seconds

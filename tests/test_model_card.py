@@ -55,6 +55,22 @@ def test_a_continued_adaptation_names_the_run_it_continued(tmp_path):
     assert "continued from" not in text and "cosine" not in text
 
 
+def test_a_resumed_run_whose_early_parts_were_not_timed_says_so(tmp_path):
+    (tmp_path / "std").mkdir()
+    cfg = {"arch": "efficientnet-lite0", "input_size": [128, 128], "lr": 3e-4, "weights": "imagenet"}
+    (tmp_path / "std" / "config.json").write_text(json.dumps(cfg))
+    # 3 of 16 epochs timed: 54 images/s x 2500 s = 135,000 images = 3 x 45,000
+    std = {"n_train": 45000, "n_val": 5000, "epochs_run": 16, "best_epoch": 15, "wall_time_s": 2600.0,
+           "train_time_s": 2500.0, "images_per_s": 54.0}
+    (tmp_path / "std" / "metrics.json").write_text(json.dumps(std))
+    (tmp_path / "stages.json").write_text(json.dumps({"train_standard": {"command": "sixview train", "wall_s": 2600}}))
+    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    assert text.count("its last 3 epochs; the earlier parts of the resumed run were not timed") == 2  # text, table
+    std.update(train_time_s=13333.0, wall_time_s=14000.0)  # every epoch timed
+    (tmp_path / "std" / "metrics.json").write_text(json.dumps(std))
+    assert "not timed" not in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+
+
 def test_the_comparison_shows_the_input_each_model_serves_at(tmp_path, colour_models):
     from training.release.model_card import _compare_rows
 

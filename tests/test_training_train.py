@@ -13,6 +13,7 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
@@ -22,7 +23,7 @@ from click.testing import CliRunner  # noqa: E402
 from training.commands.train import train as train_cmd  # noqa: E402
 from training.data.synthetic import write_image_folder  # noqa: E402
 from training.errors import WeightsError  # noqa: E402
-from training.fit.run_folder import BestCheckpoint, load_run, sample_images, save_model  # noqa: E402
+from training.fit.run_folder import BestCheckpoint, RunState, load_run, sample_images, save_model  # noqa: E402
 from training.fit.train import TrainConfig, compile_model, run_training  # noqa: E402
 from training.models.factory import build_model, copy_backbone  # noqa: E402
 from training.models.layers import StochasticDepth  # noqa: E402
@@ -179,6 +180,26 @@ def test_best_checkpoint_saves_only_improvements(tmp_path: Path, monkeypatch, mo
     assert state["monitor"] == monitor
     with pytest.raises(ValueError, match="min or max"):
         BestCheckpoint(tmp_path / "best.keras", "val_loss", "auto", {})
+
+
+def test_run_state_keeps_the_time_of_epochs_before_an_interruption(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("training.fit.run_folder.save_model", lambda model, path: None)
+
+    def epochs(state: dict, first: int, n: int) -> RunState:
+        rs = RunState(tmp_path, state, 100, time.perf_counter())
+        for epoch in range(first, first + n):
+            rs.on_epoch_begin(epoch)
+            time.sleep(0.01)
+            rs.on_epoch_end(epoch)
+        return rs
+
+    epochs({}, 0, 2)  # then the process is killed: only state.json remains
+    part = json.loads((tmp_path / "state.json").read_text())
+    assert part["epoch"] == 2 and part["images"] == 200 and part["wall_s"] >= part["train_s"] >= 0.02
+    state = dict(part)  # --resume reads it back
+    epochs(state, 2, 1).add_wall()
+    assert state["epoch"] == 3 and state["images"] == 300
+    assert state["train_s"] >= part["train_s"] + 0.01 and state["wall_s"] >= part["wall_s"] + 0.01
 
 
 def test_mixed_precision_with_drop_path_trains_one_step() -> None:

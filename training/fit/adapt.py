@@ -312,7 +312,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
             frozen = _freeze(model, cfg.freeze_stages)
             state["frozen_layers"] = frozen
             model.compile(optimizer=adamw(learning_rate(cfg, len(train)), cfg.weight_decay), loss=masked_bce)
-        run_state = RunState(out, state)
+        run_state = RunState(out, state, len(fitted), t_start)
         callbacks = [
             cb_map,  # first: the others read val_map from the logs
             *run_callbacks(out, "val_map", state, cfg.patience, 1e-7, resume, mode="max",
@@ -331,7 +331,7 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
                     metrics[when]["cifar10_test"] = M.score(sel.targets, predict_arrays(m, csplit, sel, size),
                                                             sel.known)
         hist = (out / "history.csv").read_text().splitlines()
-        state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - t_start
+        run_state.add_wall()  # the reports after the last epoch
         metrics.update(
             test=metrics["after"].get("cifar10_test", {}),
             val_map_before=metrics["before"]["photos"]["tiling_on"]["mAP"],

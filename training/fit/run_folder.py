@@ -61,28 +61,39 @@ def read_state(out: Path) -> dict:
 
 
 class RunState(keras.callbacks.Callback):
-    """Saves last.keras + state.json every epoch and times the training steps."""
+    """Saves last.keras + state.json every epoch, with the run's time so far: `train_s` (the training
+    steps), `images` (trained on) and `wall_s` (from `started`, set-up and validation included), so a
+    run resumed after an interruption keeps the time of the epochs it finished."""
 
-    def __init__(self, out: Path, state: dict) -> None:
+    def __init__(self, out: Path, state: dict, images_per_epoch: int, started: float) -> None:
         super().__init__()
-        self.out, self.state = out, state
-        self.train_s = 0.0
+        self.out, self.state, self.images_per_epoch = out, state, images_per_epoch
+        self._mark, self._epoch_s = started, 0.0
         self._t0: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._t0 = time.perf_counter()
+        self._t0, self._epoch_s = time.perf_counter(), 0.0
 
     def _stop_clock(self) -> None:
         if self._t0 is not None:
-            self.train_s += time.perf_counter() - self._t0
+            self._epoch_s += time.perf_counter() - self._t0
             self._t0 = None
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         self._stop_clock()
 
+    def add_wall(self) -> None:
+        """Adds the wall time since the last epoch ended (or the run started) to the state."""
+        now = time.perf_counter()
+        self.state["wall_s"] = self.state.get("wall_s", 0.0) + now - self._mark
+        self._mark = now
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._stop_clock()
         self.state["epoch"] = epoch + 1
+        self.state["train_s"] = self.state.get("train_s", 0.0) + self._epoch_s
+        self.state["images"] = self.state.get("images", 0) + self.images_per_epoch
+        self.add_wall()
         save_model(self.model, self.out / "last.keras")
         write_json(self.out / "state.json", self.state)
 

@@ -237,14 +237,13 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
                             layer.trainable = False
                     steps = math.ceil(len(train_sel) / cfg.batch_size)
                     compile_model(model, learning_rate(cfg, steps), len(classes), cfg.weight_decay, cfg.jit_compile)
-            run_state = RunState(out, state)
+            run_state = RunState(out, state, len(train_sel), t_start)
             callbacks = [*run_callbacks(out, monitor, state, cfg.patience, 1e-6, resume,
                                         plateau=cfg.schedule == "plateau"),
                          run_state, tracker.callback()]
             initial = int(state.get("epoch", 0))
-            hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial,
-                             callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
-            epochs_now = len(hist.history.get("loss", []))
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial,
+                      callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
 
             best = load_best(out, model, cfg.jit_compile)
             if test_split is not None:
@@ -254,14 +253,12 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
                 test_sel, eval_split, test_source = val_sel, val_split, "val"
             probs = predict_arrays(best, eval_split, test_sel, size, cfg.batch_size)
             test = score(test_sel.targets, probs, test_sel.known)
-            state["train_s"] = state.get("train_s", 0.0) + run_state.train_s
-            state["images"] = state.get("images", 0) + len(train_sel) * epochs_now
-            state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - t_start
+            run_state.add_wall()  # the evaluation after the last epoch
             metrics = {"test": test, "test_source": test_source, "epochs_run": state.get("epoch", 0),
                        "best_epoch": state.get("best_epoch"), "best_" + monitor: state.get("best"),
                        "wall_time_s": round(state["wall_s"], 2),
-                       "train_time_s": round(state["train_s"], 2),
-                       "images_per_s": round(state["images"] / max(state["train_s"], 1e-9), 1),
+                       "train_time_s": round(state.get("train_s", 0.0), 2),
+                       "images_per_s": round(state.get("images", 0) / max(state.get("train_s", 0.0), 1e-9), 1),
                        "n_train": len(train_sel), "n_val": len(val_sel), "n_test": len(test_sel),
                        "precision": cfg.precision, "distribute": cfg.distribute,
                        "replicas": replicas}

@@ -24,7 +24,21 @@ def _shown(cmd: list[str]) -> str:
     return shlex.join([Path(cmd[0]).name, *cmd[1:]])
 
 
-def _run(cmd: list[str], log: Path, stages: Path, name: str) -> None:
+def _run_wall(run: Path) -> float | None:
+    """A finished training or adaptation run's own wall time, every resumed part of it included."""
+    metrics = run / "metrics.json"
+    return json.loads(metrics.read_text()).get("wall_time_s") if metrics.exists() else None
+
+
+def _record(stages: Path, name: str, cmd: list[str], wall_s: float, finished: str) -> None:
+    done = json.loads(stages.read_text()) if stages.exists() else {}
+    done[name] = {"command": _shown(cmd), "wall_s": round(wall_s, 1), "finished": finished}
+    stages.write_text(json.dumps(done, indent=2))
+
+
+def _run(cmd: list[str], log: Path, stages: Path, name: str, run: Path | None = None) -> None:
+    """Runs one stage and records it; with `run` (a training or adaptation folder), the wall time recorded is
+    the run's own, so a run resumed across interruptions counts every part."""
     click.echo(f"[make models] {name}: {_shown(cmd)}", err=True)
     t0 = time.time()
     with log.open("a") as fh:
@@ -33,21 +47,16 @@ def _run(cmd: list[str], log: Path, stages: Path, name: str) -> None:
         rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
     if rc != 0:
         raise click.ClickException(f"stage {name} failed (exit {rc}); see {log}; rerun `make models` to resume")
-    done = json.loads(stages.read_text()) if stages.exists() else {}
-    done[name] = {"command": _shown(cmd), "wall_s": round(time.time() - t0, 1),
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    stages.write_text(json.dumps(done, indent=2))
+    wall = (_run_wall(run) if run else None) or time.time() - t0
+    _record(stages, name, cmd, wall, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 def _resumable(out: Path, cmd: list[str], stages: Path, name: str) -> list[str] | None:
     """The command, with --resume if a run was interrupted; None if it finished
     (then recorded in `stages` from the run's own metrics if it is not there yet)."""
     if (out / "metrics.json").exists():
-        done = json.loads(stages.read_text()) if stages.exists() else {}
-        if name not in done:
-            wall = json.loads((out / "metrics.json").read_text()).get("wall_time_s", 0.0)
-            done[name] = {"command": _shown(cmd), "wall_s": wall, "finished": "before this make models"}
-            stages.write_text(json.dumps(done, indent=2))
+        if name not in (json.loads(stages.read_text()) if stages.exists() else {}):
+            _record(stages, name, cmd, _run_wall(out) or 0.0, "before this make models")
         return None
     return [*cmd, "--resume"] if (out / "last.keras").exists() else cmd
 
@@ -178,7 +187,7 @@ def build_standard(name: str, sv: list[str], data: Path, runs: Path, log: Path) 
     cmd = _resumable(std, [*sv, "train", "--data", str(data / "cifar10-jpg.tar.gz"), *recipe["train"], *init,
                            "--out", str(std)], stages, "train_standard")
     if cmd:
-        _run(cmd, log, stages, "train_standard")
+        _run(cmd, log, stages, "train_standard", std)
     return std
 
 
@@ -197,7 +206,7 @@ def build_hd(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> Pat
     cmd = _resumable(hd, [*sv, "adapt", "--base", str(std), *sets, "--holdout", "0.2", *recipe["adapt"], *init,
                           "--out", str(hd)], stages, "adapt_hd")
     if cmd:
-        _run(cmd, log, stages, "adapt_hd")
+        _run(cmd, log, stages, "adapt_hd", hd)
     return hd
 
 

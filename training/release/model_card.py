@@ -46,6 +46,16 @@ def _short(path: str) -> str:
     return str(Path(*parts[parts.index("runs"):])) if "runs" in parts else str(path)
 
 
+def _timed(run: dict) -> str:
+    """What a run's wall time covers: all its epochs, or (a run resumed across interruptions before runs kept
+    their time in state.json) only the last part's, timed epochs = images trained on in that time / per epoch."""
+    images = (run.get("images_per_s") or 0) * (run.get("train_time_s") or 0)
+    timed = round(images / run["n_train"]) if run.get("n_train") else None
+    if timed is None or timed >= (run.get("epochs_run") or 0):
+        return ""
+    return f" (its last {timed} epochs; the earlier parts of the resumed run were not timed)"
+
+
 def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict,
                  hd_served: tuple[int, int] | None = None) -> list[str]:
     out = []
@@ -64,7 +74,7 @@ def _recipe_text(name: str, std: dict, hd: dict, std_cfg: dict, hd_cfg: dict,
                    f"on CIFAR-10 train "
                    f"({std.get('n_train')} images, {std.get('n_val')} held out for validation and threshold "
                    f"calibration), MixUp 0.2, AdamW lr {std_cfg.get('lr'):g}, {std.get('epochs_run')} epochs (best: "
-                   f"{std.get('best_epoch')}), {std.get('wall_time_s', 0) / 60:.0f} min wall, "
+                   f"{std.get('best_epoch')}), {std.get('wall_time_s', 0) / 60:.0f} min wall{_timed(std)}, "
                    f"{std.get('images_per_s')} images/s.")
     if hd_cfg:
         a = hd_cfg["adapt"]
@@ -109,7 +119,8 @@ def _recipe_section(name: str, root: Path, evals: Path) -> list[str]:
     out = [f"## Backbone `{name}`", "", *_recipe_text(name, std, hd, std_cfg, hd_cfg, _served(root, "hd")), ""]
     if stages:
         out += ["### Commands", "", "| stage | command | wall |", "| --- | --- | --- |"]
-        out += [f"| {k} | `{v['command']}` | {v['wall_s'] / 60:.1f} min |" for k, v in stages.items()]
+        out += [f"| {k} | `{v['command']}` | {v['wall_s'] / 60:.1f} min{_timed(std) if k == 'train_standard' else ''} |"
+                for k, v in stages.items()]
         out.append("")
     head = ["| engine | tiling | mAP | top-1 | exact match | micro F1 | small recall | medium | large |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

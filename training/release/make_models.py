@@ -140,7 +140,8 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         "train": _fine_tune(4, "1e-4", "0.1"),
         "hd_from": ["efficientnet-lite2-hd192"], "convert_hd": ["--input-size", "224"]},
     # efficientnet-lite0-ft8's Standard on a longer schedule from a higher peak rate (each warm restart at a
-    # lower rate gained less: 83.6 -> 88.7 -> 89.3); about 4 h here, resumed across interruptions; the shipped HD
+    # lower rate gained less: 83.6 -> 88.7 -> 89.3); about 4 h here, resumed across interruptions; the shipped HD.
+    # On the CIFAR-10 training images its run held out (through the runtime, whole image): top-1 88.8 -> 92.4
     "efficientnet-lite0-ft24": {
         "init_from": ["efficientnet-lite0-ft8"],
         "train": _fine_tune(16, "3e-4", "0.5"),
@@ -161,7 +162,7 @@ RECIPES: dict[str, dict[str, list[str]]] = {
 # The real-photo sets HD adapts on, all at once; a fifth of each is held out to choose the epoch
 # and calibrate the thresholds, so voc07_val chooses nothing and its figures are honest.
 ADAPT_SETS = ("voc07_train", "imagenette_train", "openimages_train")
-DEFAULT_SHIP = "efficientnet-lite0-ft8-hd224"
+DEFAULT_SHIP = "efficientnet-lite0-ft24"
 
 
 def _reuse(root: Path, part: str, other: str) -> Path:

@@ -219,6 +219,18 @@ def test_precision_gate_script_writes_the_gate_auto_reads(models, tmp_path):
     assert gate["passed"] is True and gate["images"] == 5 and gate["flips"] == 0
     assert {"map_fp32", "map", "flips", "set", "date", "cpu", "sha256"} <= set(gate)
     assert open_role(models, "hd", "auto").precision == "bf16"
+    assert gate["set"] == f"{data} (all)"  # the set as given
+
+
+def test_a_gate_knows_another_split_of_the_calibration_set_is_other_images():
+    from benchmarks.precision_gate import calibrated_on
+
+    std = "/work/shared/data/cifar10-jpg.tar.gz (train, held out by runs/x/std)"
+    assert not calibrated_on(std, "../shared/data/cifar10-jpg.tar.gz", "test")  # gated on test: other images
+    assert calibrated_on(std, "../shared/data/cifar10-jpg.tar.gz", "train")
+    hd = "/d/voc07_train (all, held out by runs/x/hd); /d/imagenette_train (all, held out by runs/x/hd)"
+    assert calibrated_on(hd, "../shared/data/imagenette_train", "all")
+    assert not calibrated_on(hd, "../shared/data/voc07_val", "all") and not calibrated_on(hd, "d/train", "all")
 
 
 # OpenVINO INT8: the toy models quantized by NNCF (convert/int8_ov.py) on a few synthetic photos.

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,17 +124,11 @@ def compare(y: np.ndarray, mask: np.ndarray, classes: list[str], meta: Any, ref:
             "max_abs_score_diff": float(np.abs(ref - low).max())}
 
 
-def calibrated_on(calibration_set: str, data: str, split: str) -> bool:
-    """Whether a model's thresholds were calibrated on `split` of the set at `data` (by the set's name: the
-    calibration records paths of the machine it ran on); another split of the same set is other images."""
-    name = re.escape(Path(str(data)).name)
-    return re.search(rf"(^|[/;\s'\"]){name} \({re.escape(split)}\b", calibration_set) is not None
-
-
 def gate_role(models_dir: Path, role: str, data: Any, precisions: list[str], args: argparse.Namespace,
               log=print) -> dict[str, dict[str, Any]]:
     """Score one role's FP32 file by ONNX Runtime FP32, OpenVINO FP32 and OpenVINO at each of
     `precisions`, on the same pixels, and judge each lower precision: precision -> result."""
+    from training.commands.eval import calibration_overlap
     from training.eval.sets import load_set
 
     path = model_file(models_dir, role, "cpu", "fp32")
@@ -153,14 +146,14 @@ def gate_role(models_dir: Path, role: str, data: Any, precisions: list[str], arg
     y, mask, classes = ds.targets[valid], ds.mask[valid], list(ref.meta.classes)
     ref_s = scores["onnxruntime_fp32"][valid]
     ov32 = compare(y, mask, classes, ref.meta, ref_s, scores["openvino_fp32"][valid])
-    calib = str(ref.meta.provenance.get("calibration", {}).get("set", ""))
+    chose = bool(calibration_overlap(ref.meta.provenance, ds, valid))  # some gated images chose the thresholds
     out: dict[str, dict[str, Any]] = {}
     for precision in precisions:
         low = compare(y, mask, classes, ref.meta, ref_s, scores[f"openvino_{precision}"][valid])
         result = {"passed": passes(low["map_fp32"], low["map"]), **low,
                   "images": int(valid.sum()), "failed_images": int((~valid).sum()),
                   "set": f"{args.data} ({split})",  # as given (an archive's extraction folder is a cache)
-                  "thresholds_calibrated_on_set": calibrated_on(calib, args.data, split),
+                  "thresholds_calibrated_on_set": chose,
                   "openvino_fp32": {k: ov32[k] for k in ("map", "flips", "images_changed", "max_abs_score_diff")},
                   "rule": RULE, "reference": "onnxruntime CPU fp32, same pixels",
                   "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu": cpu_model(),

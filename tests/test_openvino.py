@@ -222,15 +222,22 @@ def test_precision_gate_script_writes_the_gate_auto_reads(models, tmp_path):
     assert gate["set"] == f"{data} (all)"  # the set as given
 
 
-def test_a_gate_knows_another_split_of_the_calibration_set_is_other_images():
-    from benchmarks.precision_gate import calibrated_on
+@needs_bf16
+def test_a_gate_knows_another_split_of_the_calibration_set_is_other_images(models, tmp_path):
+    pytest.importorskip("sklearn")
+    from benchmarks.precision_gate import main as gate_main
+    from training.data.datasets import open_source
+    from training.eval.calibrate import write_thresholds
 
-    std = "/work/shared/data/cifar10-jpg.tar.gz (train, held out by runs/x/std)"
-    assert not calibrated_on(std, "../shared/data/cifar10-jpg.tar.gz", "test")  # gated on test: other images
-    assert calibrated_on(std, "../shared/data/cifar10-jpg.tar.gz", "train")
-    hd = "/d/voc07_train (all, held out by runs/x/hd); /d/imagenette_train (all, held out by runs/x/hd)"
-    assert calibrated_on(hd, "../shared/data/imagenette_train", "all")
-    assert not calibrated_on(hd, "../shared/data/voc07_val", "all") and not calibrated_on(hd, "d/train", "all")
+    data = _labelled_set(tmp_path)
+    source = open_source(data, strict=False)
+    ids = [r.id for r in source.records("all")]
+    for split, chose in (("all", True), ("train", False)):  # gated on split "all"
+        write_thresholds(models / "hd.onnx", models / "hd.onnx", {}, f"{data} ({split})",
+                         sets=[{"path": str(source.path), "split": split, "ids": ids[:2]}])
+        assert gate_main(["--models", str(models), "--data", str(data), "--roles", "hd", "--threads", "1"]) == 0
+        gate = json.loads((models / "hd.gates.json").read_text())["bf16"]
+        assert gate["thresholds_calibrated_on_set"] is chose, split
 
 
 # OpenVINO INT8: the toy models quantized by NNCF (convert/int8_ov.py) on a few synthetic photos.

@@ -30,8 +30,13 @@ def _run_wall(run: Path) -> float | None:
     return json.loads(metrics.read_text()).get("wall_time_s") if metrics.exists() else None
 
 
+def _recorded(stages: Path) -> dict:
+    """The stages recorded so far (stage -> command, wall_s, finished)."""
+    return json.loads(stages.read_text()) if stages.exists() else {}
+
+
 def _record(stages: Path, name: str, cmd: list[str], wall_s: float, finished: str) -> None:
-    done = json.loads(stages.read_text()) if stages.exists() else {}
+    done = _recorded(stages)
     done[name] = {"command": _shown(cmd), "wall_s": round(wall_s, 1), "finished": finished}
     stages.write_text(json.dumps(done, indent=2))
 
@@ -55,7 +60,7 @@ def _resumable(out: Path, cmd: list[str], stages: Path, name: str) -> list[str] 
     """The command, with --resume if a run was interrupted; None if it finished
     (then recorded in `stages` from the run's own metrics if it is not there yet)."""
     if (out / "metrics.json").exists():
-        if name not in (json.loads(stages.read_text()) if stages.exists() else {}):
+        if name not in _recorded(stages):
             _record(stages, name, cmd, _run_wall(out) or 0.0, "before this make models")
         return None
     return [*cmd, "--resume"] if (out / "last.keras").exists() else cmd

@@ -1,4 +1,4 @@
-# sixview: `make demo` and `make test` create .venv themselves.
+# sixview: `make demo`, `make test`, `make test-fast` and `make wheel` create .venv themselves.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,17 +6,17 @@ PIP := $(PY) -m pip
 IMAGES ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint models bench quantize gate clean
+.PHONY: demo test test-fast test-unit test-integration test-system wheel lint models bench quantize gate clean
 
 # Runtime only (no TensorFlow): what a user of the shipped models needs.
-$(VENV)/.runtime: pyproject.toml
+$(VENV)/.runtime: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q -e '.[cpu,demo]'
 	touch $@
 
 # Everything: training, conversion, tracking, tests.
-$(VENV)/.dev: pyproject.toml
+$(VENV)/.dev: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q -e '.[cpu,train,track,demo,dev,serve]'
@@ -25,8 +25,34 @@ $(VENV)/.dev: pyproject.toml
 demo: $(VENV)/.runtime
 	$(PY) -m edge.demo --images "$(IMAGES)" --out $(DEMO_OUT)
 
+# The tests in three tiers (markers set by tests/conftest.py: TIERS):
+#   unit         in-process and fast (no subprocess, network, server or training): `make test-fast`, in parallel
+#   integration  real servers, the shipped models, Ray, the CLI as a subprocess: one at a time (ports, Ray)
+#   system       the browser, the camera window under Xvfb, podman images, training, the installed wheel
+# `make test` runs all three, each even when an earlier one failed, and fails when any did. pytest's exit 5
+# (no test selected) is a failure too: a tier that selects nothing has lost its marker.
+PYTEST := $(PY) -m pytest -q --durations=10
+XDIST ?= -n auto
+define tier
+	@$(PYTEST) -m $(1) $(2) || { rc=$$?; [ $$rc != 5 ] || echo "make: the $(1) tier selected no test (pytest exit 5)"; \
+		echo "make: the $(1) tier failed (pytest exit $$rc)"; exit $$rc; }
+endef
+
+test-fast test-unit: $(VENV)/.dev
+	$(call tier,unit,$(XDIST))
+
+test-integration: $(VENV)/.dev
+	$(call tier,integration)
+
+test-system: $(VENV)/.dev
+	$(call tier,system)
+
 test: $(VENV)/.dev
-	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory -k test-unit test-integration test-system
+
+# The wheel (models included: sixview/models/) and the sdist, in dist/
+wheel: $(VENV)/.dev
+	$(PY) -m build --outdir dist .
 
 # The shipped models, end to end on ../shared/data (hours on a CPU; every stage resumes):
 # every backbone recipe in runs/<recipe>/, then SHIP's models copied into models/, their INT8 IRs made and gated.
@@ -64,7 +90,7 @@ gate: $(VENV)/.dev
 		--limit 2000 --precisions bf16,int8
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check edge convert training benchmarks tests docker
+	$(VENV)/bin/ruff check edge convert training benchmarks tests docker sixview setup.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build dist

@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: paths, test frames, toy models, output files.
+"""What the benchmark scripts share: paths, test frames and photos, toy models, timing, output files.
 
 Frames are built in memory (upscaled VOC photos JPEG-encoded in memory):
 nothing derived from the data sets is ever written into the repository.
@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,19 @@ def machine_md(m: dict[str, Any]) -> str:
             "Absolute times vary with the machine and its load; compare ratios measured in the same run.\n")
 
 
+def shown(path: Path | str) -> str:
+    """A path relative to the repository when it is inside it (reports are committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def wrote(out: Path, name: str, *others: str) -> str:
+    """The closing line of a run: `wrote <out>/<name>.json, <name>.md[, others]`."""
+    return f"wrote {out / f'{name}.json'}, {name}.md" + "".join(f", {o}" for o in others)
+
+
 def voc_photo(path: str | None = None) -> tuple[bytes | None, str]:
     """JPEG bytes of a VOC photo (`path`, or the first of voc07_val) and where it came from;
     (None, reason) when absent."""
@@ -162,6 +175,27 @@ def bench_frames(photo: str | None = None, sizes: Sequence[str] = ("voc", "1080p
     return frames
 
 
+def write_synthetic(folder: Path, indices: Iterable[int], name: str = "synthetic_{i}.jpg",
+                    size: tuple[int, int] = (500, 375)) -> None:
+    """Synthetic photos (`synthetic_photo`, seed = index) as JPEG files `name.format(i=index)` in `folder`."""
+    for i in indices:
+        (folder / name.format(i=i)).write_bytes(encode_jpeg(synthetic_photo(*size, seed=i)))
+
+
+def timed_scan(engine: Any, paths: list[str], workers: int, batch_images: int,
+               errors: list[str] | None = None) -> tuple[dict[str, Any], Any]:
+    """`edge.scan.scan` over `paths` (records dropped; their error messages appended to `errors`):
+    images, errors, seconds and images/s, and the scan's own summary."""
+    from edge.scan import scan
+
+    keep = errors.append if errors is not None else None
+    summary = scan(paths, engine, lambda rec: keep and rec["error"] and keep(rec["error"]),
+                   workers=workers, batch_images=batch_images)
+    rate = summary.images / summary.seconds if summary.seconds else 0.0
+    return {"images": summary.images, "errors": summary.errors, "seconds": summary.seconds,
+            "images_per_s": rate}, summary
+
+
 def toy_models(role: str = "hd", input_size: tuple[int, int] = (64, 64), int8: bool = False) -> Path:
     """A temporary models/ folder with a colour-detector `<role>.onnx` (and a copy named
     `<role>.fp16.onnx` marked fp16, for the precision loop), for `--quick` runs."""
@@ -187,6 +221,13 @@ def model_dir_for(path: Path, role: str, precision: str) -> Path:
     except OSError:  # no symlinks (e.g. some Windows setups): a copy does the same
         link.write_bytes(path.read_bytes())
     return d
+
+
+def onnx_params(proto: Any) -> int:
+    """The float parameters of an ONNX graph: the elements of its FLOAT initializers."""
+    import onnx
+
+    return sum(int(np.prod(t.dims)) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
 
 
 def parse_ints(text: str) -> list[int]:

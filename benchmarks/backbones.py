@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,19 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 import onnx
 
-from benchmarks._common import REPO, encode_jpeg, machine_md, md_table, out_dir, scratch_dir, toy_models, write_results
+from benchmarks._cli import SetupError, add_out_quick, command_line, failed, log, parser
+from benchmarks._common import (
+    REPO,
+    encode_jpeg,
+    machine_md,
+    md_table,
+    onnx_params,
+    out_dir,
+    scratch_dir,
+    toy_models,
+    write_results,
+    wrote,
+)
 from convert.int8 import quantize_int8
 from convert.timing import compare_latency
 from convert.verify import images_from_dir
@@ -44,10 +55,6 @@ from training.eval.scoring import evaluate_role, load_set
 
 DATA = REPO.parent / "shared" / "data"
 PRECISIONS = ("fp32", "int8")
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def quick_set(root: Path, n: int = 16) -> Path:
@@ -113,8 +120,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python benchmarks/backbones.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("python benchmarks/backbones.py", __doc__)
     p.add_argument("--recipe", action="append", default=[], metavar="NAME=DIR",
                    help="a recipe's name and the folder holding its FP32 <role>.onnx (repeatable)")
     p.add_argument("--role", default="hd", choices=("hd", "standard"), help="which model of each recipe (hd)")
@@ -128,8 +134,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per model (10)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per model (100)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the runs are split into (5)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
-    p.add_argument("--quick", action="store_true", help="smoke run: a toy model, a synthetic set, 10 runs")
+    add_out_quick(p, "smoke run: a toy model, a synthetic set, 10 runs")
     args = p.parse_args(argv)
     if args.quick:
         toy = toy_models(args.role, (32, 32))
@@ -140,9 +145,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; return the exit code."""
-    args = parse_args(argv)
+def recipes_of(args: argparse.Namespace) -> list[list[str]]:
+    """[name, folder] per --recipe; SetupError naming what is wrong with them or the sets."""
     recipes = [r.split("=", 1) for r in args.recipe if "=" in r]
     names = [n for n, _ in recipes]
     bad = [f"--recipe {r} (expected NAME=DIR)" for r in args.recipe if "=" not in r]
@@ -150,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     bad += [f"missing {p}" for p in (args.data, args.calibration_dir) if not p.exists()]
     bad += [f"recipe name {n} given twice" for n in sorted({n for n in names if names.count(n) > 1})]
     if not recipes or bad:
-        log(f"error: {'; '.join(bad) if bad else 'give at least one --recipe NAME=DIR (or --quick)'}")
-        return 2
-    machine = machine_info()
-    log(f"backbones on {machine['cpu']} ({machine['cores']} cores), ORT {machine['onnxruntime']}")
-    source = open_source(args.data)
-    split = args.split or ("test" if "test" in source.splits else source.splits[0])
+        raise SetupError("; ".join(bad) if bad else "give at least one --recipe NAME=DIR (or --quick)")
+    return recipes
+
+
+def quantise(recipes: list[list[str]], args: argparse.Namespace
+             ) -> tuple[list[dict[str, Any]], dict[str, onnx.ModelProto], dict[str, dict[str, Path]]]:
+    """Each recipe's FP32 graph quantised to INT8: its result row, both graphs by name, both models folders."""
     rows, graphs, dirs = [], {}, {}
     for name, folder in recipes:
         path = Path(folder) / f"{args.role}.onnx"
@@ -166,11 +171,44 @@ def main(argv: list[str] | None = None) -> int:
         qdir, q_s = int8_dir(fp32, calib, args.role)
         dirs[name] = {"fp32": path.parent, "int8": qdir}
         graphs[f"{name} fp32"], graphs[f"{name} int8"] = fp32, onnx.load(str(qdir / f"{args.role}.int8.onnx"))
-        params = sum(int(np.prod(t.dims)) for t in fp32.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+        params = onnx_params(fp32)
         rows.append({"name": name, "dir": str(folder), "input_size": list(meta.input_size), "params": params,
                      "file_mb": {"fp32": round(path.stat().st_size / 1e6, 2),
                                  "int8": round((qdir / f"{args.role}.int8.onnx").stat().st_size / 1e6, 2)},
                      "quantise_s": round(q_s, 1)})
+    return rows, graphs, dirs
+
+
+def measure(r: dict[str, Any], lat: dict[str, dict[str, Any]], dirs: dict[str, Path], source: Any, split: str,
+            args: argparse.Namespace) -> None:
+    """A recipe's row completed: its latencies (from the interleaved run `lat`) and its scores, both precisions."""
+    r["latency_ms"] = {p: lat[f"{r['name']} {p}"] for p in PRECISIONS}
+    r["int8_speedup"] = r["latency_ms"]["fp32"]["mean"] / r["latency_ms"]["int8"]["mean"]
+    r["eval"] = {}
+    for p in PRECISIONS:
+        log(f"{r['name']} {p}: scoring {args.data} ({split})")
+        r["eval"][p] = score(dirs[p], p, args.role, source, split, args.limit)
+    r["map"] = {p: {"six_views": e["tiling_on"]["mAP"], "whole": e["tiling_off"]["mAP"]}
+                for p, e in r["eval"].items()}
+    r["images"] = r["eval"]["fp32"]["images"]
+    lt, m = r["latency_ms"], r["map"]
+    log(f"  {r['name']}: FP32 {lt['fp32']['mean']:.2f} ms, INT8 {lt['int8']['mean']:.2f} ms"
+        f" ({r['int8_speedup']:.2f}x); mAP six/whole FP32 {m['fp32']['six_views']:.3f}/{m['fp32']['whole']:.3f},"
+        f" INT8 {m['int8']['six_views']:.3f}/{m['int8']['whole']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; return the exit code."""
+    args = parse_args(argv)
+    try:
+        recipes = recipes_of(args)
+    except SetupError as e:
+        return failed(e)
+    machine = machine_info()
+    log(f"backbones on {machine['cpu']} ({machine['cores']} cores), ORT {machine['onnxruntime']}")
+    source = open_source(args.data)
+    split = args.split or ("test" if "test" in source.splits else source.splits[0])
+    rows, graphs, dirs = quantise(recipes, args)
     sizes = {tuple(r["input_size"]) for r in rows}
     real = len(sizes) == 1
     images = images_from_dir(args.data, next(iter(sizes)), 6) if real else None
@@ -178,21 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     lat = compare_latency(graphs, batch=6, threads=args.threads, runs=args.runs, warmup=args.warmup,
                           rounds=args.rounds, images=images)
     for r in rows:
-        r["latency_ms"] = {p: lat[f"{r['name']} {p}"] for p in PRECISIONS}
-        r["int8_speedup"] = r["latency_ms"]["fp32"]["mean"] / r["latency_ms"]["int8"]["mean"]
-        r["eval"] = {}
-        for p in PRECISIONS:
-            log(f"{r['name']} {p}: scoring {args.data} ({split})")
-            r["eval"][p] = score(dirs[r["name"]][p], p, args.role, source, split, args.limit)
-        r["map"] = {p: {"six_views": e["tiling_on"]["mAP"], "whole": e["tiling_off"]["mAP"]}
-                    for p, e in r["eval"].items()}
-        r["images"] = r["eval"]["fp32"]["images"]
-        lt, m = r["latency_ms"], r["map"]
-        log(f"  {r['name']}: FP32 {lt['fp32']['mean']:.2f} ms, INT8 {lt['int8']['mean']:.2f} ms"
-            f" ({r['int8_speedup']:.2f}x); mAP six/whole FP32 {m['fp32']['six_views']:.3f}/{m['fp32']['whole']:.3f},"
-            f" INT8 {m['int8']['six_views']:.3f}/{m['int8']['whole']:.3f}")
+        measure(r, lat, dirs[r["name"]], source, split, args)
     result = {"benchmark": "backbones", "quick": args.quick, "machine": machine,
-              "command": "python benchmarks/backbones.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+              "command": command_line("python benchmarks/backbones.py", argv),
               "settings": {"role": args.role, "data": str(args.data), "split": split, "limit": args.limit,
                            "calibration_dir": str(args.calibration_dir), "calibration": args.calibration,
                            "batch": 6, "threads": args.threads, "warmup": args.warmup, "runs": args.runs,
@@ -200,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
               "recipes": rows}
     out = out_dir(args.out, args.quick)
     write_results(out, "backbones", result, markdown(result))
-    log(f"wrote {out / 'backbones.json'}, backbones.md")
+    log(wrote(out, "backbones"))
     return 0
 
 

@@ -16,7 +16,6 @@ Writes cold_start.json and cold_start.md to --out (default benchmarks/results/<m
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -30,7 +29,18 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import numpy as np
 
-from benchmarks._common import DEFAULT_MODELS, REPO, machine_md, md_table, out_dir, scratch_dir, write_results
+from benchmarks._cli import OUT_HELP, failed, log, parser
+from benchmarks._common import (
+    DEFAULT_MODELS,
+    REPO,
+    machine_md,
+    md_table,
+    out_dir,
+    scratch_dir,
+    shown,
+    write_results,
+    wrote,
+)
 from edge.stats import machine_info
 
 
@@ -66,14 +76,6 @@ def spawn(model: Path, device: str, precision: str, threads: int, cache: Path | 
     return json.loads(out.stdout.strip().splitlines()[-1]) | {"process_ms": wall}
 
 
-def _shown(path: Path) -> str:
-    """A path relative to the repository when it is inside it (reports are committed)."""
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
 def configs(bf16: bool) -> list[tuple[str, str, str, str]]:
     """(label, device, precision, cache state) to measure."""
     out = [("ONNX Runtime fp32", "cpu", "fp32", "-")]
@@ -104,16 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         model, device, precision, threads = argv[1:5]
         print(json.dumps(child(model, device, precision, int(threads))))
         return 0
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cold_start", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("python -m benchmarks.cold_start", __doc__)
     p.add_argument("--model", type=Path, default=DEFAULT_MODELS / "hd.onnx", help="ONNX file (default models/hd.onnx)")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per configuration (default 3)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: the backends' default)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args(argv)
     if not args.model.is_file():
-        print(f"error: {args.model} not found", file=sys.stderr)
-        return 2
+        return failed(f"{args.model} not found")
     from edge.openvino_backend import native_bf16
 
     samples: dict[str, list[dict[str, Any]]] = {}
@@ -127,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 r = spawn(args.model, device, precision, args.threads, cache)
             except (RuntimeError, subprocess.TimeoutExpired) as e:
-                print(f"  {label}: {e}", file=sys.stderr)
+                log(f"  {label}: {e}")
                 continue
             samples.setdefault(label, []).append(r)
             meta[label] = (device, precision, state)
-            print(f"  {label:<28} import {r['import_ms']:7.0f}  open {r['open_ms']:7.0f}  first "
-                  f"{r['first_infer_ms']:6.0f}  process {r['process_ms']:7.0f} ms", file=sys.stderr)
+            log(f"  {label:<28} import {r['import_ms']:7.0f}  open {r['open_ms']:7.0f}  first "
+                f"{r['first_infer_ms']:6.0f}  process {r['process_ms']:7.0f} ms")
     results = []
     for label, rs in samples.items():
         keys = ("import_ms", "open_ms", "first_infer_ms", "process_ms")
@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                         "from_cache": [r["from_cache"] for r in rs],
                         "median": {k: float(np.median([r[k] for r in rs])) for k in keys}, "runs": rs})
     result = {"benchmark": "cold_start", "machine": machine_info(), "results": results,
-              "settings": {"model": _shown(args.model), "repeats": args.repeats, "threads": args.threads}}
+              "settings": {"model": shown(args.model), "repeats": args.repeats, "threads": args.threads}}
     out = out_dir(args.out, False)
     write_results(out, "cold_start", result, markdown(result))
-    print(f"wrote {out / 'cold_start.json'}, cold_start.md", file=sys.stderr)
+    log(wrote(out, "cold_start"))
     return 0 if results else 1
 
 

@@ -16,12 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # see convert/export.py
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import click  # noqa: E402
-import numpy as np  # noqa: E402
+import click
+import numpy as np
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

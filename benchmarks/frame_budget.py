@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -41,10 +40,12 @@ import cv2
 import numpy as np
 import onnx
 
+from benchmarks._cli import add_out_quick, command_line, failed, log, parser
 from benchmarks._common import (
     REPO,
     machine_md,
     md_table,
+    onnx_params,
     out_dir,
     parse_ints,
     scratch_dir,
@@ -57,7 +58,6 @@ from edge.providers import ProviderError, create_session
 from edge.stats import machine_info, summarize
 from training.models.archs import EFFICIENTNETS
 
-log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 (stderr looked up per call)
 BATCH = 6  # one six-view frame
 REFERENCE = ("efficientnet-lite0", 192)  # the shipped HD model's graph: the ratio column's base
 CLASSES = 10  # the shipped models' class count (the head's size barely matters)
@@ -158,8 +158,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.frame_budget", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("python -m benchmarks.frame_budget", __doc__)
     p.add_argument("--archs", default=None, help=f"comma-separated (default {','.join(EFFICIENTNETS)})")
     p.add_argument("--sizes", type=parse_ints, default=None, help="input sides, px (128,160,192,224,256)")
     p.add_argument("--budget-ms", type=float, default=33.0, help="time for one six-view frame, batch 6 (33)")
@@ -169,8 +168,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="inference threads per backend (2)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per cell (5)")
     p.add_argument("--runs", type=int, default=60, help="timed runs per cell (60)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
-    p.add_argument("--quick", action="store_true", help="smoke run: efficientnet-lite0 at 64 and 96 px, 6 runs")
+    add_out_quick(p, "smoke run: efficientnet-lite0 at 64 and 96 px, 6 runs")
     args = p.parse_args(argv)
     if args.quick:
         args.archs, args.sizes = args.archs or "efficientnet-lite0", args.sizes or [64, 96]
@@ -191,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.budget_ms, args.runs, args.threads) <= 0:
         bad.append("--budget-ms, --runs and --threads must be positive")
     if bad or not args.archs or not args.backends:
-        log(f"error: {'; '.join(bad) or 'give at least one arch and one backend'}")
-        return 2
+        return failed("; ".join(bad) or "give at least one arch and one backend")
     machine, t_start = machine_info(), time.perf_counter()
     log(f"frame budget on {machine['cpu']} ({machine['cores']} cores): {len(args.archs)} archs x"
         f" {len(args.sizes)} sizes on {', '.join(args.backends)}")
@@ -202,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     for arch in args.archs:
         for size in args.sizes:
             path, proto, secs = export(arch, size, folder)
-            params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+            params = onnx_params(proto)
             log(f"{arch} {size}px: exported in {secs:.0f} s, {params / 1e6:.2f} M parameters")
             cands.append({"arch": arch, "input_size": size, "params": params, "export_s": round(secs, 1),
                           "onnx_mb": round(path.stat().st_size / 1e6, 2)})
@@ -229,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{b} p50 {c['latency_ms'][b]['p50']:.1f} ms{' fits' if c['fits'][b] else ''}" for b in backends))
     out = out_dir(args.out, args.quick)
     result = {"benchmark": "frame_budget", "quick": args.quick, "machine": machine,
-              "command": "python -m benchmarks.frame_budget " + shlex.join(sys.argv[1:] if argv is None else argv),
+              "command": command_line("python -m benchmarks.frame_budget", argv),
               "settings": {"archs": args.archs, "sizes": args.sizes, "budget_ms": args.budget_ms, "batch": BATCH,
                            "classes": CLASSES, "weights": "none (untrained)", "backends": backends,
                            "threads": args.threads, "warmup": args.warmup, "runs": args.runs,

@@ -38,10 +38,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks._common import (  # noqa: F401 (time_calls: imported from here by callers)
-    DEFAULT_MODELS,
-    machine_md,
-    md_table,
+from benchmarks._backends import available_devices, cpu_configs
+from benchmarks._cli import add_models, add_out_quick, failed, log, parser
+from benchmarks._common import (
     out_dir,
     parse_ints,
     time_calls,
@@ -49,26 +48,17 @@ from benchmarks._common import (  # noqa: F401 (time_calls: imported from here b
     toy_models,
     write_json,
     write_results,
+    wrote,
 )
+from benchmarks.latency_report import VIEWS, markdown, plot
 from edge.metadata import MetadataError
 from edge.model import PRECISION_SUFFIX, Model, ModelError, open_model
-from edge.openvino_backend import native_bf16
-from edge.providers import PROVIDER, ProviderError
+from edge.providers import ProviderError
 from edge.stats import machine_info, summarize, usable_cores
 
-VIEWS = 6
-
+__all__ = ["available_devices", "cpu_configs", "main", "time_calls"]  # time_calls: imported from here by callers
 
 CPU_DEVICES = ("cpu", "openvino")  # timed interleaved, in one group per file and thread count
-
-
-def available_devices() -> list[str]:
-    """cpu, openvino when it is installed, plus cuda and tensorrt when this onnxruntime build lists them."""
-    import importlib.util
-
-    have = set(ort.get_available_providers())
-    ov = ["openvino"] if importlib.util.find_spec("openvino") is not None else []
-    return ["cpu", *ov] + [d for d in ("cuda", "tensorrt") if PROVIDER[d] in have]
 
 
 def _runner(session: ort.InferenceSession, x: np.ndarray, device: str, io_binding: bool) -> Callable[[], Any]:
@@ -121,13 +111,22 @@ def _row(path: Path, model: Model, threads: int, batch: int, iob: bool, opened: 
             "views_per_s": batch * 1e3 / s["mean"], "frames_per_s": batch * 1e3 / s["mean"] / VIEWS}
 
 
-def _log(row: dict[str, Any]) -> None:
+def _keep(row: dict[str, Any], samples: list[float], rows: list[dict], raw: list[dict]) -> None:
+    """Add a result row and its raw samples, and log it."""
+    rows.append(row)
+    raw.append({k: row[k] for k in ("file", "provider", "precision", "threads", "batch", "io_binding")}
+               | {"samples_ms": samples})
     s = row["stats_ms"]
     name = f"{row['provider']} {row['precision']}"
-    print(f"  {row['file']:<22} {name:<14} t={row['threads']} b={row['batch']:<3}{' iob' if row['io_binding'] else ''}"
-          f"  mean {s['mean']:8.2f} ms  p50 {s['p50']:8.2f}  p95 {s['p95']:8.2f}"
-          f"  {row['views_per_s']:8.1f} views/s" + (f"  x{row['speedup']:.2f}" if row.get("speedup") else ""),
-          file=sys.stderr)
+    log(f"  {row['file']:<22} {name:<14} t={row['threads']} b={row['batch']:<3}{' iob' if row['io_binding'] else ''}"
+        f"  mean {s['mean']:8.2f} ms  p50 {s['p50']:8.2f}  p95 {s['p95']:8.2f}"
+        f"  {row['views_per_s']:8.1f} views/s" + (f"  x{row['speedup']:.2f}" if row.get("speedup") else ""))
+
+
+def _skip(skipped: list[dict[str, Any]], path: Path, device: str, e: Exception) -> None:
+    """A configuration that did not open: kept for the report, and logged."""
+    skipped.append({"file": path.name, "device": device, "reason": str(e)})
+    log(f"  skipped {path.name} on {device}: {e}")
 
 
 def _open(path: Path, device: str, threads: int, precision: str, batches: list[int]) -> tuple[Model, dict]:
@@ -155,26 +154,13 @@ def bench_file(path: Path, device: str, threads: int, batches: list[int], args: 
     for batch in batches:
         x = _input(model, batch, rng)
         if x is None:
-            print(f"  {path.name}: input batch is fixed at {model.session.get_inputs()[0].shape[0]}, "
-                  f"skipping batch {batch}", file=sys.stderr)
+            log(f"  {path.name}: input batch is fixed at {model.session.get_inputs()[0].shape[0]}, "
+                f"skipping batch {batch}")
             continue
         for iob in io_bindings:
             samples = time_calls(_runner(model.session, x, device, iob), args.warmup, args.runs, args.budget_s)
-            row = _row(path, model, threads, batch, iob, opened, samples, args)
-            rows.append(row)
-            raw.append({k: row[k] for k in ("file", "provider", "precision", "threads", "batch", "io_binding")}
-                       | {"samples_ms": samples})
-            _log(row)
+            _keep(_row(path, model, threads, batch, iob, opened, samples, args), samples, rows, raw)
     return rows, raw
-
-
-def cpu_configs(devices: list[str], ov_precisions: list[str]) -> list[tuple[str, str]]:
-    """(device, precision) of the CPU backends to time side by side: ONNX Runtime (the file's
-    precision), then OpenVINO at each precision (bf16 only where the CPU has it natively)."""
-    out = [("cpu", "auto")] if "cpu" in devices else []
-    if "openvino" in devices:
-        out += [("openvino", p) for p in ov_precisions if p != "bf16" or native_bf16()]
-    return out
 
 
 def bench_cpu(path: Path, configs: list[tuple[str, str]], threads: int, batches: list[int],
@@ -187,8 +173,7 @@ def bench_cpu(path: Path, configs: list[tuple[str, str]], threads: int, batches:
         try:
             models[label] = _open(path, device, threads, precision, batches)
         except (ModelError, MetadataError, ProviderError) as e:
-            skipped.append({"file": path.name, "device": label, "reason": str(e)})
-            print(f"  skipped {path.name} on {label}: {e}", file=sys.stderr)
+            _skip(skipped, path, label, e)
     rng = np.random.default_rng(0)
     rows, raw = [], []
     for batch in batches:
@@ -204,104 +189,34 @@ def bench_cpu(path: Path, configs: list[tuple[str, str]], threads: int, batches:
             if ref is not None:
                 row["speedup"] = summarize(ref)["p50"] / row["stats_ms"]["p50"]
                 row["speedup_paired"] = float(np.median(np.asarray(ref) / np.asarray(ms)))
-            rows.append(row)
-            raw.append({k2: row[k2] for k2 in ("file", "provider", "precision", "threads", "batch", "io_binding")}
-                       | {"samples_ms": ms})
-            _log(row)
+            _keep(row, ms, rows, raw)
     return rows, raw
 
 
-def side_by_side(result: dict[str, Any]) -> str:
-    """ONNX Runtime and OpenVINO p50 per file, threads and batch, with OpenVINO's speedups."""
-    groups: dict[tuple, dict[str, dict[str, Any]]] = {}
-    for r in result["results"]:
-        if r.get("interleaved"):
-            groups.setdefault((r["file"], r["threads"], r["batch"]), {})[f"{r['provider']} {r['precision']}"] = r
-    cols = sorted({c for g in groups.values() for c in g},
-                  key=lambda c: (not c.startswith("cpu"), c != "openvino fp32", c))
-    if len(cols) < 2:
-        return ""
-    rows = []
-    for (file, threads, batch), g in sorted(groups.items()):
-        cells = []
-        for c in cols:
-            r = g.get(c)
-            if r is None:
-                cells.append("")
-            elif r["provider"] == "cpu":
-                cells.append(f"{r['stats_ms']['p50']:.2f}")
-            else:
-                cells.append(f"{r['stats_ms']['p50']:.2f} (x{r.get('speedup', 0):.2f}, paired x"
-                             f"{r.get('speedup_paired', 0):.2f})")
-        rows.append([file, threads, batch, *cells])
-    names = [c.replace("cpu ", "ONNX Runtime ").replace("openvino ", "OpenVINO ") for c in cols]
-    return ("\n## Side by side (interleaved in one run; p50 ms per batch; xN: ONNX Runtime's p50 / this p50, "
-            "paired: median of the per-round ratios)\n\n" + md_table(["model", "threads", "batch", *names], rows))
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The report: machine, settings, one row per configuration, skipped configurations."""
-    rows = [[r["file"], r["precision"], r["provider"] + (" +iob" if r["io_binding"] else ""), r["threads"],
-             r["batch"], r["session_ms"], r["first_infer_ms"], r["stats_ms"]["mean"], r["stats_ms"]["std"],
-             r["stats_ms"]["p50"], r["stats_ms"]["p90"], r["stats_ms"]["p95"], r["stats_ms"]["p99"],
-             r["stats_ms"]["n"], r["views_per_s"], r["frames_per_s"]] for r in result["results"]]
-    s = result["settings"]
-    timed = f"{s['budget_s']} s of timed runs" if s["budget_s"] else f"{s['runs']} timed runs"
-    text = ["# Model latency\n", machine_md(result["machine"]),
-            f"\n{s['warmup']} warm-up runs, then {timed} per configuration; times in ms per batch;"
-            " session = session creation (OpenVINO: compile, from its cache when it holds the model),"
-            " first = first inference (batch 6). frames/s counts six-view frames.\n\n",
-            md_table(["model", "precision", "provider", "threads", "batch", "session", "first", "mean", "std",
-                      "p50", "p90", "p95", "p99", "n", "views/s", "frames/s"], rows)]
-    if result["skipped"]:
-        text.append("\nSkipped:\n\n" + "".join(f"- {k['file']} on {k['device']}: {k['reason']}\n"
-                                                for k in result["skipped"]))
-    text.append(side_by_side(result))
-    return "".join(text)
-
-
-def plot(result: dict[str, Any], path: Path) -> Path:
-    """ms per six-view frame and views/s against batch size, one line per configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    series: dict[str, list[dict[str, Any]]] = {}
-    for r in result["results"]:
-        key = f"{r['file']} {r['provider']} {r['precision']}{' iob' if r['io_binding'] else ''} t{r['threads']}"
-        series.setdefault(key, []).append(r)
-    for key, rs in series.items():
-        rs = sorted(rs, key=lambda r: r["batch"])
-        b = [r["batch"] for r in rs]
-        per_frame = np.array([r["ms_per_frame"] for r in rs])
-        p90 = np.array([r["stats_ms"]["p90"] * VIEWS / r["batch"] for r in rs])
-        ax1.errorbar(b, per_frame, yerr=[np.zeros_like(p90), np.maximum(p90 - per_frame, 0)],
-                     marker="o", capsize=3, label=key)
-        ax2.plot(b, [r["views_per_s"] for r in rs], marker="o", label=key)
-    batches = sorted({r["batch"] for r in result["results"]})
-    for ax, title in ((ax1, "ms per six-view frame (mean, bar to p90)"), (ax2, "views / s")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.minorticks_off()
-        ax.set_xlabel("batch (views)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    ax1.set_ylim(bottom=0)
-    ax2.legend(fontsize=7, loc="best")
-    m = result["machine"]
-    fig.suptitle(f"sixview latency on {m['cpu']} ({m['cores']} cores), ORT {m['onnxruntime']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def bench_path(path: Path, devices: list[str], configs: list[tuple[str, str]], threads: list[int],
+               batches: list[int], args: argparse.Namespace, into: tuple[list, list, list]) -> None:
+    """One model file on the CPU backends (interleaved, every thread count) and on each GPU provider
+    (the largest thread count); its rows, raw samples and skipped configurations go `into` those lists."""
+    results, raw, skipped = into
+    for t in threads if configs else []:
+        rows, samples = bench_cpu(path, configs, t, batches, args, skipped)
+        results += rows
+        raw += samples
+    for device in (d for d in devices if d not in CPU_DEVICES):
+        iobs = {"both": [False, True], "on": [True], "off": [False]}[args.io_binding]
+        for t in threads[-1:]:
+            try:
+                rows, samples = bench_file(path, device, t, batches, args, iobs)
+            except (ModelError, MetadataError, ProviderError) as e:
+                _skip(skipped, path, device, e)
+                break
+            results += rows
+            raw += samples
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder of .onnx files (default: models/)")
+    p = parser("python -m benchmarks.latency", __doc__)
+    add_models(p, "folder of .onnx files (default: models/)")
     p.add_argument("--precisions", default="fp32,fp16,int8",
                    help="which files, by name (<role>.onnx, .fp16.onnx, .int8.onnx; default: all that exist)")
     p.add_argument("--devices", default=None,
@@ -318,9 +233,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="instead of --runs: time each configuration for this many seconds (>= 10 runs)")
     p.add_argument("--io-binding", choices=("both", "on", "off"), default="both",
                    help="GPU providers: input bound on the device, plain run, or both (default)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: a tiny toy model, 1 thread, batches 1,6, 3 warm-up and 10 timed runs")
+    add_out_quick(p, "smoke run: a tiny toy model, 1 thread, batches 1,6, 3 warm-up and 10 timed runs")
     args = p.parse_args(argv)
     if args.quick:
         args.threads = args.threads or "1"
@@ -335,39 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         batches = parse_ints(args.batches)
         threads = parse_ints(args.threads) if args.threads else sorted({1, usable_cores()})
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return failed(e)
     models_dir = toy_models("hd", (64, 64)) if args.quick else args.models
     files = sorted(models_dir.glob("*.onnx"))
     if not files:
-        print(f"error: no .onnx files in {models_dir} (train and convert models first, or use --quick)",
-              file=sys.stderr)
-        return 2
+        return failed(f"no .onnx files in {models_dir} (train and convert models first, or use --quick)")
     devices = args.devices.split(",") if args.devices else available_devices()
     out = out_dir(args.out, args.quick)
     machine = machine_info()
-    print(f"latency on {machine['cpu']} ({machine['cores']} cores), ORT {machine['onnxruntime']}", file=sys.stderr)
+    log(f"latency on {machine['cpu']} ({machine['cores']} cores), ORT {machine['onnxruntime']}")
     results, raw, skipped = [], [], []
     wanted = {w.strip() for w in args.precisions.split(",")}
     configs = cpu_configs(devices, [p.strip() for p in args.ov_precisions.split(",") if p.strip()])
     for path in files:
-        if _precision(path) not in wanted:
-            continue
-        for t in threads if configs else []:
-            rows, samples = bench_cpu(path, configs, t, batches, args, skipped)
-            results += rows
-            raw += samples
-        for device in (d for d in devices if d not in CPU_DEVICES):
-            iobs = {"both": [False, True], "on": [True], "off": [False]}[args.io_binding]
-            for t in threads[-1:]:
-                try:
-                    rows, samples = bench_file(path, device, t, batches, args, iobs)
-                except (ModelError, MetadataError, ProviderError) as e:
-                    skipped.append({"file": path.name, "device": device, "reason": str(e)})
-                    print(f"  skipped {path.name} on {device}: {e}", file=sys.stderr)
-                    break
-                results += rows
-                raw += samples
+        if _precision(path) in wanted:
+            bench_path(path, devices, configs, threads, batches, args, (results, raw, skipped))
     result = {"benchmark": "latency", "quick": args.quick, "machine": machine,
               "settings": {"models": str(models_dir), "devices": devices, "cpu_backends": configs,
                            "threads": threads, "batches": batches,
@@ -381,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             png = f", {plot(result, out / 'latency.png').name}"
         except ImportError:  # a runtime-only install (e.g. a GPU box): the tables are what matter
-            print("  no matplotlib: latency.png skipped", file=sys.stderr)
-    print(f"wrote {out / 'latency.json'}, latency.md{png}", file=sys.stderr)
+            log("  no matplotlib: latency.png skipped")
+    log(wrote(out, "latency") + png)
     return 0 if results else 1
 
 

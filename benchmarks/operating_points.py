@@ -33,8 +33,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import numpy as np
 
-from benchmarks._common import DEFAULT_MODELS, machine_md, md_table, out_dir, scratch_dir, toy_models, write_results
-from benchmarks.merges import load_sets, score_set, set_specs, synthetic_sets
+from benchmarks._cli import add_models, add_out_quick, command_line, failed, log, parser
+from benchmarks._common import machine_md, md_table, out_dir, scratch_dir, toy_models, write_results
+from benchmarks.merges_data import load_sets, score_set, set_specs, synthetic_sets
 from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
 from edge.merge import logit, merged_scores, sigmoid
@@ -103,9 +104,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.operating_points", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="models folder (default: models/)")
+    p = parser("python -m benchmarks.operating_points", __doc__)
+    add_models(p)
     p.add_argument("--data", action="append", default=[], help="a labelled set (repeatable)")
     p.add_argument("--heldout-of", default=None, metavar="RUN", help="the photos a run held out (splits.json)")
     p.add_argument("--role", choices=("standard", "hd"), default="hd", help="which model (default hd)")
@@ -115,8 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="at most N photos per set")
     p.add_argument("--batch", type=int, default=8, help="photos per model call (default 8)")
     p.add_argument("--scores-cache", type=Path, default=None, help="folder for the view scores (reused)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
-    p.add_argument("--quick", action="store_true", help="smoke run: toy colour model on synthetic photos")
+    add_out_quick(p, "smoke run: toy colour model on synthetic photos")
     args = p.parse_args(argv)
     if not args.quick and bool(args.data) == bool(args.heldout_of):
         p.error("give --data DATA (repeatable) or --heldout-of RUN (or --quick)")
@@ -126,7 +125,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Sweep the operating points; return the exit code."""
     args = parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     from training.errors import DataError
 
     models_dir = args.models
@@ -138,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         model = engine.model(args.role)
         data = load_sets(set_specs(args.data, args.heldout_of), model.meta.classes, args.limit)
     except (*SETUP_ERRORS, DataError) as e:
-        log(f"error: {e}")
-        return 2
+        return failed(e)
     vs, errors = score_set(engine, data, args.batch, args.scores_cache, log, args.role)
     ok = ~np.isnan(vs).any(axis=(1, 2))
     meta = model.meta
@@ -152,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.eval import metrics as M
 
     cols = mask.any(axis=0)
-    command = "python -m benchmarks.operating_points " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("python -m benchmarks.operating_points", argv, quote=False)
     result = {"benchmark": "operating_points", "quick": args.quick, "machine": machine_info(),
               "settings": {"model": str(model.path), "role": args.role, "data": args.data,
                            "heldout_of": args.heldout_of, "limit": args.limit, "command": command},

@@ -43,30 +43,26 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import numpy as np
 
+from benchmarks._backends import backend_specs
+from benchmarks._cli import SetupError, add_models, add_out_quick, failed, log, parser
 from benchmarks._common import (
-    DEFAULT_MODELS,
     VOC_IMAGES,
     bench_frames,
-    encode_jpeg,
-    machine_md,
-    md_table,
     out_dir,
     scratch_dir,
-    synthetic_photo,
     time_interleaved,
+    timed_scan,
     toy_models,
     write_results,
+    write_synthetic,
+    wrote,
 )
+from benchmarks.pipeline_report import GOALS, STAGES, markdown, plot
 from edge.decode import reduction_factor
 from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
 from edge.inputs import collect
-from edge.scan import scan
 from edge.stats import machine_info, pipeline_efficiency, scan_efficiency, summarize
-
-STAGES = ("decode", "preprocess", "batch", "infer", "merge", "total")
-GOALS = {"voc": 0.90, "1080p": 0.85}
-SCAN_GOAL = 0.90
 
 
 def time_frame(engine: Engine, role: str, data: bytes) -> dict[str, float]:
@@ -133,133 +129,31 @@ def scan_folder(engine: Engine, paths: list[str], workers: int, batch_images: in
     """`edge.scan.scan` over paths (read once beforehand, so the page cache is warm)."""
     for p in paths:
         Path(p).read_bytes()
-    errors = []
-    summary = scan(paths, engine, lambda rec: rec["error"] and errors.append(rec["error"]),
-                   workers=workers, batch_images=batch_images)
+    errors: list[str] = []
+    rate, summary = timed_scan(engine, paths, workers, batch_images, errors)
     ok = summary.images - summary.errors
     per_image = {k: v / ok for k, v in summary.stage_ms.items()} if ok else {}
-    return {"images": summary.images, "errors": summary.errors, "seconds": summary.seconds,
-            "images_per_s": summary.images / summary.seconds if summary.seconds else 0.0,
-            "mean_ms_per_image": per_image, "workers": workers, "batch_images": batch_images,
-            "first_errors": errors[:3]}
+    return rate | {"mean_ms_per_image": per_image, "workers": workers, "batch_images": batch_images,
+                   "first_errors": errors[:3]}
 
 
-def backend_md(b: dict[str, Any], quick: bool) -> str:
-    """One backend's per-stage table, its model alone, and its scan."""
-    rows = []
-    for f in b["frames"]:
-        st = f["stages_ms"]
-        goal = f["goal"]
-        met = "" if goal is None or quick else ("yes" if f["efficiency"] >= goal else "NO")
-        rows.append([f"{f['frame']} {f['width']}x{f['height']}",
-                     f"{f['decoded'][0]}x{f['decoded'][1]}",
-                     *(f"{st[k]['mean']:.2f} ({st[k]['p95']:.2f})" for k in STAGES),
-                     f["efficiency"], goal, met])
-    text = [f"\n## {b['label']} ({b['provider']}, {b['precision']}; opened in {b['session_ms']:.0f} ms)\n\n",
-            md_table(["frame", "decoded at", *STAGES, "efficiency", "goal", "met"], rows)]
-    a = b["infer_alone_ms"]
-    text.append(f"\nModel alone, one six-view batch: mean {a['mean']:.2f} ms, p50 {a['p50']:.2f}, "
-                f"p95 {a['p95']:.2f} ms.\n")
-    sc = b.get("scan")
-    if sc:
-        per = ", ".join(f"{k} {v:.2f}" for k, v in sc["mean_ms_per_image"].items())
-        text.append(f"\nScan of `{sc['folder']}`: {sc['images']} images ({sc['errors']} errors) in "
-                    f"{sc['seconds']:.2f} s = **{sc['images_per_s']:.1f} images/s** with {sc['workers']} decode "
-                    f"workers, {sc['batch_images']} image(s) per batch. Ideal (the model alone on batches of that "
-                    f"shape, measured just before) "
-                    f"{sc['ideal_images_per_s']:.1f} images/s: efficiency **{sc['efficiency']:.3f}** "
-                    f"(goal {SCAN_GOAL}). Mean ms per image inside the scan: {per}.\n")
-    return "".join(text)
-
-
-def side_by_side_md(result: dict[str, Any]) -> str:
-    """Frame totals, the model alone and scan throughput per backend, with ratios to the first."""
-    bs = result["backends"]
-    if len(bs) < 2:
-        return ""
-    ref = bs[0]
-
-    def cell(v: float, r: float, fmt: str = "{:.2f}") -> str:
-        return fmt.format(v) + ("" if r == v else f" (x{r / v:.2f})")
-
-    rows = []
-    for i, f in enumerate(ref["frames"]):
-        rows.append([f"{f['frame']} total p50 ms",
-                     *(cell(b["frames"][i]["stages_ms"]["total"]["p50"], f["stages_ms"]["total"]["p50"]) for b in bs)])
-    rows.append(["model alone, batch 6, p50 ms",
-                 *(cell(b["infer_alone_ms"]["p50"], ref["infer_alone_ms"]["p50"]) for b in bs)])
-    if all(b.get("scan") for b in bs):
-        rate = [b["scan"]["images_per_s"] for b in bs]
-        rows.append(["scan images/s", *(f"{r:.1f} (x{r / rate[0]:.2f})" for r in rate)])
-    return ("\n## Side by side (frames and model alone interleaved in one run; xN: the first backend's time / "
-            "this one's; scan: this one's rate / the first's, the median of rounds that alternate the backends)\n\n"
-            + md_table(["measure", *(b["label"] for b in bs)], rows))
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The report: per backend the per-stage table, efficiency against the goals, scan throughput;
-    then the backends side by side."""
-    s = result["settings"]
-    text = ["# Six-view pipeline\n", machine_md(result["machine"]),
-            f"\nModel `{s['model']}` (threads {s['threads'] or 'default'},"
-            f" input {s['input_size'][0]}x{s['input_size'][1]}); {s['warmup']} warm-up and {s['runs']} timed"
-            " frames each. Stage times: mean ms (p95). `preprocess` = six views rendered and converted to float RGB;"
-            " `batch` = the rest of classify outside the model and the merge (batch packing, verdict)."
-            " Efficiency = infer / (total - decode), from the means.\n"]
-    text += [backend_md(b, result["quick"]) for b in result["backends"]]
-    if result.get("scan_skipped"):
-        text.append(f"\nScan skipped: {result['scan_skipped']}\n")
-    text.append(side_by_side_md(result))
-    return "".join(text)
-
-
-def plot(result: dict[str, Any], path: Path) -> Path:
-    """Stacked bars: where a frame's time goes, per frame size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bars = [(f"{f['frame']}\n{b['label']}" if len(result["backends"]) > 1 else f["frame"], f)
-            for f_i in range(len(result["frames"])) for b in result["backends"] for f in [b["frames"][f_i]]]
-    frames = [f for _, f in bars]
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(bars)), 3.8))
-    bottom = np.zeros(len(frames))
-    for k in ("decode", "preprocess", "batch", "infer", "merge"):
-        v = np.array([f["stages_ms"][k]["mean"] for f in frames])
-        ax.bar([name for name, _ in bars], v, bottom=bottom, label=k)
-        bottom += v
-    for i, f in enumerate(frames):
-        ax.text(i, bottom[i], f"eff {f['efficiency']:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.set_ylabel("ms per frame (mean)")
-    ax.set_title(f"sixview frame stages, {result['settings']['model']} on {result['machine']['cpu']}", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _scan_paths(args: argparse.Namespace, log) -> tuple[list[str], str]:
+def _scan_paths(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The images to scan and where they are from: --scan-dir, the VOC photos, or a few synthetic ones."""
     folder = Path(args.scan_dir) if args.scan_dir else VOC_IMAGES
     if folder.is_dir():
         return collect([str(folder)])[: args.limit], str(folder)
     if args.scan_dir:
-        raise FileNotFoundError(f"scan folder not found: {folder}")
+        raise SetupError(f"scan folder not found: {folder}")
     # No VOC folder (e.g. CI): a few synthetic photos in a temporary folder, never in the repository.
     tmp = scratch_dir("sixview-scan-")
-    for i in range(min(args.limit, 8)):
-        (tmp / f"synthetic_{i}.jpg").write_bytes(encode_jpeg(synthetic_photo(seed=i)))
+    write_synthetic(tmp, range(min(args.limit, 8)))
     log(f"{folder} is absent: scanning {min(args.limit, 8)} synthetic photos instead")
     return collect([str(tmp)]), f"{tmp} (synthetic)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="models folder (default: models/)")
+    p = parser("python -m benchmarks.pipeline", __doc__)
+    add_models(p)
     p.add_argument("--engine", choices=("standard", "hd"), default="hd", help="which model sees the frames")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="model file (default fp32)")
     p.add_argument("--device", default="cpu", help="auto|cpu|openvino|cuda|tensorrt (default cpu)")
@@ -279,17 +173,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scan-rounds", type=int, default=1,
                    help="scans per backend, in rounds alternating the backends; the median-rate round is reported")
     p.add_argument("--no-scan", action="store_true", help="skip the scan throughput measurement")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: toy model, 2 warm-up and 5 timed frames, scan of 8 images")
+    add_out_quick(p, "smoke run: toy model, 2 warm-up and 5 timed frames, scan of 8 images")
     args = p.parse_args(argv)
     if args.quick:
         args.warmup, args.runs, args.limit = 2, 5, min(args.limit, 8)
     return args
 
 
-def scan_run(engine: Engine, label: str, role: str, paths: list[str], folder: str, args: argparse.Namespace,
-             log) -> dict[str, Any]:
+def scan_run(engine: Engine, label: str, role: str, paths: list[str], folder: str,
+             args: argparse.Namespace) -> dict[str, Any]:
     """One scan with its ideal (the model alone on batches of the scan's shape, measured just before)."""
     per_call = infer_alone({label: engine}, role, max(10, args.runs // 4), args.warmup, args.scan_batch)[label]
     ideal_ms = per_call["mean"] / args.scan_batch
@@ -305,33 +197,9 @@ def scan_run(engine: Engine, label: str, role: str, paths: list[str], folder: st
     return sc
 
 
-def backend_specs(args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    """(label, device, precision) per backend to run side by side."""
-    import importlib.util
-
-    from edge.openvino_backend import native_bf16
-
-    if args.backends:
-        specs = [b.strip() for b in args.backends.split(",") if b.strip()]
-    else:
-        specs = [args.device]
-        if args.device == "cpu" and args.precision == "fp32" and importlib.util.find_spec("openvino") is not None:
-            specs += ["openvino:fp32"] + (["openvino:bf16"] if native_bf16() else [])
-    out = []
-    for spec in specs:
-        device, _, precision = spec.partition(":")
-        precision = precision or ("fp32" if device == "openvino" else args.precision)
-        name = {"cpu": "ONNX Runtime", "openvino": "OpenVINO"}.get(device, device)
-        out.append((f"{name} {precision}", device, precision))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the pipeline benchmark; return the exit code."""
-    args = parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    models_dir = toy_models(args.engine, (128, 128)) if args.quick else args.models
-    role = args.engine
+def open_engines(models_dir: Path, role: str, args: argparse.Namespace
+                 ) -> tuple[dict[str, Engine], dict[str, float]]:
+    """One engine per backend with its model opened, and the ms each took to open; SetupError where one fails."""
     engines: dict[str, Engine] = {}
     session_ms: dict[str, float] = {}
     try:
@@ -342,13 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             engines[label].model(role)
             session_ms[label] = (time.perf_counter() - t0) * 1e3
     except SETUP_ERRORS as e:
-        log(f"error: {e}")
-        return 2
-    model = next(iter(engines.values())).model(role)
-    out = out_dir(args.out, args.quick)
-    machine = machine_info()
-    frames = bench_frames(args.photo, [f.strip() for f in args.frames.split(",")], log)
-    log(f"pipeline: {model.path.name} on {', '.join(engines)} ({machine['cpu']})")
+        raise SetupError(e) from e
+    return engines, session_ms
+
+
+def measure_frames(engines: dict[str, Engine], session_ms: dict[str, float], role: str,
+                   frames: dict[str, tuple[bytes, str]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per backend: its model alone, then each frame (every frame through every engine, interleaved)."""
     alone = infer_alone(engines, role, args.runs, args.warmup)
     backends = [{"label": k, "provider": e.model(role).provider, "precision": e.model(role).precision,
                  "session_ms": session_ms[k], "infer_alone_ms": alone[k], "frames": [], "scan": None}
@@ -361,6 +229,38 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  {name:<6} {b['label']:<18} {r['width']}x{r['height']}: "
                 + ", ".join(f"{k} {st[k]['mean']:.2f}" for k in STAGES) + f" ms; efficiency {r['efficiency']:.3f}")
             b["frames"].append(r)
+    return backends
+
+
+def measure_scans(engines: dict[str, Engine], backends: list[dict[str, Any]], role: str,
+                  args: argparse.Namespace) -> None:
+    """Each backend's `scan`: --scan-rounds rounds alternating the backends, so load changes hit each alike;
+    the median-rate round is kept."""
+    paths, folder = _scan_paths(args)
+    runs: dict[str, list[dict[str, Any]]] = {b["label"]: [] for b in backends}
+    for _ in range(args.scan_rounds):
+        for b in backends:
+            runs[b["label"]].append(scan_run(engines[b["label"]], b["label"], role, paths, folder, args))
+    for b in backends:
+        rs = sorted(runs[b["label"]], key=lambda sc: sc["images_per_s"])
+        b["scan"] = rs[len(rs) // 2] | {"rounds_images_per_s": [sc["images_per_s"] for sc in runs[b["label"]]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the pipeline benchmark; return the exit code."""
+    args = parse_args(argv)
+    models_dir = toy_models(args.engine, (128, 128)) if args.quick else args.models
+    role = args.engine
+    try:
+        engines, session_ms = open_engines(models_dir, role, args)
+    except SetupError as e:
+        return failed(e)
+    model = next(iter(engines.values())).model(role)
+    out = out_dir(args.out, args.quick)
+    machine = machine_info()
+    frames = bench_frames(args.photo, [f.strip() for f in args.frames.split(",")], log)
+    log(f"pipeline: {model.path.name} on {', '.join(engines)} ({machine['cpu']})")
+    backends = measure_frames(engines, session_ms, role, frames, args)
     result: dict[str, Any] = {
         "benchmark": "pipeline", "quick": args.quick, "machine": machine, "provider": model.provider,
         "settings": {"model": model.path.name, "role": role, "precision": model.precision,
@@ -373,22 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         result["scan_skipped"] = "--no-scan"
     else:
         try:
-            paths, folder = _scan_paths(args, log)
-        except FileNotFoundError as e:
-            log(f"error: {e}")
-            return 2
-        runs: dict[str, list[dict[str, Any]]] = {b["label"]: [] for b in backends}
-        for _ in range(args.scan_rounds):  # rounds alternate the backends, so load changes hit each alike
-            for b in backends:
-                runs[b["label"]].append(scan_run(engines[b["label"]], b["label"], role, paths, folder, args, log))
-        for b in backends:
-            rs = sorted(runs[b["label"]], key=lambda sc: sc["images_per_s"])
-            b["scan"] = rs[len(rs) // 2] | {"rounds_images_per_s": [sc["images_per_s"] for sc in runs[b["label"]]]}
+            measure_scans(engines, backends, role, args)
+        except SetupError as e:
+            return failed(e)
         result["scan"] = backends[0]["scan"]
     write_results(out, "pipeline", result, markdown(result))
     if frames:
         plot(result, out / "pipeline.png")
-    log(f"wrote {out / 'pipeline.json'}, pipeline.md, pipeline.png")
+    log(wrote(out, "pipeline", "pipeline.png"))
     return 0
 
 

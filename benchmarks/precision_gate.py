@@ -1,14 +1,13 @@
 """The accuracy gate for running a model at a lower compute precision (BF16 or INT8 on OpenVINO).
 
 For each role's FP32 file in --models, every image of --data is decoded and its
-views rendered once (the runtime's own `Engine.load`, six views), then scored
+views rendered once (the runtime's own pipeline, `edge.pipeline.stream`, six views), then scored
 by ONNX Runtime FP32 (the reference), OpenVINO FP32 and OpenVINO at each of
 --precisions (bf16; int8: the file's INT8 IR, `<role>.int8-ov.xml`, made by
-`python -m convert.int8_ov`), on the same pixels. Per backend: the views' scores merged
-as the runtime merges them (the model's merge: the max over the views unless
-its metadata names another), mAP over the classes the set labels (`sixview
-eval`'s metric), and the decisions at the model's own thresholds, fallback and
-presence threshold (`training.eval.decision.decide_rows`, as `sixview eval`).
+`python -m convert.int8_ov`), on the same pixels. Per backend, the runtime's decision
+(`Engine.rule`, `edge.rule.DecisionRule`, as `sixview eval`): the views' scores merged by
+the model's merge, mAP over the classes the set labels (`sixview eval`'s metric), and the
+decisions at the model's own thresholds, fallback and presence threshold.
 
 The gate passes when the lower precision's mAP is at most 0.5 point below the
 FP32 reference (`edge.gates.MAX_MAP_DROP`). It also reports label flips: the
@@ -32,10 +31,11 @@ the file says when that is the case.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import functools
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,83 +45,63 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 
 from benchmarks._common import DEFAULT_MODELS, REPO
-from edge.engine import Engine, Prepared
-from edge.errors import SETUP_ERRORS, per_image
+from edge.engine import Engine
+from edge.errors import SETUP_ERRORS
 from edge.gates import MAX_MAP_DROP, passes, write_gate
 from edge.inputs import file_sha256
 from edge.metadata import ROLES
 from edge.model import Model, model_file, open_model
 from edge.openvino_backend import ir_path, native_bf16, version
+from edge.pipeline import load_one, stream
+from edge.rule import Decisions
 from edge.stats import cpu_model, machine_info
+from edge.tiling import view_count
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "voc07_val"
 RULE = f"mAP (six views, classes the set labels) at most {MAX_MAP_DROP * 100:g} point below ONNX Runtime FP32's"
 
 
-def merge_views(views: np.ndarray, meta: Any) -> np.ndarray:
-    """One image's (views, K) scores merged as the runtime merges them: the model's merge
-    (`edge.merge.merged_scores`, max unless its metadata names another), else the max."""
-    from edge import merge
-
-    fn = getattr(merge, "merged_scores", None)
-    return fn(views, getattr(meta, "merge", None), meta.classes) if fn else views.max(axis=0)
-
-
-def merged_scores(engine: Engine, role: str, records: list, models: dict[str, Model], batch: int = 8,
-                  workers: int = 2, log=print) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(name -> (N, K) merged scores, valid rows): each image decoded and rendered
-    once, then run by every model on the same pixels. Images that fail to load are invalid rows."""
+def view_scores(engine: Engine, role: str, records: list, models: dict[str, Model], batch: int = 8,
+                workers: int = 2, log=print) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(name -> (N, views, K) view scores, valid rows): each image loaded once by the runtime's
+    pipeline (`edge.pipeline.stream`), then run by every model on the same pixels. Images that
+    fail to load are invalid rows."""
     k = len(next(iter(models.values())).meta.classes)
-    out = {name: np.full((len(records), k), np.nan, np.float32) for name in models}
+    out = {name: np.full((len(records), view_count(engine.tiling), k), np.nan, np.float32) for name in models}
     valid = np.zeros(len(records), bool)
 
-    def load(rec: Any) -> Prepared | None:
-        data = rec.read()
-        if isinstance(data, np.ndarray):  # pickled CIFAR: RGB pixels
-            from edge.decode import Decoded
+    def run(items: list) -> list[dict[str, np.ndarray]]:
+        pixels = np.concatenate([p.pixels for p in items])
+        cuts = np.cumsum([len(p.pixels) for p in items])[:-1]
+        views = {name: np.split(model(pixels), cuts) for name, model in models.items()}
+        return [{name: v[j] for name, v in views.items()} for j in range(len(items))]
 
-            bgr = np.ascontiguousarray(data[..., ::-1])
-            return engine.prepare(Decoded(bgr, bgr.shape[1], bgr.shape[0]), routing=role)
-        return engine.load(data, routing=role)
-
-    with ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(records), batch):
-            chunk = list(pool.map(lambda r: per_image(load, r), records[start:start + batch]))
-            ok = [j for j, (p, _) in enumerate(chunk) if p is not None]
-            if not ok:
-                continue
-            pixels = np.concatenate([chunk[j][0].pixels for j in ok])
-            counts = [len(chunk[j][0].pixels) for j in ok]
-            for name, model in models.items():
-                views = model(pixels)
-                row = 0
-                for j, n in zip(ok, counts, strict=True):
-                    out[name][start + j] = merge_views(views[row:row + n], model.meta)
-                    row += n
-            valid[[start + j for j in ok]] = True
-            if start // batch % 20 == 0:
-                log(f"  {role}: {min(start + batch, len(records))}/{len(records)} images")
+    load = functools.partial(load_one, read=lambda key: key[1].read(), renderer=engine.renderer, routing=role)
+    with contextlib.closing(stream(enumerate(records), load, run, batch, workers)) as results:
+        for n, (loaded, per_model) in enumerate(results, 1):
+            i = loaded.key[0]
+            if per_model is not None:
+                for name, vs in per_model.items():
+                    out[name][i, : len(vs)] = vs
+                valid[i] = True
+            if n % (20 * batch) == 0 or n == len(records):
+                log(f"  {role}: {n}/{len(records)} images")
     return out, valid
 
 
-def compare(y: np.ndarray, mask: np.ndarray, classes: list[str], meta: Any, ref: np.ndarray,
-            low: np.ndarray) -> dict[str, Any]:
-    """mAP of both, and how the lower precision's decisions differ from the reference's."""
+def compare(y: np.ndarray, mask: np.ndarray, classes: list[str], ref: Decisions, low: Decisions) -> dict[str, Any]:
+    """mAP of both, and how the lower precision's decisions differ from the reference's (both by
+    the runtime's rule, `edge.rule.DecisionRule`, as `sixview eval` decides)."""
     from training.eval import metrics as M
-    from training.eval.decision import decide_rows
 
-    th = meta.threshold_vector()
-    args = (meta.fallback_min_score, meta.presence_threshold)
-    conf_ref, guess_ref, _ = decide_rows(ref, th, *args)
-    conf_low, guess_low, _ = decide_rows(low, th, *args)
-    flips = conf_ref != conf_low
-    changed = flips.any(axis=1) | (guess_ref != guess_low).any(axis=1)
-    map_ref = M.mean_ap(M.per_class_ap(y, ref, classes, mask))
-    map_low = M.mean_ap(M.per_class_ap(y, low, classes, mask))
+    flips = ref.confident != low.confident
+    changed = flips.any(axis=1) | (ref.guess != low.guess)
+    map_ref = M.mean_ap(M.per_class_ap(y, ref.scores, classes, mask))
+    map_low = M.mean_ap(M.per_class_ap(y, low.scores, classes, mask))
     return {"map_fp32": map_ref, "map": map_low, "map_delta_points": (map_low - map_ref) * 100,
-            "flips": int(flips.sum()), "flips_lost": int((flips & conf_ref).sum()),
-            "flips_gained": int((flips & conf_low).sum()), "images_changed": int(changed.sum()),
-            "max_abs_score_diff": float(np.abs(ref - low).max())}
+            "flips": int(flips.sum()), "flips_lost": int((flips & ref.confident).sum()),
+            "flips_gained": int((flips & low.confident).sum()), "images_changed": int(changed.sum()),
+            "max_abs_score_diff": float(np.abs(ref.scores - low.scores).max())}
 
 
 def gate_role(models_dir: Path, role: str, data: Any, precisions: list[str], args: argparse.Namespace,
@@ -142,14 +122,16 @@ def gate_role(models_dir: Path, role: str, data: Any, precisions: list[str], arg
     source, split = data
     ds = load_set(source, split, ref.meta.classes, args.limit)
     log(f"{path.name}: {len(ds.records)} images of {ds.name}")
-    scores, valid = merged_scores(engine, role, ds.records, models, args.batch, args.workers, log)
+    scores, valid = view_scores(engine, role, ds.records, models, args.batch, args.workers, log)
     y, mask, classes = ds.targets[valid], ds.mask[valid], list(ref.meta.classes)
-    ref_s = scores["onnxruntime_fp32"][valid]
-    ov32 = compare(y, mask, classes, ref.meta, ref_s, scores["openvino_fp32"][valid])
+    rule = engine.rule(role)  # the model's own merge, thresholds, fallback and presence threshold
+    decided = {name: rule.decide_views(vs[valid]) for name, vs in scores.items()}
+    ref_d = decided["onnxruntime_fp32"]
+    ov32 = compare(y, mask, classes, ref_d, decided["openvino_fp32"])
     chose = bool(calibration_overlap(ref.meta.provenance, ds, valid))  # some gated images chose the thresholds
     out: dict[str, dict[str, Any]] = {}
     for precision in precisions:
-        low = compare(y, mask, classes, ref.meta, ref_s, scores[f"openvino_{precision}"][valid])
+        low = compare(y, mask, classes, ref_d, decided[f"openvino_{precision}"])
         result = {"passed": passes(low["map_fp32"], low["map"]), **low,
                   "images": int(valid.sum()), "failed_images": int((~valid).sum()),
                   "set": f"{args.data} ({split})",  # as given (an archive's extraction folder is a cache)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 from PIL import Image
 
+from benchmarks._cli import SetupError, add_out_quick, failed, log, parser
 from benchmarks._common import (
     DEFAULT_MODELS,
     REPO,
@@ -46,83 +46,26 @@ from benchmarks._common import (
     out_dir,
     scratch_dir,
     write_results,
+    wrote,
 )
 from benchmarks.pipeline import time_frame
+from benchmarks.reference_keras import (
+    import_keras,
+    keras_from_provenance,
+    load_keras,
+    quick_models,
+    reference_views,
+    time_reference,
+)
 from edge.engine import Engine
 from edge.metadata import MetadataError, ModelMeta
 from edge.model import ModelError, open_model
 from edge.stats import machine_info, summarize
-from edge.tiling import view_boxes
+
+__all__ = ["main", "reference_views", "time_reference"]
 
 GOAL = 5.0
-QUICK_SIZE = (64, 64)
-QUICK_CLASSES = ("airplane", "automobile", "bird")
-
-
-def reference_views(data: bytes, input_size: tuple[int, int], fraction: float) -> np.ndarray:
-    """The reference preprocessing: PIL decode, six crops, bicubic resize, float32 batch."""
-    im = Image.open(io.BytesIO(data)).convert("RGB")
-    h, w = input_size
-    crops = [im.crop((v.x0, v.y0, v.x1, v.y1)).resize((w, h), Image.BICUBIC)
-             for v in view_boxes(im.width, im.height, fraction)]
-    return np.stack([np.asarray(c, dtype=np.float32) for c in crops])
-
-
-def time_reference(model: Any, data: bytes, input_size: tuple[int, int], fraction: float
-                   ) -> tuple[dict[str, float], np.ndarray]:
-    """One frame the reference way; ms per stage and the merged scores."""
-    t0 = time.perf_counter()
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    t1 = time.perf_counter()
-    im = im.convert("RGB")
-    h, w = input_size
-    crops = [im.crop((v.x0, v.y0, v.x1, v.y1)).resize((w, h), Image.BICUBIC)
-             for v in view_boxes(im.width, im.height, fraction)]
-    batch = np.stack([np.asarray(c, dtype=np.float32) for c in crops])
-    t2 = time.perf_counter()
-    scores = model.predict(batch, verbose=0)
-    t3 = time.perf_counter()
-    merged = scores.max(axis=0)
-    t4 = time.perf_counter()
-    ms = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "infer": (t3 - t2) * 1e3,
-          "merge": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
-    return ms, merged
-
-
-def quick_models(tmp: Path) -> tuple[Path, Path]:
-    """A tiny Keras model (0..255 input, sigmoid head) saved as .keras, and its ONNX
-    conversion (tf2onnx) with sixview metadata, for --quick."""
-    import keras
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    from convert.keras3_fixes import keras3_fixes
-
-    keras.utils.set_random_seed(0)
-    h, w = QUICK_SIZE
-    inp = keras.Input((h, w, 3), name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
-    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(32, activation="relu")(x)
-    out = keras.layers.Dense(len(QUICK_CLASSES), activation="sigmoid", name="scores")(x)
-    model = keras.Model(inp, out, name="quick_reference")
-    keras_path = tmp / "quick.keras"
-    model.save(keras_path)
-    spec = (tf.TensorSpec((None, h, w, 3), tf.float32, name="image"),)
-    with keras3_fixes():
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
-    meta = ModelMeta(classes=QUICK_CLASSES, role="hd", input_size=QUICK_SIZE,
-                     thresholds={c: 0.3 for c in QUICK_CLASSES}, precision="fp32",
-                     provenance={"source": "benchmarks.reference --quick (random weights)"})
-    onnx.helper.set_model_props(proto, meta.to_props())
-    onnx_path = tmp / "hd.onnx"
-    onnx.save(proto, str(onnx_path))
-    return keras_path, onnx_path
+REFERENCE = "reference (Keras)"
 
 
 def runtime_import_s() -> float:
@@ -134,16 +77,6 @@ def runtime_import_s() -> float:
         return float(out.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError):
         return float("nan")
-
-
-def keras_from_provenance(meta: ModelMeta, onnx_path: Path) -> Path | None:
-    """A .keras checkpoint named in the ONNX file's provenance that exists here, if any."""
-    for v in meta.provenance.values():
-        if isinstance(v, str) and v.endswith(".keras"):
-            for p in (Path(v), onnx_path.parent / v, Path(__file__).resolve().parent.parent / v):
-                if p.is_file():
-                    return p
-    return None
 
 
 def _stage_table(paths: dict[str, dict[str, Any]]) -> list[list[Any]]:
@@ -183,8 +116,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.reference", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("python -m benchmarks.reference", __doc__)
     p.add_argument("--keras", type=Path, default=None,
                    help="the Keras checkpoint (.keras) the ONNX file was converted from "
                         "(default: one named in the ONNX provenance, if it exists here)")
@@ -197,29 +129,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations (default 10)")
     p.add_argument("--runs", type=int, default=100, help="timed iterations per frame (default 100)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: tiny random Keras model converted here, VOC frame only, 2+5 iterations")
+    add_out_quick(p, "smoke run: tiny random Keras model converted here, VOC frame only, 2+5 iterations")
     args = p.parse_args(argv)
     if args.quick:
         args.warmup, args.runs, args.frames = 2, 5, "voc"
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; return the exit code."""
-    args = parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    t0 = time.perf_counter()  # TensorFlow's import is the reference path's first cold-start cost
-    try:
-        import keras
-
-        import training.models.layers  # noqa: F401  (registers sixview's custom layers)
-    except ImportError as e:
-        log(f"error: the reference path needs the training extras: pip install -e '.[train]' ({e})")
-        return 2
-    tf_import_s = time.perf_counter() - t0
+def model_files(args: argparse.Namespace) -> tuple[ModelMeta, Path | None]:
+    """The FP32 file's metadata and the INT8 file (None without one); --quick's models made, --keras found
+    in the provenance when not given; SetupError where a file is missing or invalid."""
     tmp = scratch_dir("sixview-ref-")
     if args.quick:
         args.keras, args.onnx = quick_models(tmp)
@@ -228,34 +147,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.keras is None:
             args.keras = keras_from_provenance(meta, args.onnx)
             if args.keras is None:
-                log(f"error: give --keras PATH.keras (the checkpoint {args.onnx} was converted from)")
-                return 2
+                raise SetupError(f"give --keras PATH.keras (the checkpoint {args.onnx} was converted from)")
     except (ModelError, MetadataError) as e:
-        log(f"error: {e}")
-        return 2
+        raise SetupError(e) from e
     if not args.keras.is_file():
-        log(f"error: Keras model not found: {args.keras}")
-        return 2
+        raise SetupError(f"Keras model not found: {args.keras}")
     int8 = args.int8 or args.onnx.with_name(args.onnx.name.removesuffix(".onnx") + ".int8.onnx")
-    int8 = int8 if int8.is_file() else None
-    role, size, fraction = meta.role, meta.input_size, meta.view_fraction
+    return meta, int8 if int8.is_file() else None
 
-    # Cold start: load + first six-view result, each path (imports timed separately).
-    rng = np.random.default_rng(0)
-    x6 = rng.uniform(0, 255, (6, *size, 3)).astype(np.float32)
-    t0 = time.perf_counter()
-    kmodel = keras.models.load_model(args.keras, compile=False)
-    keras_load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    kmodel.predict(x6, verbose=0)
-    keras_first_s = time.perf_counter() - t0
-    if tuple(kmodel.input_shape[1:3]) != tuple(size):
-        log(f"error: Keras input {kmodel.input_shape[1:3]} != ONNX input {size}: not the same model")
-        return 2
+
+def open_engines(args: argparse.Namespace, role: str, int8: Path | None, x6: np.ndarray
+                 ) -> tuple[dict[str, Engine], dict[str, dict[str, float]]]:
+    """sixview's engines (FP32, and INT8 where there is a file) and their cold starts (s): the runtime's
+    import in a fresh process, the model's load and its first six-view result."""
     engines: dict[str, Engine] = {}
+    cold: dict[str, dict[str, float]] = {}
     ort_import_s = runtime_import_s()
-    cold: dict[str, dict[str, float]] = {"reference (Keras)": {"import": tf_import_s, "load": keras_load_s,
-                                                               "first": keras_first_s}}
     for label, path, precision in (("sixview FP32", args.onnx, "fp32"), ("sixview INT8", int8, "int8")):
         if path is None:
             continue
@@ -265,50 +172,77 @@ def main(argv: list[str] | None = None) -> int:
         try:
             m = eng.model(role)
         except (ModelError, MetadataError, ValueError) as e:
-            log(f"error: {e}")
-            return 2
+            raise SetupError(e) from e
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         m(x6)
         cold[label] = {"import": ort_import_s, "load": load_s, "first": time.perf_counter() - t0}
         engines[label] = eng
-    parity = float(np.abs(kmodel.predict(x6, verbose=0) - engines["sixview FP32"].model(role)(x6)).max())
+    return engines, cold
 
+
+def time_paths(kmodel: Any, engines: dict[str, Engine], meta: ModelMeta, data: bytes, args: argparse.Namespace
+               ) -> tuple[dict[str, list[dict[str, float]]], dict[str, np.ndarray]]:
+    """One frame through every path, --warmup + --runs iterations, the paths alternating within each (their
+    order rotating): per path the timed iterations' stage times, and its merged scores."""
+    labels = [REFERENCE, *engines]
+    samples: dict[str, list[dict[str, float]]] = {k: [] for k in labels}
+    merged: dict[str, np.ndarray] = {}
+    for i in range(args.warmup + args.runs):
+        order = labels[i % len(labels):] + labels[: i % len(labels)]  # rotate who goes first
+        for label in order:
+            if label == REFERENCE:
+                ms, merged[label] = time_reference(kmodel, data, meta.input_size, meta.view_fraction)
+            else:
+                ms = time_frame(engines[label], meta.role, data)
+            if i >= args.warmup:
+                samples[label].append(ms)
+    for label, eng in engines.items():  # merged scores for the agreement check
+        v = eng.classify([eng.load(data, routing=meta.role)])[0]
+        merged[label] = np.array([v.decision.scores[c] for c in meta.classes])
+    return samples, merged
+
+
+def bench_frame(name: str, data: bytes, source: str, kmodel: Any, engines: dict[str, Engine], meta: ModelMeta,
+                args: argparse.Namespace) -> dict[str, Any]:
+    """One frame's ratios (reference / sixview, per iteration), stage times per path and score differences."""
+    samples, merged = time_paths(kmodel, engines, meta, data, args)
+    ref_total = np.array([s["total"] for s in samples[REFERENCE]])
+    ratios = {}
+    for label in engines:
+        r = ref_total / np.array([s["total"] for s in samples[label]])
+        st = summarize(r)
+        ratios[f"reference / {label}"] = {"p50": st["p50"], "mean": st["mean"],
+                                          "p5": float(np.percentile(r, 5)), "p95": st["p95"]}
+    paths = {label: {"stages_ms": {k: summarize([s[k] for s in runs])
+                                   for k in ("decode", "preprocess", "infer", "merge", "total")}}
+             for label, runs in samples.items()}
+    im = Image.open(io.BytesIO(data))
+    log(f"  {name}: " + ", ".join(f"{k} p50 {v['p50']:.2f}x" for k, v in ratios.items()) + "; "
+        + ", ".join(f"{k} {p['stages_ms']['total']['mean']:.1f} ms" for k, p in paths.items()))
+    return {"frame": name, "source": source, "width": im.width, "height": im.height, "paths": paths,
+            "ratios": ratios, "score_diff": {k: float(np.abs(merged[k] - merged[REFERENCE]).max()) for k in engines}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; return the exit code."""
+    args = parse_args(argv)
+    try:
+        keras, tf_import_s = import_keras()
+        meta, int8 = model_files(args)
+        role, size = meta.role, meta.input_size
+        # Cold start: load + first six-view result, each path (imports timed separately).
+        x6 = np.random.default_rng(0).uniform(0, 255, (6, *size, 3)).astype(np.float32)
+        kmodel, keras_s = load_keras(keras, args.keras, size, x6)
+        engines, cold = open_engines(args, role, int8, x6)
+    except SetupError as e:
+        return failed(e)
+    cold = {REFERENCE: {"import": tf_import_s, **keras_s}, **cold}
+    parity = float(np.abs(kmodel.predict(x6, verbose=0) - engines["sixview FP32"].model(role)(x6)).max())
     machine = machine_info()
-    labels = ["reference (Keras)", *engines]
-    frames_out = []
-    for name, (data, source) in bench_frames(args.photo, [f.strip() for f in args.frames.split(",")], log).items():
-        samples: dict[str, list[dict[str, float]]] = {k: [] for k in labels}
-        merged: dict[str, np.ndarray] = {}
-        for i in range(args.warmup + args.runs):
-            order = labels[i % len(labels):] + labels[: i % len(labels)]  # rotate who goes first
-            for label in order:
-                if label == "reference (Keras)":
-                    ms, merged[label] = time_reference(kmodel, data, size, fraction)
-                else:
-                    ms = time_frame(engines[label], role, data)
-                if i >= args.warmup:
-                    samples[label].append(ms)
-        for label, eng in engines.items():  # merged scores for the agreement check
-            v = eng.classify([eng.load(data, routing=role)])[0]
-            merged[label] = np.array([v.decision.scores[c] for c in meta.classes])
-        ref_total = np.array([s["total"] for s in samples["reference (Keras)"]])
-        ratios = {}
-        for label in engines:
-            r = ref_total / np.array([s["total"] for s in samples[label]])
-            st = summarize(r)
-            ratios[f"reference / {label}"] = {"p50": st["p50"], "mean": st["mean"],
-                                              "p5": float(np.percentile(r, 5)), "p95": st["p95"]}
-        paths = {label: {"stages_ms": {k: summarize([s[k] for s in samples[label]])
-                                       for k in ("decode", "preprocess", "infer", "merge", "total")}}
-                 for label in labels}
-        im = Image.open(io.BytesIO(data))
-        frames_out.append({"frame": name, "source": source, "width": im.width, "height": im.height,
-                           "paths": paths, "ratios": ratios,
-                           "score_diff": {k: float(np.abs(merged[k] - merged["reference (Keras)"]).max())
-                                          for k in engines}})
-        log(f"  {name}: " + ", ".join(f"{k} p50 {v['p50']:.2f}x" for k, v in ratios.items()) + "; "
-            + ", ".join(f"{k} {paths[k]['stages_ms']['total']['mean']:.1f} ms" for k in labels))
+    frames = bench_frames(args.photo, [f.strip() for f in args.frames.split(",")], log)
+    frames_out = [bench_frame(name, data, source, kmodel, engines, meta, args)
+                  for name, (data, source) in frames.items()]
     import tensorflow as tf
 
     result = {"benchmark": "reference", "quick": args.quick, "machine": machine,
@@ -319,9 +253,8 @@ def main(argv: list[str] | None = None) -> int:
               "goal_ratio": GOAL, "cold_start_s": cold, "conversion_max_abs_diff": parity, "frames": frames_out}
     out = out_dir(args.out, args.quick)
     write_results(out, "reference", result, markdown(result))
-    log(f"wrote {out / 'reference.json'}, reference.md")
+    log(wrote(out, "reference"))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,13 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import json
 import os
-import re
-import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,8 +42,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import cv2
 import numpy as np
 
+from benchmarks._cli import SetupError, add_models, add_out_quick, failed, log, parser
 from benchmarks._common import (
-    DEFAULT_MODELS,
     REPO,
     VOC_IMAGES,
     encode_jpeg,
@@ -56,91 +51,23 @@ from benchmarks._common import (
     md_table,
     out_dir,
     scratch_dir,
+    shown,
     synthetic_photo,
+    timed_scan,
     upscaled_frame,
     voc_photo,
     write_results,
+    write_synthetic,
+    wrote,
 )
+from benchmarks.serve_http import Client, Server
 from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
-from edge.scan import scan
 from edge.stats import machine_info, summarize
 
 LATENCY_GOAL = 1.15  # p50 over HTTP / p50 in-process, at most
 THROUGHPUT_GOAL = 0.85  # server images/s / scan images/s, at least
 SIZE = (640, 480)
-CLI = "import sys; from edge.cli import main; sys.argv[0] = 'sixview'; main()"
-
-
-class Server:
-    """`sixview serve` in a child process, on a free loopback port."""
-
-    def __init__(self, args: list[str]):
-        self.proc = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--port", "0", "--log-level", "warning",
-                                      *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        self.url = ""
-        lines = []
-        for line in self.proc.stderr:
-            lines.append(line)
-            m = re.search(r"(http://[\d.]+:\d+)/ \(page\)", line)
-            if m:
-                self.url = m.group(1)
-                break
-        if not self.url:
-            raise RuntimeError("sixview serve did not start:\n" + "".join(lines))
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
-
-    def get(self, path: str) -> tuple[int, str]:
-        host, port = self.url.split("//", 1)[1].rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.status, r.read().decode()
-        finally:
-            conn.close()
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the server was not ready in time")
-
-    def rss_mb(self) -> float | None:
-        status = Path(f"/proc/{self.proc.pid}/status")
-        if not status.is_file():
-            return None
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status.read_text()).group(1)) / 1024
-
-    def metric(self, name: str, **labels: str) -> float:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        for family in text_string_to_metric_families(self.get("/metrics")[1]):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return s.value
-        return 0.0
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the repository when it is inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
 
 
 def frame_640(photo: str | None) -> tuple[bytes, str]:
@@ -161,35 +88,9 @@ def image_folder(limit: int) -> tuple[list[str], str]:
     for i, src in enumerate(sources):
         bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
         (d / f"voc_{i:03d}.jpg").write_bytes(encode_jpeg(upscaled_frame(bgr, *SIZE)))
-    for i in range(len(sources), limit):
-        (d / f"synthetic_{i:03d}.jpg").write_bytes(encode_jpeg(synthetic_photo(*SIZE, seed=i)))
+    write_synthetic(d, range(len(sources), limit), "synthetic_{i:03d}.jpg", SIZE)
     origin = f"{len(sources)} voc07_val photos" if sources else "synthetic photos"
     return sorted(str(p) for p in d.iterdir()), f"{origin} resized to 640x480"
-
-
-class Client:
-    """A lean keep-alive HTTP client (the standard library's): the client's own cost is not the server's,
-    and on a 2-core machine a heavier client would take CPU from the server it measures."""
-
-    BOUNDARY = "sixview-bench-boundary"
-
-    def __init__(self, url: str):
-        host, port = url.split("//", 1)[1].rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=120)
-
-    @classmethod
-    def multipart(cls, data: bytes, name: str = "frame.jpg") -> bytes:
-        """A multipart/form-data body with one `image` file, as `curl -F image=@frame.jpg` sends it."""
-        return (f"--{cls.BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-                f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{cls.BOUNDARY}--\r\n".encode()
-
-    def post(self, body: bytes, content_type: str = "image/jpeg") -> tuple[int, dict[str, Any]]:
-        self.conn.request("POST", "/v1/classify", body=body, headers={"Content-Type": content_type})
-        r = self.conn.getresponse()
-        return r.status, json.loads(r.read())
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def latency(server: Server, engine: Engine, data: bytes, runs: int, warmup: int) -> dict[str, Any]:
@@ -225,9 +126,11 @@ def latency(server: Server, engine: Engine, data: bytes, runs: int, warmup: int)
         done += block
     client.close()
     stats = {k: summarize(v) for k, v in samples.items()}
-    base = stats["in_process"]["p50"]
-    return {"stages_ms": stats, "ratio_p50": {k: stats[k]["p50"] / base for k in ("http_multipart", "http_raw")},
-            "goal": LATENCY_GOAL}
+    ratio = {k: stats[k]["p50"] / stats["in_process"]["p50"] for k in ("http_multipart", "http_raw")}
+    log(f"  latency p50: in-process {stats['in_process']['p50']:.2f} ms, HTTP multipart "
+        f"{stats['http_multipart']['p50']:.2f} ms ({ratio['http_multipart']:.2f}x), raw "
+        f"{stats['http_raw']['p50']:.2f} ms ({ratio['http_raw']:.2f}x)")
+    return {"stages_ms": stats, "ratio_p50": ratio, "goal": LATENCY_GOAL}
 
 
 def clients_run(server: Server, paths: list[str], clients: int) -> dict[str, Any]:
@@ -258,15 +161,6 @@ def clients_run(server: Server, paths: list[str], clients: int) -> dict[str, Any
     return {"requests": len(lat), "errors": len(errors), "error_samples": errors[:3], "seconds": seconds,
             "images_per_s": len(lat) / seconds, "latency_ms": summarize(lat),
             "images_per_model_call": images / calls if calls else None}
-
-
-def scan_run(engine: Engine, paths: list[str]) -> dict[str, Any]:
-    """`sixview scan`'s loop over the same images (2 decoding threads, 8 images per model call)."""
-    errors: list[str] = []
-    summary = scan(paths, engine, lambda rec: rec["error"] and errors.append(rec["error"]), workers=2,
-                   batch_images=8)
-    return {"images": summary.images, "errors": summary.errors, "seconds": summary.seconds,
-            "images_per_s": summary.images / summary.seconds}
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -302,9 +196,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="models folder (default: models/)")
+    p = parser("python -m benchmarks.serve", __doc__)
+    add_models(p)
     p.add_argument("--device", default="cpu", help="auto|cpu|openvino|cuda|tensorrt (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--photo", default=None, help="the latency test's photo (default: first of voc07_val)")
@@ -316,8 +209,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5,
                    help="throughput rounds, scan then server; the median ratio is reported (default 5)")
     p.add_argument("--note", default="", help="a sentence for the report (e.g. what else loads the machine)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<machine>/)")
-    p.add_argument("--quick", action="store_true", help="smoke run: toy models, few runs")
+    add_out_quick(p, "smoke run: toy models, few runs")
     args = p.parse_args(argv)
     if args.quick:  # smaller defaults; values given on the command line stay
         for name, value in {"warmup": 2, "runs": 10, "images": 8, "requests": 32, "rounds": 1}.items():
@@ -326,15 +218,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the serving benchmark; return the exit code."""
-    args = parse_args(argv)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+def open_models(args: argparse.Namespace) -> tuple[Path, Engine]:
+    """The models folder (--quick: toy models) and an engine on it, checked; SetupError where that fails."""
     try:
         import edge.serve.cli  # noqa: F401
     except ModuleNotFoundError as e:
-        log(f"error: the serving benchmark needs the 'serve' extra ({e.name} is missing): pip install '.[serve]'")
-        return 2
+        raise SetupError(f"the serving benchmark needs the 'serve' extra ({e.name} is missing): "
+                         "pip install '.[serve]'") from e
     if args.quick:
         from convert.toy import save_colour_model
 
@@ -346,10 +236,35 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(models, device=args.device, threads=args.threads)
     try:
         engine.check()
-        model = engine.model("hd")
+        engine.model("hd")
     except SETUP_ERRORS as e:
-        log(f"error: {e}")
-        return 2
+        raise SetupError(e) from e
+    return models, engine
+
+
+def throughput(server: Server, engine: Engine, sequence: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--rounds rounds over the same images: `sixview scan`'s loop (2 decoding threads, 8 images per model
+    call), then the server with --clients clients."""
+    rounds = []
+    for i in range(args.rounds):
+        sc = timed_scan(engine, sequence, workers=2, batch_images=8)[0]  # as `sixview scan` runs
+        cl = clients_run(server, sequence, args.clients)
+        ratio = cl["images_per_s"] / sc["images_per_s"]
+        rounds.append({"scan": sc, "server": cl, "ratio": ratio, "server_rss_mb": server.rss_mb()})
+        log(f"  round {i + 1}: scan {sc['images_per_s']:.1f} images/s, server {cl['images_per_s']:.1f} images/s "
+            f"({ratio:.2f}x), p95 {cl['latency_ms']['p95']:.1f} ms, "
+            f"{cl['images_per_model_call'] or 0:.1f} images per call, {cl['errors']} errors")
+    return rounds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the serving benchmark; return the exit code."""
+    args = parse_args(argv)
+    try:
+        models, engine = open_models(args)
+    except SetupError as e:
+        return failed(e)
+    model = engine.model("hd")
     out = out_dir(args.out, args.quick)
     data, source = frame_640(args.photo)
     paths, origin = image_folder(args.images)
@@ -358,39 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.wait_ready()
         log(f"serve: {model.path.name} ({model.meta.precision}, {model.provider}) at {server.url}")
-        lat = latency(server, engine, data, args.runs, args.warmup)
-        lat["source"] = source
-        st = lat["stages_ms"]
-        log(f"  latency p50: in-process {st['in_process']['p50']:.2f} ms, HTTP multipart "
-            f"{st['http_multipart']['p50']:.2f} ms ({lat['ratio_p50']['http_multipart']:.2f}x), raw "
-            f"{st['http_raw']['p50']:.2f} ms ({lat['ratio_p50']['http_raw']:.2f}x)")
+        lat = latency(server, engine, data, args.runs, args.warmup) | {"source": source}
         rss_start = server.rss_mb()
-        rounds = []
-        for i in range(args.rounds):
-            sc = scan_run(engine, sequence)
-            cl = clients_run(server, sequence, args.clients)
-            ratio = cl["images_per_s"] / sc["images_per_s"]
-            rounds.append({"scan": sc, "server": cl, "ratio": ratio, "server_rss_mb": server.rss_mb()})
-            log(f"  round {i + 1}: scan {sc['images_per_s']:.1f} images/s, server {cl['images_per_s']:.1f} images/s "
-                f"({ratio:.2f}x), p95 {cl['latency_ms']['p95']:.1f} ms, "
-                f"{cl['images_per_model_call'] or 0:.1f} images per call, {cl['errors']} errors")
+        rounds = throughput(server, engine, sequence, args)
         rss_end = server.rss_mb()
     finally:
         server.stop()
     result: dict[str, Any] = {
         "benchmark": "serve", "quick": args.quick, "machine": machine_info(), "provider": model.provider,
         "note": args.note,
-        "settings": {"models": _shown(models), "precision": model.meta.precision, "device": args.device,
+        "settings": {"models": shown(models), "precision": model.meta.precision, "device": args.device,
                      "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "clients": args.clients,
                      "requests": args.requests, "images": args.images, "pid_cores": os.cpu_count()},
         "latency": lat, "images": origin, "rounds": rounds,
         "throughput_ratio": float(np.median([r["ratio"] for r in rounds])), "throughput_goal": THROUGHPUT_GOAL,
         "rss_mb": {"start": rss_start or 0.0, "end": rss_end or 0.0}}
     write_results(out, "serve", result, markdown(result))
-    log(f"wrote {out / 'serve.json'}, serve.md")
+    log(wrote(out, "serve"))
     errors = sum(r["server"]["errors"] for r in rounds)
     return 1 if errors else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,5 +2,10 @@
 
 `convert.api.convert_model` is the entry point; `convert.toy` builds synthetic
 models without TensorFlow (tests, benchmarks). Importing this package imports
-nothing heavy.
+nothing heavy. TensorFlow's C++ log level is set here, once, before anything in the
+package imports TensorFlow.
 """
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow logs errors only (no info, no warnings)

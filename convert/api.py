@@ -8,9 +8,10 @@ serialised, so a failed conversion leaves the folder as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from convert.metadata import attach, build_meta
 from convert.optimize import optimize
 from convert.timing import compare_latency
 from convert.verify import ParityReport, keras_scores, require, run_onnx, verify
+from edge.atomic import atomic_path
 from edge.metadata import PRECISIONS, ROLES
 from edge.model import PRECISION_SUFFIX
 
@@ -33,12 +35,14 @@ log = logging.getLogger("sixview.convert")
 MapCheck = Callable[[onnx.ModelProto, onnx.ModelProto], tuple[float, float]]
 
 
-class Converted(list):
-    """The written paths (a list[Path]) plus what was measured on the way."""
+@dataclass(frozen=True)
+class Converted:
+    """What `convert_model` wrote, and what it measured on the way."""
 
-    report: ParityReport
-    graph: dict[str, int]
-    int8: dict[str, Any] | None
+    paths: tuple[Path, ...]  # the model files written, one per precision
+    report: ParityReport  # parity of every candidate against Keras
+    graph: dict[str, int]  # node counts before/after the clean-up, fused LayerNorm/GELU, opset
+    int8: dict[str, Any] | None  # INT8's figures and whether it was kept; None when not tried
 
 
 def _check_inputs(model, classes: Sequence[str], input_size: Sequence[int], role: str,
@@ -64,18 +68,9 @@ def _check_inputs(model, classes: Sequence[str], input_size: Sequence[int], role
 
 
 def _write_all(files: Mapping[Path, onnx.ModelProto]) -> list[Path]:
-    tmps: dict[Path, Path] = {}
-    try:
+    with contextlib.ExitStack() as stack:  # every file saved before any replaces its target
         for dest, model in files.items():
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-            tmps[dest] = tmp
-            onnx.save(model, str(tmp))
-        for dest, tmp in tmps.items():
-            os.replace(tmp, dest)
-    finally:
-        for tmp in tmps.values():
-            if tmp.exists():
-                tmp.unlink()
+            onnx.save(model, str(stack.enter_context(atomic_path(dest))))
     return list(files)
 
 
@@ -90,7 +85,7 @@ def convert_model(model, classes: Sequence[str], input_size: Sequence[int], role
     when `int8_calibration` images are given and INT8 earns it, see `int8.int8_earned`).
 
     Raises VerificationError (figures inside; nothing written) when parity fails.
-    Returns the written paths, with `.report`, `.graph` (node counts) and `.int8`.
+    Returns the written `.paths`, with `.report`, `.graph` (node counts) and `.int8`.
     """
     x = _check_inputs(model, classes, input_size, role, precisions, verify_images, int8_calibration)
     raw = export_onnx(model, input_size, opset, optimize_graph=False)
@@ -131,6 +126,4 @@ def convert_model(model, classes: Sequence[str], input_size: Sequence[int], role
             "parity": report.to_dict(), **({"int8": int8_info} if p == "int8" else {})}}
         files[out / f"{role}{PRECISION_SUFFIX[p]}"] = attach(
             m, build_meta(classes, role, input_size, p, thresholds, prov))
-    result = Converted(_write_all(files))
-    result.report, result.graph, result.int8 = report, graph, int8_info
-    return result
+    return Converted(tuple(_write_all(files)), report, graph, int8_info)

@@ -16,18 +16,16 @@ benchmarks/convert_latency.py); this module does not change the environment.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import onnx
+import tensorflow as tf
+import tf2onnx
 
-import keras  # noqa: E402
-import onnx  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf2onnx  # noqa: E402
-
-from convert.keras3_fixes import UNSUPPORTED_OPS, keras3_fixes  # noqa: E402
-from convert.optimize import optimize  # noqa: E402
+from convert.keras3_fixes import UNSUPPORTED_OPS, keras3_fixes
+from convert.optimize import optimize
+from edge.errors import FatalError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
@@ -35,8 +33,11 @@ BATCH_DIM = "N"
 OPSETS = range(13, 19)  # tf2onnx 1.17 refuses opsets above 18
 
 
-class ConversionError(RuntimeError):
+class ConversionError(FatalError, RuntimeError):
     """The model could not be turned into a graph ONNX Runtime can run."""
+
+    code = "conversion_failed"
+    http_status = 500
 
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:

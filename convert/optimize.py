@@ -20,115 +20,16 @@ match exactly is left alone (the parity check in `verify.py` has the last word).
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
+
+from convert.onnx_graph import Graph
 
 SQRT2 = float(np.sqrt(2.0))
 
 
-class _Graph:
-    """Producer/consumer maps and constant lookup over a mutable node list."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
-        self.g = model.graph
-        self.consts = {i.name: numpy_helper.to_array(i) for i in self.g.initializer}
-        for n in self.g.node:
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-        inferred = onnx.shape_inference.infer_shapes(model)
-        self.rank: dict[str, int] = {}
-        self.shape: dict[str, list] = {}
-        for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-            t = vi.type.tensor_type
-            if t.HasField("shape"):
-                self.rank[vi.name] = len(t.shape.dim)
-                self.shape[vi.name] = [d.dim_value if d.HasField("dim_value") else None
-                                       for d in t.shape.dim]
-        self.nodes = list(self.g.node)
-        self.new_inits: list[onnx.TensorProto] = []
-        self.counter = 0
-        self.reindex()
-
-    def reindex(self) -> None:
-        self.producer = {o: n for n in self.nodes for o in n.output}
-        self.consumers: dict[str, list] = defaultdict(list)
-        for n in self.nodes:
-            for i in n.input:
-                self.consumers[i].append(n)
-
-    def prod(self, name: str, op: str | None = None):
-        n = self.producer.get(name)
-        return n if n is not None and (op is None or n.op_type == op) else None
-
-    def only_consumer(self, name: str, op: str):
-        cs = self.consumers.get(name, [])
-        outputs = {o.name for o in self.g.output}
-        if len(cs) == 1 and cs[0].op_type == op and name not in outputs:
-            return cs[0]
-        return None
-
-    def const(self, name: str) -> np.ndarray | None:
-        return self.consts.get(name)
-
-    def scalar(self, name: str) -> float | None:
-        c = self.const(name)
-        return float(c.ravel()[0]) if c is not None and c.size == 1 else None
-
-    def split(self, node, known: str) -> str | None:
-        """The other input of a binary node one of whose inputs is `known`."""
-        if len(node.input) != 2 or known not in node.input:
-            return None
-        return node.input[1] if node.input[0] == known else node.input[0]
-
-    def new_const(self, value: np.ndarray, hint: str) -> str:
-        self.counter += 1
-        name = f"sixview_opt/{hint}_{self.counter}"
-        self.new_inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
-        self.consts[name] = value
-        return name
-
-    def new_name(self, hint: str) -> str:
-        self.counter += 1
-        return f"sixview_opt/{hint}_{self.counter}"
-
-    def finish(self) -> onnx.ModelProto:
-        """Drop dead nodes, sort topologically, write back into the model."""
-        live: set[str] = {o.name for o in self.g.output}
-        keep = []
-        for n in reversed(self.nodes):
-            if any(o in live for o in n.output):
-                keep.append(n)
-                live.update(i for i in n.input if i)
-        keep.reverse()
-        ready = {i.name for i in self.g.input} | set(self.consts) | {""}
-        ordered, pending = [], keep
-        while pending:
-            rest = []
-            for n in pending:
-                if all(i in ready for i in n.input):
-                    ordered.append(n)
-                    ready.update(n.output)
-                else:
-                    rest.append(n)
-            if len(rest) == len(pending):
-                raise RuntimeError("graph clean-up produced a cycle or a dangling input")
-            pending = rest
-        del self.g.node[:]
-        self.g.node.extend(ordered)
-        self.g.initializer.extend(self.new_inits)
-        used = {i for n in ordered for i in n.input}
-        kept = [i for i in self.g.initializer if i.name in used or i.name in {o.name for o in self.g.output}]
-        del self.g.initializer[:]
-        self.g.initializer.extend(kept)
-        del self.g.value_info[:]  # stale after rewriting; ORT re-infers
-        return self.model
-
-
-def _reduce_axes(g: _Graph, node) -> list[int] | None:
+def _reduce_axes(g: Graph, node) -> list[int] | None:
     for a in node.attribute:
         if a.name == "axes":
             return list(a.ints)
@@ -141,13 +42,14 @@ def _keepdims(node) -> int:
     return next((a.i for a in node.attribute if a.name == "keepdims"), 1)
 
 
-def _fuse_layernorm(g: _Graph, mean) -> bool:
+def _layernorm_stats(g: Graph, mean) -> tuple[str, int, int, float, str, set[str]] | None:
+    """Match the statistics half of a LayerNorm from its first ReduceMean: x - mean, squared, mean,
+    + eps, sqrt, reciprocal. Returns (x, axis, rank, eps, 1/std tensor, the mean's names) or None."""
     x = mean.input[0]
     axes = _reduce_axes(g, mean)
     rank = g.rank.get(x)
     if axes is None or len(axes) != 1 or rank is None or not _keepdims(mean):
-        return False
-    axis = axes[0] % rank
+        return None
     mean_like = {mean.output[0]}
     for c in g.consumers[mean.output[0]]:  # tf2onnx may reshape the mean to the same shape
         if c.op_type == "Reshape":
@@ -155,67 +57,89 @@ def _fuse_layernorm(g: _Graph, mean) -> bool:
     sub = next((c for c in g.consumers[x] if c.op_type == "Sub" and c.input[0] == x
                 and c.input[1] in mean_like), None)
     if sub is None:
-        return False
+        return None
     sq = next((c for c in g.consumers[sub.output[0]]
                if (c.op_type == "Mul" and c.input[0] == c.input[1] == sub.output[0])
                or (c.op_type == "Pow" and g.scalar(c.input[1]) == 2.0)), None)
     var = sq and g.only_consumer(sq.output[0], "ReduceMean")
     if var is None or _reduce_axes(g, var) != axes or not _keepdims(var):
-        return False
+        return None
     add_eps = g.only_consumer(var.output[0], "Add")
     eps = add_eps and g.scalar(g.split(add_eps, var.output[0]))
     sqrt = add_eps and g.only_consumer(add_eps.output[0], "Sqrt")
     rec = sqrt and g.only_consumer(sqrt.output[0], "Reciprocal")
     if eps is None or rec is None:
-        return False
-    inv, gamma = rec.output[0], None
+        return None
+    return x, axes[0] % rank, rank, eps, rec.output[0], mean_like
+
+
+def _layernorm_affine(g: Graph, x: str, inv: str, mean_like: set[str]):
+    """Match the output half, x*inv + (-mean*inv [+ beta]) with inv optionally scaled by gamma:
+    (the final Add node, gamma or None, beta or None), or None."""
+    gamma = None
     scale = g.only_consumer(inv, "Mul")
     if scale is not None and g.const(g.split(scale, inv)) is not None:
         inv, gamma = scale.output[0], g.const(g.split(scale, inv))
-    # out = x*inv + (-mean*inv [+ beta])
     muls = g.consumers[inv]
     xm = next((m for m in muls if m.op_type == "Mul" and g.split(m, inv) == x), None)
     nm = next((m for m in muls if m.op_type == "Mul" and m is not xm
                and (neg := g.prod(g.split(m, inv) or "", "Neg")) is not None
                and neg.input[0] in mean_like), None)
     if xm is None or nm is None or len(muls) != 2:
-        return False
+        return None
     res, beta = nm.output[0], None
     add_beta = g.only_consumer(res, "Add")
     if add_beta is not None and g.const(g.split(add_beta, res)) is not None:
         res, beta = add_beta.output[0], g.const(g.split(add_beta, res))
     out = next((c for c in g.consumers[xm.output[0]] if c.op_type == "Add"
                 and g.split(c, xm.output[0]) == res), None)
-    if out is None:
-        return False
+    return None if out is None else (out, gamma, beta)
 
+
+def _layernorm_nodes(g: Graph, x: str, axis: int, rank: int, eps: float, gamma: np.ndarray | None,
+                     beta: np.ndarray | None, target: str) -> list | None:
+    """The fused nodes writing `target`: LayerNormalization on the last axis, or on axis 1 of a 4-D
+    tensor between two Transposes; None for any other axis or parameters of the wrong size."""
     channels = g.shape.get(x, [None] * rank)[axis]
     for p in (gamma, beta):
         if p is not None and p.size > 1:
             channels = p.size
     if not channels or any(p is not None and p.size not in (1, channels) for p in (gamma, beta)):
-        return False
+        return None
     gamma = np.ones(channels) if gamma is None else np.broadcast_to(gamma.ravel(), (channels,))
     beta = np.zeros(channels) if beta is None else np.broadcast_to(beta.ravel(), (channels,))
     ins = [g.new_const(gamma.astype(np.float32), "ln_gamma"), g.new_const(beta.astype(np.float32), "ln_beta")]
-    target = out.output[0]
     if axis == rank - 1:
-        new = [helper.make_node("LayerNormalization", [x, *ins], [target], axis=-1, epsilon=eps,
-                                name=g.new_name("LayerNorm"))]
-    elif axis == 1 and rank == 4:
+        return [helper.make_node("LayerNormalization", [x, *ins], [target], axis=-1, epsilon=eps,
+                                 name=g.new_name("LayerNorm"))]
+    if axis == 1 and rank == 4:
         t_in, ln_out = g.new_name("ln_nhwc"), g.new_name("ln_out")
-        new = [helper.make_node("Transpose", [x], [t_in], perm=[0, 2, 3, 1], name=g.new_name("T")),
-               helper.make_node("LayerNormalization", [t_in, *ins], [ln_out], axis=-1, epsilon=eps,
-                                name=g.new_name("LayerNorm")),
-               helper.make_node("Transpose", [ln_out], [target], perm=[0, 3, 1, 2], name=g.new_name("T"))]
-    else:
+        return [helper.make_node("Transpose", [x], [t_in], perm=[0, 2, 3, 1], name=g.new_name("T")),
+                helper.make_node("LayerNormalization", [t_in, *ins], [ln_out], axis=-1, epsilon=eps,
+                                 name=g.new_name("LayerNorm")),
+                helper.make_node("Transpose", [ln_out], [target], perm=[0, 3, 1, 2], name=g.new_name("T"))]
+    return None
+
+
+def _fuse_layernorm(g: Graph, mean) -> bool:
+    """Replace the LayerNorm starting at the ReduceMean `mean` by fused nodes; False when it does not match."""
+    stats = _layernorm_stats(g, mean)
+    if stats is None:
+        return False
+    x, axis, rank, eps, inv, mean_like = stats
+    affine = _layernorm_affine(g, x, inv, mean_like)
+    if affine is None:
+        return False
+    out, gamma, beta = affine
+    new = _layernorm_nodes(g, x, axis, rank, eps, gamma, beta, out.output[0])
+    if new is None:
         return False
     i = g.nodes.index(out)
     g.nodes[i:i + 1] = new
     return True
 
 
-def _fuse_gelu(g: _Graph, erf) -> bool:
+def _fuse_gelu(g: Graph, erf) -> bool:
     arg = g.prod(erf.input[0])
     if arg is None or arg.op_type not in ("Mul", "Div"):
         return False
@@ -267,7 +191,7 @@ def _fuse_gelu(g: _Graph, erf) -> bool:
     return True
 
 
-def _fold_scale(g: _Graph, mul) -> bool:
+def _fold_scale(g: Graph, mul) -> bool:
     """MatMul(x, W) [+ b] then * s (per output channel, e.g. LayerScale) -> MatMul(x, W*s) [+ b*s]."""
     s_name = next((i for i in mul.input if g.const(i) is not None), None)
     y = s_name and g.split(mul, s_name)
@@ -302,7 +226,7 @@ def _fold_scale(g: _Graph, mul) -> bool:
     return True
 
 
-def _cancel_transposes(g: _Graph) -> int:
+def _cancel_transposes(g: Graph) -> int:
     outputs = {o.name for o in g.g.output}
     done = 0
     for t2 in g.nodes:
@@ -326,7 +250,7 @@ def optimize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     stats = {"nodes_before": len(model.graph.node), "layernorm": 0, "gelu": 0}
-    g = _Graph(model)
+    g = Graph(model)
     if opset >= 17:
         for node in [n for n in g.nodes if n.op_type == "ReduceMean"]:
             if node in g.nodes and _fuse_layernorm(g, node):

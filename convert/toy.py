@@ -44,6 +44,40 @@ def _thresholds(classes: Sequence[str], role: str,
     return {c: float(threshold) for c in classes}
 
 
+def _delay(delay_iters: int) -> tuple[list, list]:
+    """Initializers and nodes of the delay: a sequential Loop over a small vector whose start depends
+    on the input (so it cannot be constant-folded); its result, times zero, is added to the logits."""
+    n = helper.make_node
+    init = [
+        numpy_helper.from_array(np.array(delay_iters, np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "cond0"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.full((64,), 0.5, np.float32), "half"),
+    ]
+    body = helper.make_graph(
+        [n("Mul", ["v_in", "b_half"], ["v_mul"]),
+         n("Add", ["v_mul", "b_half"], ["v_out"]),
+         n("Identity", ["c_in"], ["c_out"])],
+        "delay_body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [64])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [64])],
+        initializer=[numpy_helper.from_array(np.full((64,), 0.5, np.float32), "b_half")],
+    )
+    nodes = [
+        n("ReduceMean", ["images"], ["mean_all"], keepdims=0),
+        n("Mul", ["mean_all", "zero"], ["nil"]),
+        n("Add", ["half", "nil"], ["v0"]),
+        n("Loop", ["trips", "cond0", "v0"], ["v_end"], body=body),
+        n("ReduceSum", ["v_end"], ["v_sum"], keepdims=0),
+        n("Mul", ["v_sum", "zero"], ["nil_end"]),
+        n("Add", ["logit", "nil_end"], ["logit_delayed"]),
+    ]
+    return init, nodes
+
+
 def _graph(colours: np.ndarray, input_size: tuple[int, int], delay_iters: int) -> onnx.GraphProto:
     k = len(colours)
     h, w = input_size
@@ -72,35 +106,9 @@ def _graph(colours: np.ndarray, input_size: tuple[int, int], delay_iters: int) -
     ]
     last = "logit"
     if delay_iters > 0:
-        # A sequential Loop over a small vector whose start depends on the input
-        # (so it cannot be constant-folded); its result is added times zero.
-        init += [
-            numpy_helper.from_array(np.array(delay_iters, np.int64), "trips"),
-            numpy_helper.from_array(np.array(True), "cond0"),
-            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
-            numpy_helper.from_array(np.full((64,), 0.5, np.float32), "half"),
-        ]
-        body = helper.make_graph(
-            [n("Mul", ["v_in", "b_half"], ["v_mul"]),
-             n("Add", ["v_mul", "b_half"], ["v_out"]),
-             n("Identity", ["c_in"], ["c_out"])],
-            "delay_body",
-            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-             helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
-             helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [64])],
-            [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
-             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [64])],
-            initializer=[numpy_helper.from_array(np.full((64,), 0.5, np.float32), "b_half")],
-        )
-        nodes += [
-            n("ReduceMean", ["images"], ["mean_all"], keepdims=0),
-            n("Mul", ["mean_all", "zero"], ["nil"]),
-            n("Add", ["half", "nil"], ["v0"]),
-            n("Loop", ["trips", "cond0", "v0"], ["v_end"], body=body),
-            n("ReduceSum", ["v_end"], ["v_sum"], keepdims=0),
-            n("Mul", ["v_sum", "zero"], ["nil_end"]),
-            n("Add", ["logit", "nil_end"], ["logit_delayed"]),
-        ]
+        more_init, more_nodes = _delay(delay_iters)
+        init += more_init
+        nodes += more_nodes
         last = "logit_delayed"
     nodes.append(n("Sigmoid", [last], [OUTPUT_NAME]))
     return helper.make_graph(

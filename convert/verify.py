@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edge.errors import FatalError
+
 # FP16 (max): convnext-edge deviates by ~6e-4; the trained EfficientNet-Lite0 Standard by up to 2.7e-2 on
 # a few of 64 photos (mean 2.5e-4): half-precision rounding in every Conv and in the head, amplified where
 # the sigmoid is steep (all Convs in float32: 8e-3; head in float32 too: ~0). The mean gate is what catches
@@ -86,8 +88,11 @@ class ParityReport:
             for r in self.results}}
 
 
-class VerificationError(RuntimeError):
+class VerificationError(FatalError, RuntimeError):
     """A converted graph disagrees with its reference; carries the report."""
+
+    code = "verification_failed"
+    http_status = 500
 
     def __init__(self, report: ParityReport) -> None:
         super().__init__("conversion failed verification, nothing written\n" + report.summary())

@@ -13,14 +13,16 @@ import click
 
 # name -> ("module:attribute", short help shown by `sixview --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "scan": ("edge.scan_cli:scan", "Classify images in files/folders; write JSONL (and CSV)."),
-    "camera": ("edge.camera_cli:camera", "Live loop on a camera, video file or stream."),
+    "scan": ("edge.scan.cli:scan", "Classify images in files/folders; write JSONL (and CSV)."),
+    "camera": ("edge.camera.cli:camera", "Live loop on a camera, video file or stream."),
     "serve": ("edge.serve.cli:serve", "HTTP API and installable web page (upload, live camera)."),
     "eval": ("training.commands.eval:eval_cmd", "Score ONNX models on a labelled set."),
     "train": ("training.commands.train:train", "Train the Standard model on CIFAR-10."),
     "adapt": ("training.commands.adapt:adapt", "Fine-tune Standard into HD on real photos."),
     "convert": ("training.commands.convert:convert", "Keras run -> verified FP32/FP16 ONNX with metadata."),
     "data": ("training.commands.data:data", "Data set tools (report: class balance, corrupt files, duplicates)."),
+    "openworld": ("training.commands.openworld:openworld",
+                  "Fit HD's open-world head (\"none of these\" from what its ImageNet backbone knows)."),
 }
 EXTRA_FOR = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train",
              "sklearn": "train", "matplotlib": "train", "onnxruntime": "cpu", "cv2": "cpu",

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import MAX_PIXELS
+from .errors import BadImage, NotAnImage, TooLarge
 
 # Decoding problems are reported in each record; OpenCV's own log lines would flood a scan.
 # (cv2.utils.logging is in the bindings from 4.13; cv2.setLogLevel(0), silent, in older ones and JetPack's.)
@@ -36,14 +37,28 @@ _ORIENT = {2: ("flip", 1), 3: ("rot", cv2.ROTATE_180), 4: ("flip", 0),
            7: ("transverse", None), 8: ("rot", cv2.ROTATE_90_COUNTERCLOCKWISE)}
 
 
-class DecodeError(ValueError):
-    """A file that is not a decodable image, or one too large to decode."""
+class DecodeError(BadImage, ValueError):
+    """A file that is not a decodable image, or one too large to decode (code `undecodable_image`)."""
+
+
+class NotImageData(DecodeError, NotAnImage):
+    """Bytes that are no image: empty, or in no format Pillow or OpenCV knows (415)."""
+
+    code = NotAnImage.code
+    http_status = NotAnImage.http_status
+
+
+class ImageTooLarge(DecodeError, TooLarge):
+    """An image whose header declares more pixels than the limit, refused undecoded (413)."""
+
+    code = "image_too_large"
+    http_status = TooLarge.http_status
 
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
     """Refuse an image larger than `max_pixels` (before any of its pixels are decoded)."""
     if width * height > max_pixels:
-        raise DecodeError(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
+        raise ImageTooLarge(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
                           f"over the limit of {max_pixels / 1e6:g} (--max-pixels)")
 
 
@@ -81,7 +96,7 @@ def decode(data: bytes, target: Target | None = None, max_pixels: int = MAX_PIXE
     model input size) the image is for: JPEGs are then decoded at reduced size.
     An image whose header declares more than `max_pixels` is refused undecoded."""
     if not data:
-        raise DecodeError("empty file")
+        raise NotImageData("empty file")
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt, (w, h) = im.format, im.size
@@ -91,7 +106,7 @@ def decode(data: bytes, target: Target | None = None, max_pixels: int = MAX_PIXE
         # OpenCV checks its own header-size limit (OPENCV_IO_MAX_IMAGE_PIXELS, set in edge/__init__.py)
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if raw is None or raw.size == 0:
-            raise DecodeError("not an image (unknown format)") from None
+            raise NotImageData("not an image (unknown format)") from None
         check_pixels(raw.shape[1], raw.shape[0], max_pixels)
         bgr = _to_bgr8(raw)
         return Decoded(bgr, bgr.shape[1], bgr.shape[0])

@@ -1,18 +1,20 @@
 """The dual engine and the one per-frame path: decode -> route -> views -> infer -> merge -> decide.
 
-Standard sees thumbnails, HD real photos; each model is opened on first use.
-Every caller (scan, camera, eval, benchmarks) goes through these calls:
+Standard sees thumbnails, HD real photos. Two halves, composed by `Engine`:
 
-- `Engine.load(data)`: `Engine.decode` (JPEGs at a reduced size chosen for the
-  model the image routes to), then render its views: a `Prepared` item;
-- `Engine.prepare(decoded)`: the same for pixels already decoded (camera frames);
-- `Engine.classify(items)`: one model call per role, the model's merge (`meta.merge`: max by default), an optional
-  per-stream score hook, the decision (labels, guess, presence): one `Verdict` per item.
+- `Renderer`: decoding, routing and the views, from the models' metadata alone (no session):
+  `load(data)` (`decode`, JPEGs at a reduced size chosen for the model the image routes to,
+  then the views: a `Prepared` item) and `prepare(decoded)` (pixels already decoded: camera
+  frames). Ray's decoding tasks run a `Renderer` on metadata read on the driver.
+- `Runner`: the model sessions (each opened on first use) and one model call per role
+  (`view_scores`).
+- `Engine`: both, plus each role's `DecisionRule` (`edge/rule.py`, resolved once): `classify(items)`
+  gives one `Verdict` per item (merge, optional per-stream score hook, decision).
 
-Loading is separate from classifying so that a scan can load in worker threads
-while the main thread runs the model. An image is routed once, in `load` or
-`prepare`; its `Prepared` item carries the role and the tiling it was rendered
-with, so per-call settings (a camera's keys) never change the engine itself.
+Loading is separate from classifying so that a scan can load in worker threads while
+the main thread runs the model. An image is routed once, in `load` or `prepare`; its
+`Prepared` item carries the role and the tiling it was rendered with, so per-call
+settings (a camera's keys, a request's options) never change the engine itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +30,20 @@ import numpy as np
 
 from . import MAX_PIXELS
 from .decode import Decoded, decode
-from .merge import Decision, ScoreHook, decide_image, resolve_thresholds
-from .metadata import ROLES, MetadataError
-from .model import Model, open_role
+from .merge import Decision, ScoreHook
+from .metadata import ROLES, MetadataError, ModelMeta
+from .model import Model, check_request, model_file, open_role
+from .onnx_props import PropsError, read_props
 from .preprocess import BatchBuffer, model_input, render_views
+from .rule import DecisionRule
 from .tiling import View, view_boxes, view_count
 
 ROUTINGS = ("auto", *ROLES)
 THUMBNAIL_MAX_SIDE = 64  # short side <= this: a CIFAR-like thumbnail -> Standard
-DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
+try:  # the shipped models: in an installed wheel the `sixview` package's data, in a checkout models/
+    from sixview import MODELS_DIR as DEFAULT_MODELS
+except ImportError:  # edge built without the `sixview` package (the images: SIXVIEW_MODELS names theirs)
+    DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def route(width: int, height: int, routing: str = "auto") -> str:
@@ -43,6 +51,37 @@ def route(width: int, height: int, routing: str = "auto") -> str:
     if routing != "auto":
         return routing
     return "standard" if min(width, height) <= THUMBNAIL_MAX_SIDE else "hd"
+
+
+def reachable(routing: str) -> tuple[str, ...]:
+    """The roles a routing can send an image to (auto: both)."""
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {ROUTINGS}")
+    return ROLES if routing == "auto" else (routing,)
+
+
+def check_role(meta: ModelMeta, role: str, path: Path) -> ModelMeta:
+    """`meta` if its role is `role`; else a MetadataError naming the file."""
+    if meta.role != role:
+        raise MetadataError(f"{path}: metadata says role {meta.role!r}, expected {role!r}")
+    return meta
+
+
+def role_metas(models_dir: Path | str, routing: str = "auto", device: str = "auto",
+               precision: str = "auto") -> dict[str, ModelMeta]:
+    """The metadata of each role the routing can reach, read without a session from the file
+    `model_file` picks (device auto: the CPU's) and checked, so that a missing or invalid model
+    stops a run before any output is touched (a Ray driver's `Renderer` metadata)."""
+    check_request(device, precision)
+    metas = {}
+    for role in reachable(routing):
+        path = model_file(Path(models_dir), role, "cpu" if device == "auto" else device, precision)
+        try:
+            meta = ModelMeta.from_props(read_props(path), str(path))
+        except (PropsError, OSError) as e:
+            raise MetadataError(f"{path}: cannot read its metadata ({e})") from None
+        metas[role] = check_role(meta, role, path)
+    return metas
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,7 +108,7 @@ class Prepared:
 
 @dataclass
 class Verdict:
-    """One image's result: the decision plus everything its record says about how it was reached."""
+    """One image's result: the decision plus what its record says about how it was reached."""
 
     decision: Decision
     role: str
@@ -78,55 +117,27 @@ class Verdict:
     tiling: bool
     width: int
     height: int
-    thresholds: dict[str, float]
-    fallback_min: float  # when nothing passes, the top class is the guess if it scores above this
-    presence_threshold: float  # presence below this: none of the classes (the model's metadata)
-    guess_in_labels: bool  # the reference system's rule: the guess is also put in labels
+    thresholds: dict[str, float]  # the rule's, by class (6 decimals)
     views: tuple[View, ...]
     timings_ms: dict[str, float]
 
 
-class Engine:
-    """Standard and HD models behind one per-frame path; each opened on first use.
+class Renderer:
+    """Decode, route and render views from the models' metadata (`metas`: role -> ModelMeta, or a
+    function of the role); `routing` and `tiling` are defaults that `load` and `prepare` take per call."""
 
-    `routing` (auto|standard|hd) and `tiling` are defaults: `load` and `prepare`
-    take either per call. `guess_in_labels` applies the reference system's rule (the
-    fallback guess is also a label); by default it is kept apart in `Decision.guess`.
-    """
+    def __init__(self, metas: Mapping[str, ModelMeta] | Callable[[str], ModelMeta], routing: str = "auto",
+                 tiling: bool = True, max_pixels: int = MAX_PIXELS):
+        reachable(routing)
+        self.metas, self.routing, self.tiling, self.max_pixels = metas, routing, tiling, max_pixels
 
-    def __init__(self, models_dir: Path | str = DEFAULT_MODELS, routing: str = "auto",
-                 device: str = "auto", precision: str = "auto", threads: int = 0,
-                 tiling: bool = True, threshold: float | None = None, max_pixels: int = MAX_PIXELS,
-                 guess_in_labels: bool = False):
-        if routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {ROUTINGS}")
-        self.models_dir, self.routing, self.device = Path(models_dir), routing, device
-        self.precision, self.threads = precision, threads
-        self.tiling, self.threshold, self.max_pixels = tiling, threshold, max_pixels
-        self.guess_in_labels = guess_in_labels
-        self._models: dict[str, Model] = {}
-        self._lock = threading.Lock()
-        self._buffers: dict[str, BatchBuffer] = {}
-        self._threshold_cache: dict[str, tuple[np.ndarray, dict[str, float]]] = {}
-
-    def model(self, role: str) -> Model:
-        """The model for a role, opened once (thread-safe)."""
-        with self._lock:
-            if role not in self._models:
-                m = open_role(self.models_dir, role, self.device, self.precision, self.threads)
-                if m.meta.role != role:
-                    raise MetadataError(f"{m.path}: metadata says role {m.meta.role!r}, expected {role!r}")
-                self._models[role] = m
-            return self._models[role]
-
-    def check(self) -> list[Model]:
-        """Open every model the routing can reach (auto: both), so that a missing or invalid
-        model or provider stops a run before it reads an image or touches an output."""
-        return [self.model(role) for role in (ROLES if self.routing == "auto" else (self.routing,))]
-
-    def classes(self) -> list[str]:
-        """The class names of the models the routing can reach, in model order, each once."""
-        return list(dict.fromkeys(c for m in self.check() for c in m.meta.classes))
+    def meta(self, role: str) -> ModelMeta:
+        """The metadata of a role's model."""
+        if callable(self.metas):
+            return self.metas(role)
+        if role not in self.metas:
+            raise MetadataError(f"no {role} model in this run's models")
+        return self.metas[role]
 
     def decode(self, data: bytes, *, routing: str | None = None, full: bool = False) -> tuple[Decoded, str]:
         """Decode image bytes for the model they route to (from the header's size): a JPEG at the
@@ -137,7 +148,7 @@ class Engine:
             roles.append(route(w, h, routing or self.routing))
             if full:
                 return None
-            meta = self.model(roles[0]).meta
+            meta = self.meta(roles[0])
             return meta.view_fraction, meta.input_size
 
         decoded = decode(data, target, self.max_pixels)
@@ -159,7 +170,7 @@ class Engine:
 
     def prepare(self, decoded: Decoded, *, routing: str | None = None, tiling: bool | None = None,
                 timings_ms: dict[str, float] | None = None) -> Prepared:
-        """Route decoded pixels (`routing` overrides the engine's: a role sends the image to that
+        """Route decoded pixels (`routing` overrides the default: a role sends the image to that
         model) and render their views for that model."""
         t0 = time.perf_counter()
         role = route(decoded.width, decoded.height, routing or self.routing)
@@ -169,13 +180,33 @@ class Engine:
                 t0: float) -> Prepared:
         """The views of a routed image, as the model's float input; preprocessing time counted from t0."""
         tiling = self.tiling if tiling is None else tiling
-        meta = self.model(role).meta
+        meta = self.meta(role)
         h, w = decoded.bgr.shape[:2]
         views, names = _views(w, h, meta.view_fraction, tiling)
         pixels = model_input(render_views(decoded.bgr, views, meta.input_size))
         timings = dict(timings_ms or {})
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return Prepared(role, tiling, decoded.width, decoded.height, views, names, pixels, timings)
+
+
+class Runner:
+    """The model sessions (each role's opened on first use, thread-safe) and one model call per role."""
+
+    def __init__(self, models_dir: Path | str = DEFAULT_MODELS, device: str = "auto", precision: str = "auto",
+                 threads: int = 0):
+        self.models_dir, self.device, self.precision, self.threads = Path(models_dir), device, precision, threads
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+        self._buffers: dict[str, BatchBuffer] = {}
+
+    def model(self, role: str) -> Model:
+        """The model for a role, opened once; its metadata must name that role."""
+        with self._lock:
+            if role not in self._models:
+                m = open_role(self.models_dir, role, self.device, self.precision, self.threads)
+                check_role(m.meta, role, m.path)
+                self._models[role] = m
+            return self._models[role]
 
     def view_scores(self, items: list[Prepared]) -> tuple[list[np.ndarray], list[float]]:
         """Raw per-view scores (views, classes) for each item, one model call per role,
@@ -201,33 +232,67 @@ class Engine:
                 start += n
         return scores, infer_ms
 
-    def classify(self, items: list[Prepared], hook: ScoreHook | None = None) -> list[Verdict]:
-        """Run prepared images (any mix of roles), merge each one's views and decide (labels, guess,
-        presence, with the model's presence threshold); `hook` (e.g. a stream's smoothing)
-        transforms the merged scores before the decision."""
-        all_scores, infer_ms = self.view_scores(items)
-        verdicts = []
-        for p, scores, ms in zip(items, all_scores, infer_ms, strict=True):
-            t1 = time.perf_counter()
-            model = self.model(p.role)
-            meta = model.meta
-            thresholds, named = self.thresholds(p.role)
-            fallback, presence_threshold = meta.fallback_min_score, meta.presence_threshold
-            decision = decide_image(scores, meta.classes, p.view_names, thresholds, fallback, p.role, hook,
-                                    presence_threshold, self.guess_in_labels, meta.merge)
-            timings = {**p.timings_ms, "infer": ms, "postprocess": (time.perf_counter() - t1) * 1e3}
-            verdicts.append(Verdict(decision, p.role, model.provider, model.precision, p.tiling, p.width, p.height,
-                                    dict(named), fallback, presence_threshold, self.guess_in_labels, p.views,
-                                    timings))
-        return verdicts
 
-    def thresholds(self, role: str) -> tuple[np.ndarray, dict[str, float]]:
-        """A role's thresholds (with the engine's `threshold` override) as a vector and by name, cached."""
-        if role not in self._threshold_cache:
-            meta = self.model(role).meta
-            vec = resolve_thresholds(meta.threshold_vector(), self.threshold)
-            self._threshold_cache[role] = (vec, {c: round(float(t), 6) for c, t in zip(meta.classes, vec, strict=True)})
-        return self._threshold_cache[role]
+class Engine:
+    """A `Renderer` and a `Runner` on one models folder, and each role's `DecisionRule`.
+
+    `routing` (auto|standard|hd) and `tiling` are defaults: `load` and `prepare` take either
+    per call. `threshold` (one for every class) and `guess_in_labels` (the reference system's
+    rule: the fallback guess is also a label) resolve into the rules, once per role.
+    """
+
+    def __init__(self, models_dir: Path | str = DEFAULT_MODELS, routing: str = "auto",
+                 device: str = "auto", precision: str = "auto", threads: int = 0,
+                 tiling: bool = True, threshold: float | None = None, max_pixels: int = MAX_PIXELS,
+                 guess_in_labels: bool = False):
+        self.runner = Runner(models_dir, device, precision, threads)
+        self.renderer = Renderer(lambda role: self.runner.model(role).meta, routing, tiling, max_pixels)
+        self.models_dir, self.routing, self.device, self.precision = Path(models_dir), routing, device, precision
+        self.threads, self.tiling, self.threshold, self.max_pixels = threads, tiling, threshold, max_pixels
+        self.guess_in_labels = guess_in_labels
+        self.load, self.prepare, self.decode = self.renderer.load, self.renderer.prepare, self.renderer.decode
+        self.model, self.view_scores = self.runner.model, self.runner.view_scores
+        self._rules: dict[str, DecisionRule] = {}
+
+    def roles(self) -> tuple[str, ...]:
+        """The roles the engine's routing can reach (auto: both)."""
+        return reachable(self.routing)
+
+    def check(self) -> list[Model]:
+        """Open every model the routing can reach, so that a missing or invalid model or
+        provider stops a run before it reads an image or touches an output."""
+        return [self.model(role) for role in self.roles()]
+
+    def classes(self) -> list[str]:
+        """The class names of the models the routing can reach, in model order, each once."""
+        return list(dict.fromkeys(c for m in self.check() for c in m.meta.classes))
+
+    def rule(self, role: str, threshold: float | None = None) -> DecisionRule:
+        """A role's decision rule (the engine's threshold and guess_in_labels; resolved once);
+        with `threshold`, that rule with one threshold for every class (a request's own)."""
+        if role not in self._rules:
+            self._rules[role] = DecisionRule.of(self.model(role).meta, threshold=self.threshold,
+                                                guess_in_labels=self.guess_in_labels)
+        return self._rules[role].with_threshold(threshold)
+
+    def classify(self, items: list[Prepared], hook: ScoreHook | None = None,
+                 rules: Mapping[str, DecisionRule] | None = None) -> list[Verdict]:
+        """Run prepared images (any mix of roles) and decide each one (`rules`: role -> rule, default
+        the engine's); `hook` (e.g. a stream's smoothing) transforms the merged scores first."""
+        all_scores, infer_ms = self.view_scores(items)
+        return [self.verdict(p, s, ms, hook, (rules or {}).get(p.role))
+                for p, s, ms in zip(items, all_scores, infer_ms, strict=True)]
+
+    def verdict(self, item: Prepared, scores: np.ndarray, infer_ms: float, hook: ScoreHook | None = None,
+                rule: DecisionRule | None = None) -> Verdict:
+        """One item's verdict from its view scores, by `rule` (default: the engine's for its role)."""
+        t1 = time.perf_counter()
+        model = self.model(item.role)
+        rule = rule or self.rule(item.role)
+        decision = rule.decide(scores, item.view_names, item.role, hook)
+        timings = {**item.timings_ms, "infer": infer_ms, "postprocess": (time.perf_counter() - t1) * 1e3}
+        return Verdict(decision, item.role, model.provider, model.precision, item.tiling, item.width, item.height,
+                       dict(rule.named_thresholds), item.views, timings)
 
     def classify_image(self, decoded: Decoded) -> Verdict:
         """Convenience: prepare and classify one decoded image with the engine's defaults."""

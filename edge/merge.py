@@ -1,4 +1,4 @@
-"""Merging the views' scores and deciding labels: pure functions, the one decision rule.
+"""Merging the views' scores and the decision's building blocks: pure functions.
 
 The decision says one of three things about an image: the confident classes
 (score >= threshold), or, when none is confident, a guess (the top class when
@@ -11,19 +11,18 @@ the views' scores, the default) or `logit_linear`, a view-aware merge fitted on
 labelled photos (`training/eval/merge_fit.py`):
 sigmoid(w_whole * z_whole + w_crop_max * max(z_crops) + w_crop_mean * mean(z_crops) + bias_class),
 z = logit of a view's score clipped to [EPS, 1 - EPS]. With one view (tiling off)
-the crop features are the whole view's logit. The runtime (`decide_image`) and
-evaluation (`training/eval/`) both merge through `merged_scores`. Whatever the
+the crop features are the whole view's logit. Whatever the
 merge, the winning view of a class is the view with the highest score for it.
 
-For a few classes, plain Python over lists (after one `tolist()`) is several
-times cheaper than small numpy calls, so the per-frame path works on lists
-(the max merge; `logit_linear` is one `merged_scores` call).
+These are the building blocks of `edge/rule.py: DecisionRule`, which puts them
+together once for the runtime, `sixview eval` and the benchmarks.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +135,7 @@ def merged_scores(view_scores: np.ndarray, merge: Mapping[str, Any] | None = Non
                   classes: Sequence[str] | None = None) -> np.ndarray:
     """The merged scores (..., K) of (views, K) or (N, views, K) view scores, by the model's
     `merge` (its metadata; None: max), in the view scores' float dtype. `max`: per class the max
-    over the views (NaN wins, as in `decide_image`). `logit_linear`:
+    over the views (NaN wins). `logit_linear`:
     sigmoid(w . `merge_features` + bias[class]), `classes` naming the columns (for the bias)."""
     view_scores = np.asarray(view_scores)
     if view_scores.ndim < 2 or view_scores.shape[-2] == 0:
@@ -155,48 +154,25 @@ def merged_scores(view_scores: np.ndarray, merge: Mapping[str, Any] | None = Non
     return out.astype(dtype, copy=False)
 
 
-def resolve_thresholds(model_thresholds: list[float], override: float | None) -> np.ndarray:
-    """The model's per-class thresholds, or one value for all classes (`--threshold`)."""
-    if override is not None:
-        if not 0.0 <= override <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {override}")
-        return np.full(len(model_thresholds), override, dtype=np.float32)
-    return np.asarray(model_thresholds, dtype=np.float32)
+class ScoreSmoother:
+    """A score hook (the camera's `--smooth`): each class's merged score averaged over the last k
+    frames, so the decision is taken on the mean (k == 1: no smoothing)."""
 
+    def __init__(self, k: int = 1):
+        if k < 1:
+            raise ValueError(f"--smooth must be >= 1, got {k}")
+        self.k = k
+        self._history: deque[np.ndarray] = deque(maxlen=k)
+        self._role: str | None = None
 
-def decide_image(view_scores: np.ndarray, classes: tuple[str, ...], view_names: tuple[str, ...],
-                 thresholds: np.ndarray, fallback_min: float, role: str = "",
-                 hook: ScoreHook | None = None, presence_threshold: float = 0.0,
-                 guess_in_labels: bool = False, merge: Mapping[str, Any] | None = None) -> Decision:
-    """Merge one image's (views, classes) scores by the model's `merge` (None: max; see
-    `merged_scores`), keeping for each class the view with the highest score, let `hook`
-    transform the merged scores, and decide: `presence` below `presence_threshold` means none of
-    the classes; else `choose` gives the labels and the guess (with `guess_in_labels`, the
-    reference system's rule, the guess is also the label)."""
-    if view_scores.ndim != 2 or view_scores.shape[0] == 0:
-        raise ValueError(f"expected (views, classes) scores, got shape {view_scores.shape}")
-    winner = view_scores.argmax(axis=0).tolist()
-    if merge is None or merge.get("kind", "max") == "max":  # the fast path: lists, no numpy merge
-        rows = view_scores.tolist()  # exact: float32 -> float changes no comparison and no round()
-        merged = [rows[w][c] for c, w in enumerate(winner)]
-    else:
-        merged = merged_scores(view_scores, merge, classes).tolist()  # in the view scores' dtype
-    # round(s, 6) == round(s * 1e6) / 1e6 (3x cheaper) where s * 1e6 is exact: float32/float16 scores in (0, 1]
-    exact = view_scores.dtype == np.float32 or view_scores.dtype == np.float16
-    if hook is not None:
-        merged, exact = [float(s) for s in hook(role, merged)], False
-    present = presence(merged)
-    if present < presence_threshold:
-        chosen, top = [], None
-    else:
-        chosen, top = choose(merged, thresholds.tolist(), in_dtype(fallback_min, view_scores.dtype))
-    scores = {c: round(s * 1e6) / 1e6 if exact and 0.0 < s <= 1.0 else round(s, 6)
-              for c, s in zip(classes, merged, strict=True)}
-    labels = [classes[i] for i in chosen]
-    guess = None
-    if top is not None:
-        guess = (classes[top], scores[classes[top]])
-        if guess_in_labels:
-            labels.append(classes[top])
-    return Decision(scores, {c: view_names[w] for c, w in zip(classes, winner, strict=True)},
-                    labels, guess, present)
+    def reset(self) -> None:
+        """Forget the history (routing or tiling changed)."""
+        self._history.clear()
+
+    def __call__(self, role: str, scores: list[float]) -> list[float]:
+        """The mean of the last k frames' merged scores of the same model (history reset on a change)."""
+        if role != self._role or (self._history and len(self._history[0]) != len(scores)):
+            self.reset()
+            self._role = role
+        self._history.append(np.asarray(scores, np.float64))
+        return np.mean(self._history, axis=0).tolist()

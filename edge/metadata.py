@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import ModelInvalid
+
 FORMAT_VERSION = 1
 ROLES = ("standard", "hd")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -36,8 +38,8 @@ DEFAULT_MERGE = {"kind": "max"}  # the max over the views (edge.merge.merged_sco
 MERGE_KEYS = {"max": {"kind", "fitted_on"}, "logit_linear": {"kind", "w", "bias", "fitted_on"}}
 
 
-class MetadataError(ValueError):
-    """A model file whose metadata is missing or invalid."""
+class MetadataError(ModelInvalid, ValueError):
+    """A model file whose metadata is missing or invalid (a setup error, code `model_invalid`)."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ def record(key: str, value: Any, verdict: Verdict | None = None, *, width: int |
 
     `labels` are the confident classes (with `guess_in_labels`, the guess when there is none);
     `guess` is {"label", "score"} of the top class when no class is confident and it scores above
-    the fallback score (null otherwise); `presence` is P(at least one class), 6 decimals."""
-    timings = dict(verdict.timings_ms if verdict else (timings_ms or {}))
+    the fallback score (null otherwise); `presence` is P(at least one class), 6 decimals.
+    `timings_ms` given with a verdict are added to (and replace the same stages of) the verdict's."""
+    timings = {**(verdict.timings_ms if verdict else {}), **(timings_ms or {})}
     timings["total"] = sum(v for k, v in timings.items() if k != "total")
     rec: dict[str, Any]
     if verdict is not None:

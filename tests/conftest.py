@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny colour-detector models and synthetic images."""
+"""Shared fixtures (tiny colour-detector models, synthetic images) and the test tiers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,67 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# -- the tiers (markers in pyproject.toml; `make test-fast`: unit; `make test`: unit, integration, system) ---------
+#   unit         in-process and fast: no subprocess, network, server or model training (the tier: < 2 min, 2 cores)
+#   integration  a real server, the real models or data, Ray, the CLI in a subprocess
+#   system       a browser, a window under Xvfb, podman images, model training, the wheel in a fresh virtualenv
+# A test's tier: its own mark (@pytest.mark.system, or a module's pytestmark), else TEST_TIERS, else its module's in
+# MODULE_TIERS (a module there is wholly of that tier), else unit; `slow` moves a test left to unit into system.
+TIERS = ("unit", "integration", "system")
+MODULE_TIERS = {
+    "test_adapt": "system",  # adapts tiny Keras models: training
+    "test_training_train": "system",  # trains tiny Keras models (MLflow, a MirroredStrategy in a subprocess)
+    "test_efficientnet": "system",  # EfficientNet-Lite ported, trained (head), converted; ImageNet check photos
+    "test_convert_pipeline": "system",  # whole Keras models converted, ConvNeXt-Base included (minutes)
+    "test_web_page": "system",  # Chromium through Playwright
+    "test_serve": "integration",  # uvicorn on a port
+    "test_serve_cli": "integration",  # `sixview serve` in a subprocess; the load test
+    "test_ray_scan": "integration",  # Ray
+    "test_bench_scripts": "integration",  # the benchmarks as subprocesses (TensorFlow for the reference path)
+    "test_frame_budget": "integration",  # a benchmark as a subprocess, Keras models converted
+    "test_convert_fixes": "integration",  # Keras -> tf2onnx -> ONNX Runtime (TensorFlow's import: ~20 s)
+    "test_training_shared": "integration",  # the real data sets
+    "test_training_pipeline": "integration",  # tf.data and MixUp in TensorFlow (no training; the import: ~10 s)
+}
+TEST_TIERS = {  # tests of a unit module that are not unit tests (modules owned elsewhere: kept here, not marked there)
+    "test_scan::test_runtime_never_imports_tensorflow": "integration",  # a subprocess
+    "test_scan::test_scan_voc07_val": "integration",  # 669 real photos
+    "test_eval::test_eval_does_not_import_tensorflow": "integration",
+    "test_faults::test_a_second_writer_is_refused_not_interleaved": "integration",
+    "test_faults::test_camera_counts_add_up_after_sigterm": "integration",
+    "test_atomic::test_a_write_killed_midway_keeps_the_old_file": "integration",
+    "test_make_models::test_a_resumed_runs_stage_records_the_runs_own_wall_time": "integration",
+}
+# Marked in their own files: test_wheel (system), test_container's podman tests and test_camera_view's window
+# under Xvfb (system); the rest of those two modules is unit.
+
+
+def tier_of(item: pytest.Item) -> str:
+    marked = {m.name for m in item.iter_markers() if m.name in TIERS}
+    if len(marked) > 1:
+        raise pytest.UsageError(f"{item.nodeid} is marked {sorted(marked)}: one tier only")
+    if marked:
+        return marked.pop()
+    module = item.path.stem
+    tier = TEST_TIERS.get(f"{module}::{getattr(item, 'originalname', item.name)}") or MODULE_TIERS.get(module)
+    if tier is None and item.get_closest_marker("slow"):
+        return "system"
+    return tier or "unit"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With `-m <tier>` alone, a module that MODULE_TIERS puts wholly in another tier is not even imported
+    (TensorFlow's import alone would be much of the unit tier's time)."""
+    wanted = (config.getoption("markexpr", "") or "").strip()
+    tier = MODULE_TIERS.get(collection_path.stem) if collection_path.suffix == ".py" else None
+    return True if wanted in TIERS and tier is not None and tier != wanted else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(tier_of(item))
 
 
 def need_shared(*parts: str) -> Path:

@@ -18,11 +18,11 @@ pytest.importorskip("onnxruntime")
 from convert.toy import save_colour_model  # noqa: E402
 from edge import sources  # noqa: E402
 from edge.camera import LoopState, ScoreSmoother, handle_key, run_camera  # noqa: E402
-from edge.camera_cli import camera  # noqa: E402
+from edge.camera.cli import camera  # noqa: E402
 from edge.decode import Decoded  # noqa: E402
 from edge.draw import MUTED, Style, class_colour, draw_verdict, none_of  # noqa: E402
 from edge.engine import Engine  # noqa: E402
-from edge.merge import decide_image  # noqa: E402
+from edge.rule import DecisionRule  # noqa: E402
 from edge.sources import FrameSource, SourceError, SourceSpec, parse_source  # noqa: E402
 
 W, H = 128, 96  # short side > 64: `--engine auto` routes it to HD
@@ -348,8 +348,8 @@ def test_window_without_gui_or_model_errors_are_one_line(models, video, tmp_path
 def _decide(hook: ScoreSmoother, red: float, green: float, role: str = "hd") -> list[str]:
     """The labels, with the guess (if any) as the reference system's rule puts it there."""
     s = np.array([[red, green], [red / 2, green / 2]], np.float32)
-    d = decide_image(s, ("red", "green"), ("whole", "centre"), np.float32([0.3, 0.3]), 0.2, role, hook,
-                     guess_in_labels=True)
+    rule = DecisionRule(("red", "green"), (0.3, 0.3), 0.2, guess_in_labels=True)
+    d = rule.decide(s, ("whole", "centre"), role, hook)
     return d.labels
 
 

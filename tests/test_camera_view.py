@@ -1,5 +1,6 @@
 """What the user sees: the overlay at 320x240 to 4K, `scan --annotate`, and the camera window
-itself under Xvfb (a GUI OpenCV in .venv-gui/, keys sent with xdotool, a screenshot).
+itself under Xvfb (a GUI OpenCV in a virtualenv of its own under ~/.cache/sixview/, keys sent with xdotool,
+a screenshot).
 
 `SIXVIEW_GUI_VENV=path` runs the window in that virtualenv instead (e.g. one with OpenCV 4.x).
 `SIXVIEW_UPDATE_DOCS=1` also writes the pictures the README shows: docs/camera-window.png,
@@ -171,7 +172,7 @@ def test_window_size_and_qt_fonts(tmp_path):
 
 
 def test_scan_annotate_image(colour_models, tmp_path):
-    from edge.scan_cli import scan
+    from edge.scan.cli import scan
 
     photo = tmp_path / "in" / "scene.png"
     photo.parent.mkdir()
@@ -187,14 +188,17 @@ def test_scan_annotate_image(colour_models, tmp_path):
 
 
 # -- the window, under Xvfb --------------------------------------------------------------
-GUI_VENV = Path(os.environ.get("SIXVIEW_GUI_VENV") or REPO / ".venv-gui")  # set: used as it is (another OpenCV)
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sixview"
+# never inside the checkout: one virtualenv per checkout, kept across runs (SIXVIEW_GUI_VENV set: used as it is)
+GUI_VENV = Path(os.environ.get("SIXVIEW_GUI_VENV")
+                or CACHE / f"venv-gui-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}")
 GUI_TOOLS = ("Xvfb", "xdotool")
 
 
 def gui_python() -> Path:
-    """A virtualenv with the GUI OpenCV (`pip install -e '.[gui]'`), cached in .venv-gui/ and
-    refreshed when pyproject.toml changes; skips the test when pip cannot install it or its
-    OpenCV cannot load (system libraries missing)."""
+    """A virtualenv with the GUI OpenCV (`pip install -e '.[gui]'` of this checkout), kept in
+    ~/.cache/sixview/venv-gui-<checkout>/ and refreshed when pyproject.toml or setup.py changes; skips the
+    test when pip cannot install it or its OpenCV cannot load (system libraries missing)."""
     py = _gui_install()
     r = subprocess.run([str(py), "-c", "import cv2"], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
@@ -207,9 +211,10 @@ def _gui_install() -> Path:
     if os.environ.get("SIXVIEW_GUI_VENV"):
         return py
     stamp = GUI_VENV / ".sixview-pyproject"
-    want = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256(b"".join((REPO / f).read_bytes() for f in ("pyproject.toml", "setup.py"))).hexdigest()
     if py.exists() and stamp.exists() and stamp.read_text() == want:
         return py
+    GUI_VENV.parent.mkdir(parents=True, exist_ok=True)
     steps = [] if py.exists() else [[sys.executable, "-m", "venv", str(GUI_VENV)]]
     steps.append([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f"{REPO}[gui]"])
     for cmd in steps:
@@ -283,7 +288,7 @@ def make_clip(path: Path, w: int = 640, h: int = 480, frames: int = 60) -> Path:
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.system  # a GUI virtualenv, Xvfb, xdotool
 def test_camera_window_under_xvfb(colour_models, xvfb, tmp_path):
     display, screen = xvfb
     py = gui_python()

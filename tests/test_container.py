@@ -1,10 +1,10 @@
 """The container images (docker/, compose.yaml).
 
-Always: the three Dockerfiles, read by Docker's own parser, share one layout (user, paths, health check,
-command), and compose.yaml has what it promises. Where podman runs (root, podman and debootstrap installed;
-.ci/run installs them): the CPU image is built from a Debian base made here by debootstrap (no registry), then
-it serves the API and page, scans a mounted folder, runs as a user other than root, passes its health check,
-and `podman-compose up` of compose.yaml serves the page.
+Always (unit tier): the three Dockerfiles, read by Docker's own parser, share one layout (user, paths,
+health check, command), and compose.yaml has what it promises. Where podman runs (system tier; root, podman
+and debootstrap installed; .ci/run installs them): the CPU image is built from a Debian base made here by
+debootstrap (no registry), then it serves the API and page, scans a mounted folder, runs as a user other than
+root, passes its health check, and `podman-compose up` of compose.yaml serves the page.
 
 podman keeps its images and build cache in $SIXVIEW_PODMAN_DIR (default /var/tmp/sixview-podman), so a
 second run reuses the base (remade after a week) and the build's layers.
@@ -314,6 +314,7 @@ def check_record(record: dict, classes: set[str]) -> None:
     assert record["provider"] in ("openvino", "cpu") and record["engine"] in ("standard", "hd")
 
 
+@pytest.mark.system  # podman: the image built and run
 def test_serves_the_api_and_page(server):
     _, url = server
     with httpx.Client(base_url=url, timeout=60) as c:
@@ -329,6 +330,7 @@ def test_serves_the_api_and_page(server):
         assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "<html" in page.text
 
 
+@pytest.mark.system  # podman: the image built and run
 def test_runs_as_a_user_other_than_root_and_passes_its_health_check(podman, server):
     name, _ = server
     assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
@@ -339,6 +341,7 @@ def test_runs_as_a_user_other_than_root_and_passes_its_health_check(podman, serv
     assert "/healthz" in test
 
 
+@pytest.mark.system  # podman: the image built and run
 def test_scan_of_a_mounted_folder(podman, image, tmp_path):
     data = tmp_path / "photos"
     data.mkdir()
@@ -358,6 +361,7 @@ def test_scan_of_a_mounted_folder(podman, image, tmp_path):
     assert out.stat().st_uid == 10001  # written by the image's user
 
 
+@pytest.mark.system  # podman: the image built and run
 def test_compose_up_serves_the_page(podman, image, base, tmp_path):
     compose = shutil.which("podman-compose") or str(Path(sys.executable).parent / "podman-compose")
     if not Path(compose).is_file():

@@ -80,7 +80,7 @@ def _props(path: Path) -> dict:
 
 def test_edge_writes_verified_fp32_and_fp16(edge_converted):
     model, out, files, imgs = edge_converted
-    assert sorted(p.name for p in files) == ["standard.fp16.onnx", "standard.onnx"]
+    assert sorted(p.name for p in files.paths) == ["standard.fp16.onnx", "standard.onnx"]
     assert sorted(p.name for p in out.iterdir()) == ["standard.fp16.onnx", "standard.onnx"]
     want = model(imgs.astype(np.float32), training=False).numpy()
     fp32 = run_onnx(onnx.load(str(out / "standard.onnx")), imgs)
@@ -111,7 +111,7 @@ def test_metadata_round_trips_into_the_runtime(edge_converted):
 
 def test_keras_applications_convnext_tiny_converts(tiny_converted):
     model, out, files, imgs, seconds = tiny_converted
-    assert sorted(p.name for p in files) == ["hd.fp16.onnx", "hd.onnx"]
+    assert sorted(p.name for p in files.paths) == ["hd.fp16.onnx", "hd.onnx"]
     fp32 = onnx.load(str(out / "hd.onnx"))
     assert unsupported_ops(fp32) == []
     assert any(a.name == "group" and a.i > 1 for n in fp32.graph.node if n.op_type == "Conv"

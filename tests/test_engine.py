@@ -12,6 +12,7 @@ from convert.toy import save_colour_model
 from edge.decode import Decoded
 from edge.engine import Engine
 from edge.errors import per_image
+from edge.metadata import MetadataError
 from edge.model import ModelError
 from edge.records import FIELDS, record
 from edge.tiling import VIEW_NAMES
@@ -85,8 +86,9 @@ def test_classify_mixed_roles_in_order_with_one_call_per_role(colour_models):
     v = verdicts[0]
     assert (v.width, v.height, v.precision) == (600, 450, "fp32")
     assert v.provider in ("cpu", "openvino")  # --device auto on a CPU: OpenVINO when installed
-    assert v.fallback_min == pytest.approx(0.2) and v.thresholds == {"red": 0.3, "green": 0.3, "blue": 0.3}
-    assert (v.presence_threshold, v.guess_in_labels, v.decision.guess) == (0.0, False, None)
+    assert v.thresholds == {"red": 0.3, "green": 0.3, "blue": 0.3} and v.decision.guess is None
+    rule = engine.rule("hd")
+    assert (rule.fallback_min, rule.presence_threshold, rule.guess_in_labels) == (pytest.approx(0.2), 0.0, False)
     assert v.decision.presence == pytest.approx(1 - np.prod([1 - x for x in v.decision.scores.values()]), abs=1e-6)
     assert {"preprocess", "infer", "postprocess"} <= set(v.timings_ms)
 
@@ -112,7 +114,7 @@ def test_guess_kept_apart_unless_guess_in_labels(colour_models, guess_in_labels)
     [v] = engine.classify([engine.prepare(Decoded(grey_with_square(), 600, 450))])
     d = v.decision
     assert d.guess == ("red", d.scores["red"]) and 0.9 < d.scores["red"] < 0.99
-    assert d.labels == (["red"] if guess_in_labels else []) and v.guess_in_labels is guess_in_labels
+    assert d.labels == (["red"] if guess_in_labels else []) and engine.rule("hd").guess_in_labels is guess_in_labels
     rec = record("path", "a.png", v)
     assert rec["guess"] == {"label": "red", "score": d.scores["red"]} and rec["labels"] == d.labels
     assert rec["presence"] == round(d.presence, 6) and rec["presence"] > d.scores["red"]
@@ -123,7 +125,7 @@ def test_the_models_presence_threshold_says_none_of_the_classes(tmp_path):
     engine = Engine(tmp_path, routing="hd", guess_in_labels=True)
     small, large = (engine.prepare(Decoded(grey_with_square(side=s), 600, 450), tiling=False) for s in (90, 300))
     v_small, v_large = engine.classify([small, large])
-    assert v_small.presence_threshold == 0.97 and v_small.decision.presence < 0.97
+    assert engine.rule("hd").presence_threshold == 0.97 and v_small.decision.presence < 0.97
     assert v_small.decision.labels == [] and v_small.decision.guess is None
     assert v_large.decision.presence > 0.97 and v_large.decision.labels == ["red"]
     strict = Engine(tmp_path, routing="hd", threshold=0.99)
@@ -155,3 +157,34 @@ def test_error_policy_per_image_vs_setup(colour_models, tmp_path):
     no_models = Engine(tmp_path / "nothing")
     with pytest.raises(ModelError, match="no hd model"):
         per_image(no_models.load, png(grey_with_square()))
+
+
+def test_a_request_threshold_is_a_rule_not_an_engine(colour_models):
+    engine = Engine(colour_models)
+    item = engine.prepare(Decoded(grey_with_square(), 600, 450))
+    [v] = engine.classify([item], rules={"hd": engine.rule("hd", 0.99)})
+    [own] = Engine(colour_models, threshold=0.99).classify([item])
+    assert v.decision == own.decision and v.thresholds == own.thresholds == {"red": 0.99, "green": 0.99, "blue": 0.99}
+    assert engine.rule("hd").named_thresholds == {"red": 0.3, "green": 0.3, "blue": 0.3}  # the engine's own: unchanged
+
+
+def test_renderer_needs_only_metadata(colour_models):
+    from edge.engine import Renderer
+
+    engine = Engine(colour_models)
+    metas = {role: engine.model(role).meta for role in ("standard", "hd")}
+    p = Renderer(metas).load(png(grey_with_square()))
+    q = engine.load(png(grey_with_square()))
+    assert p.role == q.role == "hd" and np.array_equal(p.pixels, q.pixels)
+    with pytest.raises(MetadataError, match="no hd model"):
+        Renderer({"standard": metas["standard"]}).load(png(grey_with_square()))
+
+
+def test_record_adds_the_timings_it_is_given(colour_models):
+    engine = Engine(colour_models)
+    [v] = engine.classify([engine.load(png(grey_with_square()))])
+    rec = record("path", "a.png", v, timings_ms={"decode": 5.0, "queue": 2.0})
+    assert rec["timings_ms"]["decode"] == 5.0 and rec["timings_ms"]["queue"] == 2.0
+    assert rec["timings_ms"]["infer"] == round(v.timings_ms["infer"], 3)
+    assert rec["timings_ms"]["total"] == pytest.approx(sum(x for k, x in rec["timings_ms"].items() if k != "total"),
+                                                       abs=0.01)

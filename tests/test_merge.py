@@ -3,7 +3,16 @@ import math
 import numpy as np
 import pytest
 
-from edge.merge import choose, decide_image, presence, resolve_thresholds
+from edge.merge import choose, presence
+from edge.rule import DecisionRule
+
+
+def decide_with(s, classes, names, thresholds, fallback_min, role="", hook=None, presence_threshold=0.0,
+                guess_in_labels=False, merge=None):
+    """One image's decision by the rule made of these settings."""
+    rule = DecisionRule(tuple(classes), tuple(np.asarray(thresholds).tolist()), fallback_min, presence_threshold,
+                        guess_in_labels, merge)
+    return rule.decide(s, names, role, hook)
 
 
 def merge_max(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +38,7 @@ def presence_np(scores: np.ndarray) -> float:
 
 def test_merge_keeps_the_winning_view():
     s = np.array([[0.1, 0.9, 0.2], [0.7, 0.1, 0.2], [0.3, 0.95, 0.1]], np.float32)
-    d = decide_image(s, ("a", "b", "c"), ("v0", "v1", "v2"), np.ones(3, np.float32), 0.2)
+    d = decide_with(s, ("a", "b", "c"), ("v0", "v1", "v2"), np.ones(3, np.float32), 0.2)
     assert d.scores == pytest.approx({"a": 0.7, "b": 0.95, "c": 0.2})
     assert d.views == {"a": "v1", "b": "v2", "c": "v0"}  # ties go to the first view
 
@@ -93,7 +102,7 @@ TH = np.float32([0.5, 0.5, 0.5])
 ])
 def test_rule_table(scores, kwargs, labels, guess):
     s = np.float32([scores])
-    d = decide_image(s, ("a", "b", "c"), ("whole",), TH, 0.2, **kwargs)
+    d = decide_with(s, ("a", "b", "c"), ("whole",), TH, 0.2, **kwargs)
     assert d.labels == labels
     assert d.guess == (None if guess is None else (guess[0], pytest.approx(guess[1])))
     assert d.presence == pytest.approx(presence_np(s[0]), rel=1e-12)
@@ -101,28 +110,29 @@ def test_rule_table(scores, kwargs, labels, guess):
 
 def test_guess_score_is_the_rounded_merged_score():
     s = np.float32([[0.1, 0.27, 0.05], [0.2, 0.05, 0.1]])
-    d = decide_image(s, ("a", "b", "c"), ("whole", "centre"), TH, 0.2)
+    d = decide_with(s, ("a", "b", "c"), ("whole", "centre"), TH, 0.2)
     assert d.labels == [] and d.guess == ("b", d.scores["b"]) and d.scores["b"] == 0.27
     assert d.presence == pytest.approx(1 - 0.8 * 0.73 * 0.9, rel=1e-6)
 
 
 def test_threshold_override():
-    np.testing.assert_allclose(resolve_thresholds([0.5, 0.3], None), [0.5, 0.3])
-    np.testing.assert_allclose(resolve_thresholds([0.5, 0.3], 0.7), [0.7, 0.7])
+    rule = DecisionRule(("a", "b"), (0.5, 0.3), 0.2)
+    assert rule.with_threshold(None) is rule and rule.named_thresholds == {"a": 0.5, "b": 0.3}
+    assert rule.with_threshold(0.7).named_thresholds == {"a": 0.7, "b": 0.7}
     with pytest.raises(ValueError):
-        resolve_thresholds([0.5], 1.5)
+        rule.with_threshold(1.5)
 
 
-def test_decide_image_names_views():
+def test_rule_decide_names_views():
     s = np.array([[0.1, 0.6], [0.8, 0.2]], np.float32)
-    d = decide_image(s, ("cat", "dog"), ("whole", "centre"), np.array([0.5, 0.5]), 0.2)
+    d = decide_with(s, ("cat", "dog"), ("whole", "centre"), np.array([0.5, 0.5]), 0.2)
     assert d.labels == ["cat", "dog"]
     assert d.views == {"cat": "centre", "dog": "whole"}
     assert d.scores == pytest.approx({"cat": 0.8, "dog": 0.6})
 
 
 def _reference(s, classes, names, thresholds, fallback_min, presence_threshold=0.0, guess_in_labels=False):
-    """decide_image spelled with the numpy building blocks it must agree with."""
+    """The rule spelled with the numpy building blocks it must agree with."""
     merged, winner = merge_max(s)
     present = presence_np(merged)
     chosen, top = ([], None) if present < presence_threshold else decide(merged, thresholds, fallback_min)
@@ -139,7 +149,7 @@ def _same_floats(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
-def test_decide_image_agrees_with_numpy_merge_and_decision(dtype):
+def test_rule_decide_agrees_with_numpy_merge_and_decision(dtype):
     rng = np.random.default_rng(0)
     for trial in range(1500):
         v, c = int(rng.integers(1, 7)), int(rng.integers(1, 12))
@@ -154,30 +164,30 @@ def test_decide_image_agrees_with_numpy_merge_and_decision(dtype):
         else:
             s = rng.random((v, c))
         s = s.astype(dtype)
-        th = rng.choice([0.0, 0.2, 0.3, 0.5, 1.0], c).astype(np.float32 if trial % 3 else np.float64)
+        th = rng.choice([0.0, 0.2, 0.3, 0.5, 1.0], c).astype(np.float32)  # the rule holds float32 thresholds
         fb = (0.2, 0.0, 0.25)[trial % 3]
         kw = {"presence_threshold": (0.0, 0.4, 0.7, 0.99)[trial % 4 if trial % 5 else 0],
               "guess_in_labels": trial % 7 == 0}
         classes, names = tuple(f"c{i}" for i in range(c)), tuple(f"v{i}" for i in range(v))
         scores, views, labels, guess, present = _reference(s, classes, names, th, fb, **kw)
-        d = decide_image(s, classes, names, th, fb, **kw)
+        d = decide_with(s, classes, names, th, fb, **kw)
         assert d.labels == labels and d.views == views and _same_floats(d.scores, scores), (s, th, fb, kw)
         assert d.guess == guess and (d.presence == pytest.approx(present, rel=1e-12, abs=1e-15)
                                      or (math.isnan(d.presence) and math.isnan(present))), (s, th, fb, kw)
 
 
-def test_decide_image_rounding_matches_round():
+def test_rule_decide_rounding_matches_round():
     # float32 scores: round(s * 1e6) / 1e6 must give round(s, 6) exactly, ties (k / 128) included
     rng = np.random.default_rng(1)
     s = np.concatenate([rng.random(20000, dtype=np.float32), np.arange(129, dtype=np.float32) / 128,
                         rng.random(5000, dtype=np.float32) * 1e-5, np.float32([1e-45, 1.0, 4.9999997e-7])])
-    d = decide_image(s[None, :], tuple(map(str, range(s.size))), ("whole",), np.ones(s.size, np.float32), 0.2)
+    d = decide_with(s[None, :], tuple(map(str, range(s.size))), ("whole",), np.ones(s.size, np.float32), 0.2)
     assert list(d.scores.values()) == [round(float(x), 6) for x in s]
 
 
-def test_decide_image_rejects_bad_shapes():
+def test_rule_decide_rejects_bad_shapes():
     with pytest.raises(ValueError):
-        decide_image(np.zeros((0, 3), np.float32), ("a", "b", "c"), (), np.zeros(3, np.float32), 0.2)
+        decide_with(np.zeros((0, 3), np.float32), ("a", "b", "c"), (), np.zeros(3, np.float32), 0.2)
 
 
 def test_hook_sees_merged_scores_before_the_decision():
@@ -188,7 +198,7 @@ def test_hook_sees_merged_scores_before_the_decision():
         return [x / 2 for x in merged]
 
     s = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
-    d = decide_image(s, ("a", "b"), ("whole", "centre"), np.float32([0.5, 0.5]), 0.2, "hd", halve)
+    d = decide_with(s, ("a", "b"), ("whole", "centre"), np.float32([0.5, 0.5]), 0.2, "hd", halve)
     assert seen == [("hd", pytest.approx([0.9, 0.8]))]
     assert d.scores == pytest.approx({"a": 0.45, "b": 0.4}) and d.labels == []  # nothing passes: the guess
     assert d.guess == ("a", pytest.approx(0.45)) and d.presence == pytest.approx(1 - 0.55 * 0.6)
@@ -216,9 +226,9 @@ def test_merged_scores_max_is_todays_max_exactly():
         for vs in many[:10]:
             one = merged_scores(vs, merge)
             assert np.array_equal(one, merge_max(vs)[0])
-            # decide_image: the same merged scores whether the max merge is named or not
-            d = decide_image(vs, names, VIEWS6, np.full(7, 0.5, np.float32), 0.2, merge=merge)
-            assert d == decide_image(vs, names, VIEWS6, np.full(7, 0.5, np.float32), 0.2)
+            # the rule: the same merged scores whether the max merge is named or not
+            d = decide_with(vs, names, VIEWS6, np.full(7, 0.5, np.float32), 0.2, merge=merge)
+            assert d == decide_with(vs, names, VIEWS6, np.full(7, 0.5, np.float32), 0.2)
             assert list(d.scores.values()) == [round(float(x), 6) for x in one]
     assert np.array_equal(merged_scores(many[:, :1], None, names), many[:, 0])  # tiling off: view 0
 
@@ -275,7 +285,7 @@ def test_logit_linear_with_one_view_uses_the_whole_view_for_the_crop_features():
     assert np.allclose(f6[:, 2], zz[:, 1:].mean(axis=1))
 
 
-def test_decide_image_with_logit_linear_decides_on_the_merged_scores():
+def test_rule_decide_with_logit_linear_decides_on_the_merged_scores():
     from edge.merge import merged_scores
 
     vs = np.array([[0.30, 0.05, 0.40], [0.99, 0.10, 0.45], [0.20, 0.95, 0.30], [0.25, 0.06, 0.35],
@@ -284,13 +294,13 @@ def test_decide_image_with_logit_linear_decides_on_the_merged_scores():
     merge = logit_linear((1.0, 0.2, 0.1), {"a": -0.2, "b": 0.0, "c": 0.3}, names)
     th = np.float32([0.5, 0.5, 0.5])
     merged = merged_scores(vs, merge, names)
-    d = decide_image(vs, names, VIEWS6, th, 0.2, merge=merge)
+    d = decide_with(vs, names, VIEWS6, th, 0.2, merge=merge)
     assert list(d.scores.values()) == [round(float(x), 6) for x in merged]
     assert d.views == {"a": "top_left", "b": "top_right", "c": "bottom_right"}  # the highest view, as for max
     assert d.labels == [names[i] for i in choose(merged.tolist(), th.tolist(), 0.2)[0]]
     assert d.presence == presence(merged.tolist())
     # the max merge would label "a" and "b" from one over-confident corner each; this merge does not
-    assert decide_image(vs, names, VIEWS6, th, 0.2).labels == ["a", "b"]
+    assert decide_with(vs, names, VIEWS6, th, 0.2).labels == ["a", "b"]
     assert "a" not in d.labels
 
 
@@ -306,7 +316,7 @@ def test_merged_scores_refuses_what_it_cannot_merge():
         merged_scores(np.zeros((0, 2)), None)
 
 
-def test_decide_image_with_logit_linear_is_fast():
+def test_rule_decide_with_logit_linear_is_fast():
     """The whole decision for one frame of (6, 10) float32 scores, within 0.1 ms (generous on a busy CI)."""
     import timeit
 
@@ -315,7 +325,7 @@ def test_decide_image_with_logit_linear_is_fast():
     names = tuple(f"c{i}" for i in range(10))
     merge = logit_linear((1.1, 0.3, 0.2), {c: -0.4 for c in names}, names)
     th = np.full(10, 0.5, np.float32)
-    t = min(timeit.repeat(lambda: decide_image(vs, names, VIEWS6, th, 0.2, merge=merge), number=500, repeat=5))
+    t = min(timeit.repeat(lambda: decide_with(vs, names, VIEWS6, th, 0.2, merge=merge), number=500, repeat=5))
     assert t / 500 < 1e-3  # 10x the budget: a loaded machine must not fail the suite
 
 

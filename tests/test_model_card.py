@@ -1,10 +1,10 @@
-"""The model card's recipe section (training.release.model_card): figures come from the files, as written."""
+"""The model card's recipe section (training.release.recipes): figures come from the files, as written."""
 
 from __future__ import annotations
 
 import json
 
-from training.release.model_card import _recipe_section
+from training.release.recipes import recipe_section
 
 
 def _decision(p: float, r: float, lf: float) -> dict:
@@ -21,12 +21,12 @@ def test_a_recipe_with_a_report_part_shows_it_per_set(tmp_path):
                                         "decision": _decision(0.7, 0.6, 0.0)}}
     report = {"roles": {"hd": {"tiling_on": {"mAP": 0.9, "per_set": per_set}}}}
     (evals / "report" / "report.json").write_text(json.dumps(report))
-    text = "\n".join(_recipe_section("lite-x", tmp_path, evals))
+    text = "\n".join(recipe_section("lite-x", tmp_path, evals))
     assert "HD on the report part of every photo set" in text and "runs/lite-x/hd/splits.json" in text
     assert "| ../shared/data/voc07_train:all | hd | 12 | 91.2 | 50.0 | 90.0 | 80.0 |" in text  # not this machine's path
     assert "| openimages_train:all | hd | 7 | 87.1 |" in text and "| truck |" in text
     (evals / "report" / "report.json").unlink()  # without a report part, no such section
-    assert "report part" not in "\n".join(_recipe_section("lite-x", tmp_path, evals))
+    assert "report part" not in "\n".join(recipe_section("lite-x", tmp_path, evals))
 
 
 def test_an_adaptation_without_label_free_photos_says_so(tmp_path):
@@ -34,11 +34,11 @@ def test_an_adaptation_without_label_free_photos_says_so(tmp_path):
     cfg = {"adapt": {"freeze_stages": 5, "distill_unlabelled": True, "lr": 1e-4, "negatives": False},
            "known_by_set": {"/d/voc07_train": ["dog"]}, "input_size": [192, 192], "base_run": "/x/runs/a/std"}
     (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
-    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    text = "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))
     assert "left out of fitting (`--no-negatives`)" in text and "runs/a/std" in text
     cfg["adapt"]["negatives"] = True
     (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
-    assert "--no-negatives" not in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    assert "--no-negatives" not in "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))
 
 
 def test_a_continued_adaptation_names_the_run_it_continued(tmp_path):
@@ -47,11 +47,11 @@ def test_a_continued_adaptation_names_the_run_it_continued(tmp_path):
                      "init_from": "/x/runs/lite-y/hd"},
            "known_by_set": {"/d/voc07_train": ["dog"]}, "input_size": [224, 224], "base_run": "/x/runs/a/std"}
     (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
-    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    text = "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))
     assert "warm-up then cosine decay to 0, continued from the best epoch of the adaptation `runs/lite-y/hd`" in text
     del cfg["adapt"]["init_from"], cfg["adapt"]["schedule"]
     (tmp_path / "hd" / "config.json").write_text(json.dumps(cfg))
-    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    text = "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))
     assert "continued from" not in text and "cosine" not in text
 
 
@@ -64,25 +64,25 @@ def test_a_resumed_run_whose_early_parts_were_not_timed_says_so(tmp_path):
            "train_time_s": 2500.0, "images_per_s": 54.0}
     (tmp_path / "std" / "metrics.json").write_text(json.dumps(std))
     (tmp_path / "stages.json").write_text(json.dumps({"train_standard": {"command": "sixview train", "wall_s": 2600}}))
-    text = "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    text = "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))
     assert text.count("its last 3 epochs; the earlier parts of the resumed run were not timed") == 2  # text, table
     std.update(train_time_s=13333.0, wall_time_s=14000.0)  # every epoch timed
     (tmp_path / "std" / "metrics.json").write_text(json.dumps(std))
-    assert "not timed" not in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    assert "not timed" not in "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))
 
 
 def test_the_comparison_shows_the_input_each_model_serves_at(tmp_path, colour_models):
-    from training.release.model_card import _compare_rows
+    from training.release.recipes import compare_rows
 
     for part, size in (("std", [32, 32]), ("hd", [48, 48])):  # what the runs trained at
         (tmp_path / part).mkdir()
         (tmp_path / part / "config.json").write_text(json.dumps({"input_size": size}))
-    assert "| 32x32 / 48x48 |" in _compare_rows("lite-x", tmp_path, tmp_path / "eval", {})
+    assert "| 32x32 / 48x48 |" in compare_rows("lite-x", tmp_path, tmp_path / "eval", {})
     (tmp_path / "calibrated").mkdir()  # exported models: HD at 64 px (above its training size), Standard at 32
     for role in ("standard", "hd"):
         (tmp_path / "calibrated" / f"{role}.onnx").write_bytes((colour_models / f"{role}.onnx").read_bytes())
-    assert "| 32x32 / 64x64 |" in _compare_rows("lite-x", tmp_path, tmp_path / "eval", {})
+    assert "| 32x32 / 64x64 |" in compare_rows("lite-x", tmp_path, tmp_path / "eval", {})
     (tmp_path / "std" / "config.json").unlink()  # (a recipe without its own Standard run)
     (tmp_path / "hd" / "config.json").write_text(json.dumps({  # and the recipe's text says so
         "input_size": [48, 48], "adapt": {"lr": 1e-4}, "known_by_set": {"/d/voc07_train": ["dog"]}}))
-    assert "Input 48x48 (served at 64x64" in "\n".join(_recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+    assert "Input 48x48 (served at 64x64" in "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))

@@ -21,9 +21,9 @@ from conftest import need_shared
 pytest.importorskip("ray.data", reason="Ray is not installed (pip install 'sixview[ray]')")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, on its settings
 
-from edge import ray_scan  # noqa: E402
 from edge.cli import main  # noqa: E402
-from edge.ray_blocks import RunFolder  # noqa: E402
+from edge.ray import scan as ray_scan  # noqa: E402
+from edge.ray.blocks import RunFolder  # noqa: E402
 from edge.sinks import OutputError  # noqa: E402
 from edge.uris import collect_any, read_uri  # noqa: E402
 

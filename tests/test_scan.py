@@ -122,8 +122,11 @@ def test_record_schema(tmp_path, colour_models):
     cv2.imwrite(str(tmp_path / "a.png"), grey_with_square())
     (tmp_path / "b.png").write_bytes(b"")
     out = tmp_path / "r.jsonl"
-    run(tmp_path, "--models", colour_models, "--out", out)
-    for rec in records(out):
+    res = run(tmp_path, "--models", colour_models, "--out", out)
+    assert res.exit_code == 1, res.output  # one unreadable image
+    recs = records(out)
+    assert sorted((Path(r["path"]).name, r["error"] is None) for r in recs) == [("a.png", True), ("b.png", False)]
+    for rec in recs:
         assert tuple(rec) == FIELDS
         assert set(rec["timings_ms"]) >= {"total"}
         if rec["error"] is None:

@@ -1,12 +1,11 @@
 """`sixview serve` from the command line, under load, and as a package: the server command's errors,
-HTTPS, many clients, the per-request threshold engines, the batcher, the page shipped offline.
+HTTPS, many clients, per-request thresholds, the batcher, the page shipped offline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import shutil
 import ssl
 import statistics
@@ -97,21 +96,52 @@ def test_load_many_clients_no_errors_bounded_memory(colour_models):
 
 
 # -- the parts -------------------------------------------------------------------------------
-def test_threshold_engine_copies_every_engine_setting(colour_models):
-    from edge.serve.engines import Classifier, ThresholdEngine
+def test_per_request_thresholds_are_rules_on_one_model_call(colour_models):
+    from conftest import grey_with_square
 
-    base = Engine(colour_models, routing="hd", tiling=False, max_pixels=1234, guess_in_labels=True)
-    derived = ThresholdEngine(base, 0.7)
-    params = [p for p in inspect.signature(Engine.__init__).parameters if p not in ("self", "threshold")]
-    for p in params:
-        assert getattr(derived, p) == getattr(base, p), p  # a new Engine setting must reach ThresholdEngine
-    assert derived.threshold == 0.7 and base.threshold is None
-    assert derived.model("hd") is base.model("hd")  # the models are shared, opened once
-    c = Classifier(base, max_engines=2)
-    assert c.engine_for(None) is base and c.engine_for(0.7) is c.engine_for(0.7)
-    c.engine_for(0.1)
-    c.engine_for(0.2)
-    assert len(c._engines) == 2 and 0.7 not in c._engines  # bounded: least recently used goes
+    from edge.decode import Decoded
+    from edge.serve.engines import Classifier
+
+    engine = Engine(colour_models)
+    calls = []
+    real = engine.view_scores
+    engine.view_scores = lambda items: calls.append(len(items)) or real(items)
+    item = engine.prepare(Decoded(grey_with_square(), 600, 450))
+    results = Classifier(engine)([([item], None), ([item, item], 0.99), ([item], 0.1)])
+    assert calls == [4]  # one model call (per role) whatever thresholds the requests name
+    for (verdicts, threshold) in zip(results, (None, 0.99, 0.1), strict=True):
+        [own] = Engine(colour_models, threshold=threshold).classify([item])
+        assert all(v.decision == own.decision and v.thresholds == own.thresholds for v in verdicts)
+    assert results[1][0].decision.labels == [] and results[0][0].decision.labels == ["red"]
+
+
+def test_serve_with_one_engine_needs_only_its_models(colour_models, tmp_path):
+    from edge.serve.cli import open_models
+
+    only_hd = tmp_path / "hd_only"
+    only_hd.mkdir()
+    for f in colour_models.glob("hd*.onnx"):
+        shutil.copy(f, only_hd / f.name)
+    open_models(Engine(only_hd, routing="hd"))  # what `sixview serve --engine hd` checks before it listens
+    with ThreadServer(create_app(Engine(only_hd, routing="hd"))) as s:
+        wait_ready(s.url)
+        r = httpx.post(s.url + "/v1/classify", files={"image": ("r.jpg", RED)})
+        assert r.status_code == 200 and r.json()["results"][0]["labels"] == ["red"]
+        assert [m["role"] for m in httpx.get(s.url + "/v1/models").json()["models"]] == ["hd"]
+
+
+def test_an_images_http_status_comes_from_its_class_not_its_text():
+    from edge.decode import DecodeError, ImageTooLarge, NotImageData
+    from edge.pipeline import Loaded
+    from edge.serve.uploads import error_status
+
+    def status(e: Exception) -> tuple[int, str]:
+        return error_status(Loaded("x", None, str(e), {}, e))
+
+    assert status(ImageTooLarge("9x9")) == (413, "image_too_large")
+    assert status(NotImageData("whatever the text")) == (415, "not_an_image")
+    assert status(DecodeError("image too large: a corrupt header's words")) == (422, "undecodable_image")
+    assert status(ValueError("empty file")) == (422, "undecodable_image")  # no sixview class: the image's
 
 
 def test_batcher_gathers_concurrent_requests_and_runs_a_lone_one_at_once():

@@ -26,7 +26,7 @@ from .http_errors import ApiError, BodyLimit, error_body, install_handlers
 from .metrics import Metrics, MetricsMiddleware
 from .runtime import Runtime, ServeSettings
 from .stream import serve_stream
-from .uploads import read_request
+from .uploads import error_status, read_request
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The page loads nothing from elsewhere; frames go over this origin's WebSocket.
@@ -74,6 +74,14 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(api(runtime))
+    add_service_routes(app, runtime)
+    return app
+
+
+def api(runtime: Runtime) -> APIRouter:
+    """The `/v1/` routes, each behind the API key (when one is set)."""
+    engine, settings, metrics = runtime.engine, runtime.settings, runtime.metrics
 
     def require_key(request: Request) -> None:
         if not key_ok(request.headers.get("authorization"), settings.api_key):
@@ -110,10 +118,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         body = {"results": outcome.records, "timings_ms": timings, "batch_images": outcome.batch_images}
         failed = [x for x in outcome.loaded if x.error is not None]
         if failed and len(failed) == len(outcome.loaded):  # nothing classified: an error answer, records kept
-            status, code = failed[0].status
+            status, code = error_status(failed[0])
             raise ApiError(status, code, failed[0].error or "", extra=body)
         for x in failed:
-            metrics.error(x.status[1])
+            metrics.error(error_status(x)[1])
         return JSONResponse(body)
 
     @v1.websocket("/stream")
@@ -121,7 +129,11 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         """Live frames: JPEG binary messages in, one record per processed frame out (newest frame only)."""
         await serve_stream(ws, runtime, lambda given: key_ok(given, settings.api_key))
 
-    app.include_router(v1)
+    return v1
+
+
+def add_service_routes(app: FastAPI, runtime: Runtime) -> None:
+    """Health, readiness, metrics, and the page with its files."""
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -130,7 +142,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: 200 once both models are loaded and warmed, 503 before (or if they failed)."""
+        """Readiness: 200 once the models are loaded and warmed, 503 before (or if they failed)."""
         if runtime.ready.is_set():
             return JSONResponse({"status": "ready"})
         message = runtime.failure or "loading and warming the models"
@@ -139,7 +151,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format."""
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(runtime.metrics.render(), media_type=runtime.metrics.content_type)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -156,4 +168,3 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         return FileResponse(STATIC / "manifest.webmanifest", media_type="application/manifest+json")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app

@@ -20,7 +20,6 @@ import websockets  # noqa: F401 (uvicorn speaks WebSocket, for the live stream, 
 
 from ..engine import Engine
 from ..errors import SETUP_ERRORS
-from ..metadata import ROLES
 from ..options import SetupError, engine_options, make_engine, setup_error
 from .app import create_app
 from .runtime import ServeSettings
@@ -44,10 +43,8 @@ class Server(uvicorn.Server):
 
 
 def open_models(engine: Engine) -> None:
-    """Open and check every model a request may ask for (both roles), before the server listens."""
+    """Open and check every model the routing can reach (`--engine`: that one), before the server listens."""
     engine.check()
-    for role in ROLES:
-        engine.model(role)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,5 +1,6 @@
 """What the HTTP routes and the live stream share: the engine, decoding threads, the batcher,
-readiness; and the one call that turns uploads into records."""
+readiness; and the one call that turns uploads into records (the pipeline's loader and matcher,
+`edge/pipeline.py`, around the batcher)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import numpy as np
 from ..decode import Decoded
 from ..engine import Engine
 from ..errors import SETUP_ERRORS
-from ..metadata import ROLES
+from ..pipeline import Loaded, match
 from ..records import record
 from .batcher import Batcher, BatchInfo
 from .engines import Classifier
 from .metrics import Metrics
-from .uploads import Loaded, Options, Upload, load_upload
+from .uploads import Options, Upload, load_upload
 
 log = logging.getLogger("sixview.serve")
 
@@ -36,7 +37,6 @@ class ServeSettings:
     max_body: int = 16 * 2**20  # bytes of one request body (and one stream frame)
     max_images: int = 16  # images in one request
     decode_workers: int = 2  # decoding threads
-    max_thresholds: int = 8  # distinct per-request thresholds kept
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     retry_after_s: int = 1
@@ -57,7 +57,7 @@ class Runtime:
 
     def __init__(self, engine: Engine, settings: ServeSettings, metrics: Metrics):
         self.engine, self.settings, self.metrics = engine, settings, metrics
-        self.classifier = Classifier(engine, metrics, settings.max_thresholds)
+        self.classifier = Classifier(engine, metrics)
         self.batcher = Batcher(self.classifier, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
         self.decoders = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
         self.ready = threading.Event()
@@ -73,10 +73,10 @@ class Runtime:
         self.decoders.shutdown(wait=True, cancel_futures=True)
 
     def warm_up(self) -> None:
-        """Open both models and run each once per tiling setting (in the model's thread)."""
+        """Open the models the routing can reach and run each once per tiling setting (in the model's thread)."""
         try:
             self.engine.check()
-            for role in ROLES:
+            for role in self.engine.roles():
                 meta = self.engine.model(role).meta
                 h, w = meta.input_size
                 blank = Decoded(np.full((4 * h, 4 * w, 3), 128, np.uint8), 4 * w, 4 * h)
@@ -94,16 +94,17 @@ class Runtime:
         self.metrics.ready.set(1)
 
     def models(self) -> list[dict[str, Any]]:
-        """What `/v1/models` says about each loaded model."""
+        """What `/v1/models` says about each model the routing can reach."""
         out = []
-        for role in ROLES:
+        for role in self.engine.roles():
             try:
                 m = self.engine.model(role)
             except SETUP_ERRORS:
                 continue
             meta = m.meta
             out.append({"role": role, "file": m.path.name, "classes": list(meta.classes),
-                        "thresholds": self.engine.thresholds(role)[1], "model_thresholds": dict(meta.thresholds),
+                        "thresholds": dict(self.engine.rule(role).named_thresholds),
+                        "model_thresholds": dict(meta.thresholds),
                         "fallback_min_score": meta.fallback_min_score,
                         "presence_threshold": meta.presence_threshold, "input_size": list(meta.input_size),
                         "view_fraction": meta.view_fraction, "precision": m.precision, "provider": m.provider,
@@ -117,18 +118,18 @@ class Runtime:
         The caller holds a place (`batcher.admit`)."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        loaded = await asyncio.gather(*(loop.run_in_executor(self.decoders, load_upload, self.engine, u, options)
+        renderer = self.engine.renderer
+        loaded = await asyncio.gather(*(loop.run_in_executor(self.decoders, load_upload, renderer, u, options)
                                         for u in uploads))
         t1 = time.perf_counter()
-        ready = [x for x in loaded if x.prepared is not None]
+        ready = [x.prepared for x in loaded if x.prepared is not None]
         verdicts, info = [], BatchInfo(0.0, 0.0, 0)
         if ready:
-            verdicts, info = await self.batcher.submit([x.prepared for x in ready], options.threshold)
-        by_id = dict(zip(map(id, ready), verdicts, strict=True))
+            verdicts, info = await self.batcher.submit(ready, options.threshold)
         records = []
-        for i, x in enumerate(loaded):
-            value = values[i] if values is not None else x.upload.name
-            records.append(record(key, value, by_id.get(id(x)), timings_ms=x.timings_ms, error=x.error))
+        for i, (x, verdict) in enumerate(zip(loaded, match(loaded, verdicts), strict=True)):
+            value = values[i] if values is not None else x.key.name
+            records.append(record(key, value, verdict, timings_ms=x.timings_ms, error=x.error))
         t2 = time.perf_counter()
         timings = {"load": (t1 - t0) * 1e3, "queue": info.queue_ms, "batch": info.batch_ms, "total": (t2 - t0) * 1e3}
         return Outcome(records, list(loaded), {k: round(v, 3) for k, v in timings.items()}, info.batch_images)

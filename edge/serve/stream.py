@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -28,8 +28,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 from ..errors import SETUP_ERRORS
 from .batcher import Busy
 from .http_errors import ApiError, error_body
-from .runtime import Runtime
-from .uploads import Options, Upload, parse_options
+from .runtime import Outcome, Runtime
+from .uploads import Options, Upload, error_status, parse_options
 
 log = logging.getLogger("sixview.serve")
 POLICY_VIOLATION = 1008  # WebSocket close code: e.g. a missing or wrong API key
@@ -77,6 +77,39 @@ class _Slot:
         return frame
 
 
+async def _classify_frame(runtime: Runtime, options: Options, index: int, data: bytes) -> Outcome | ApiError:
+    """One frame through the server's path, or the error that answers it."""
+    try:
+        with runtime.batcher.admit():
+            return await runtime.classify([Upload("frame", data)], options, key="frame", values=[index])
+    except Busy as e:
+        return ApiError(503, "busy", f"server busy ({e}): frame {index} skipped")
+    except SETUP_ERRORS as e:
+        return ApiError(503, "model_unavailable", str(e))
+    except Exception as e:  # noqa: BLE001 (one frame's failure; the stream goes on)
+        log.error("stream frame %d failed: %s: %s", index, type(e).__name__, e)
+        return ApiError(500, "internal", f"frame {index} could not be classified (see the server's log)")
+
+
+async def _answer_frames(ws: WebSocket, runtime: Runtime, state: dict[str, Any], slot: _Slot,
+                         refuse: Callable[[ApiError], Awaitable[None]]) -> None:
+    """Classify the newest frame, answer it, and again (the stream's worker task)."""
+    while True:
+        index, data, arrived = await slot.take()
+        outcome = await _classify_frame(runtime, state["options"], index, data)
+        if isinstance(outcome, ApiError):
+            await refuse(outcome)
+            continue
+        rec, loaded = outcome.records[0], outcome.loaded[0]
+        if loaded.error is not None:
+            runtime.metrics.error(error_status(loaded)[1])
+        runtime.metrics.stream_frames.labels(outcome="processed").inc()
+        await ws.send_json({"type": "result", "frame": index, "record": rec,
+                            "latency_ms": round((time.perf_counter() - arrived) * 1e3, 3),
+                            "timings_ms": outcome.timings_ms, "received": state["received"],
+                            "dropped": state["dropped"]})
+
+
 async def serve_stream(ws: WebSocket, runtime: Runtime, authorized: Callable[[str | None], bool]) -> None:
     """Serve one WebSocket until the client goes."""
     await ws.accept()
@@ -91,33 +124,7 @@ async def serve_stream(ws: WebSocket, runtime: Runtime, authorized: Callable[[st
         if close:
             await ws.close(POLICY_VIOLATION, e.message[:120])
 
-    async def work() -> None:
-        while True:
-            index, data, arrived = await slot.take()
-            try:
-                with runtime.batcher.admit():
-                    outcome = await runtime.classify([Upload("frame", data)], state["options"], key="frame",
-                                                     values=[index])
-            except Busy as e:
-                await refuse(ApiError(503, "busy", f"server busy ({e}): frame {index} skipped"))
-                continue
-            except SETUP_ERRORS as e:
-                await refuse(ApiError(503, "model_unavailable", str(e)))
-                continue
-            except Exception as e:  # noqa: BLE001 (one frame's failure; the stream goes on)
-                log.error("stream frame %d failed: %s: %s", index, type(e).__name__, e)
-                await refuse(ApiError(500, "internal", f"frame {index} could not be classified (see the server's log)"))
-                continue
-            rec, loaded = outcome.records[0], outcome.loaded[0]
-            if loaded.error is not None:
-                metrics.error(loaded.status[1])
-            metrics.stream_frames.labels(outcome="processed").inc()
-            await ws.send_json({"type": "result", "frame": index, "record": rec,
-                                "latency_ms": round((time.perf_counter() - arrived) * 1e3, 3),
-                                "timings_ms": outcome.timings_ms, "received": state["received"],
-                                "dropped": state["dropped"]})
-
-    worker = asyncio.create_task(work(), name="sixview-stream")
+    worker = asyncio.create_task(_answer_frames(ws, runtime, state, slot, refuse), name="sixview-stream")
     try:
         while True:
             msg = await ws.receive()

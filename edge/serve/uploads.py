@@ -9,8 +9,9 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from ..engine import ROUTINGS, Engine, Prepared
-from ..errors import per_image
+from ..engine import ROUTINGS, Renderer
+from ..errors import BadImage, SixviewError
+from ..pipeline import Loaded, load_one
 from .http_errors import ApiError
 
 RAW_TYPES = ("image/", "application/octet-stream")
@@ -34,28 +35,13 @@ class Upload:
     data: bytes
 
 
-@dataclass
-class Loaded:
-    """One image decoded and rendered, or why not (`error`, and the HTTP status and code it maps to)."""
-
-    upload: Upload
-    prepared: Prepared | None
-    error: str | None
-    timings_ms: dict[str, float]
-
-    @property
-    def status(self) -> tuple[int, str]:
-        """The answer a request made of this one failed image gets."""
-        return error_status(self.error or "")
-
-
-def error_status(error: str) -> tuple[int, str]:
-    """HTTP status and code for a record's error text (`edge.errors.image_error`'s wording)."""
-    if error.startswith("image too large"):
-        return 413, "image_too_large"
-    if error.startswith(("not an image", "empty file")):
-        return 415, "not_an_image"
-    return 422, "undecodable_image"
+def error_status(loaded: Loaded) -> tuple[int, str]:
+    """HTTP status and code of a failed image: its exception's class (`edge.errors`); an exception
+    of no sixview class is an image that could not be processed (422)."""
+    e = loaded.exception
+    if isinstance(e, SixviewError):
+        return type(e).http_status, type(e).code
+    return BadImage.http_status, BadImage.code
 
 
 def parse_options(values: Mapping[str, str]) -> Options:
@@ -117,7 +103,10 @@ async def read_request(request: Request, max_images: int) -> tuple[list[Upload],
     return uploads, parse_options(values)
 
 
-def load_upload(engine: Engine, upload: Upload, options: Options) -> Loaded:
+def load_upload(renderer: Renderer, upload: Upload, options: Options) -> Loaded[Upload]:
     """Decode and render one image with the request's routing and tiling (runs in a decoding thread)."""
-    prepared, error = per_image(engine.load, upload.data, routing=options.routing, tiling=options.tiling)
-    return Loaded(upload, prepared, error, {})  # an error record has no timings (as in a scan)
+    return load_one(upload, _data, renderer, routing=options.routing, tiling=options.tiling)
+
+
+def _data(upload: Upload) -> bytes:
+    return upload.data

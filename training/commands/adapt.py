@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import click  # noqa: E402
-
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError
 
 
 @click.command("adapt")

@@ -6,15 +6,14 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Before anything imports protobuf: tf2onnx needs less than half the memory with the
 # pure-Python backend (see convert/export.py).
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
-import click  # noqa: E402
+import click
 
-from edge.metadata import ROLES, MetadataError  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from edge.metadata import ROLES, MetadataError
+from training.errors import UserError
 
 
 def _thresholds_from(path: Path, classes: list[str]) -> dict[str, float]:
@@ -131,5 +130,5 @@ def convert(run_dir: Path, role: str, out_dir: Path, opset: int, checkpoint: str
     if written.int8 is not None:
         click.echo(f"int8: {'kept' if written.int8['kept'] else 'left out'} "
                    f"({written.int8['decision']})", err=True)
-    for p in written:
+    for p in written.paths:
         click.echo(f"{p}  {p.stat().st_size / 1e6:.1f} MB")

@@ -13,20 +13,20 @@ import numpy as np
 from edge.engine import Engine
 from edge.errors import SETUP_ERRORS
 from edge.merge import merged_scores
-from edge.metadata import PRECISIONS, ROLES
+from edge.metadata import PRECISIONS, ROLES, ModelMeta
 from edge.options import setup_error
 from edge.providers import DEVICES
-from training.data.datasets import DataSource, norm_class, open_source
+from training.commands.eval_inputs import check_inputs, report_failed
+from training.data.datasets import DataSource, open_source
 from training.data.labels import parse_classes
 from training.errors import UserError
 from training.eval import decision as D
 from training.eval.calibrate import role_files, write_thresholds
+from training.eval.groups import group_breakdown
 from training.eval.merge_fit import fit_logit_linear, own_bias
-from training.eval.report import merge_text, pct, write_report
-from training.eval.scoring import evaluate_role
+from training.eval.report import merge_text, pct, summary_lines, write_report
+from training.eval.scoring import decisions, evaluate_role
 from training.eval.sets import LabelledSet, combine_sets, load_set, run_part
-
-EXAMPLES = 5  # ids (or names) shown per problem on stderr and in the report
 
 
 @click.command("eval")
@@ -86,23 +86,15 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
     thresholds maximise F1 on the scored images and whose presence threshold is then chosen on the
     same images (never report calibrated figures on the calibrating images). With --fit-merge, the
     view merge is fitted on those images first and the thresholds are chosen on its scores.
+    A set with groups.csv (path,group) or species.csv (path,species) also gets, per group, the
+    share of its photos given a label and the labels given most ("what does it call a fox").
 
     Nothing is left out silently. Exit code 0 when every listed image was scored and every label
     names a class of its set; 1 when listed images are missing, unreadable or undecodable (unless
     --allow-missing) or labels name other classes (unless --ignore-class/--ignore-unknown-classes);
     2 for a usage, model or data error, including a set with nothing to score.
     """
-    roles = [r.strip() for r in engines.split(",") if r.strip()]
-    if not roles or set(roles) - set(ROLES):
-        raise click.UsageError("--engines takes standard, hd or both")
-    if heldout_of and report_of:
-        raise click.UsageError("--heldout-of and --report-of exclude each other: score one part of the run at a time")
-    if (heldout_of or report_of) and data:
-        raise click.UsageError(f"--{'heldout' if heldout_of else 'report'}-of RUN names its own sets: leave out --data")
-    if report_of and calibrate:
-        raise click.UsageError("--report-of: report photos must choose nothing; calibrate on --heldout-of RUN")
-    if fit_merge and not calibrate:
-        raise click.UsageError("--fit-merge fits the merge with the thresholds: add --calibrate")
+    roles = check_options(engines, data, heldout_of, report_of, calibrate, fit_merge)
     engine = Engine(models_dir, routing=roles[0], device=device, precision=precision, threads=threads, tiling=True)
     try:
         specs = input_specs(data, split, heldout_of, report_of)
@@ -117,39 +109,9 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
         report["inputs"] = check_inputs([src for _, src, _, _ in specs], sets, engine, allow_missing,
                                         ignore_class, ignore_unknown_classes)
         for role, ds in sets.items():
-            meta = engine.model(role).meta
-            res, vs = evaluate_role(engine, role, ds, batch)
-            valid = ~np.isnan(vs[:, 0, 0])
-            res["calibration_overlap"] = calibration_overlap(meta.provenance, ds, valid)
-            report["roles"][role] = res
-            cols = ds.known
-            names = [c for c, k in zip(meta.classes, cols, strict=True) if k]
-            s_on = merged_scores(vs[valid], meta.merge, meta.classes)  # the model's own merge, as the runtime
-            y, mask = ds.targets[valid], ds.mask[valid]
-            curves[role] = (y[:, cols], s_on[:, cols], names, mask[:, cols])
-            report["inputs"]["no_positives"] = [c for c, n in zip(names, (y[:, cols] * mask[:, cols]).sum(axis=0),
-                                                                   strict=True) if not n]
-            report.update(images=res["images"], classes=names,
-                          masked=[c for c, k in zip(meta.classes, cols, strict=True) if not k])
-            cal = meta.provenance.get("calibration", {}).get("set")
-            if cal:
-                report["calibrated_on"] = cal
+            vs, valid, s_on, curves[role] = score_role(engine, role, ds, batch, report)
             if calibrate:
-                sets_used, merge, s_cal = calibration_sets(ds, valid), None, s_on
-                if fit_merge:  # the merge first, then the thresholds on its merged scores
-                    merge = fit_logit_linear(vs[valid], y, mask, meta.classes, fitted_on(sets_used))
-                    s_cal = merged_scores(vs[valid], merge, meta.classes)
-                calib[role] = D.calibrate(y, mask, s_cal, meta.classes, meta.thresholds, meta.fallback_min_score,
-                                          meta.presence_threshold, s_before=s_on)
-                calib[role].update(sets=sets_used, merge=merge or meta.merge, merge_fitted=merge is not None)
-                if merge is not None:
-                    calib[role]["merge_own_bias"] = own_bias(y, mask, meta.classes, view_scores=vs[valid])
-                    kept = [c for c, n in zip(meta.classes, ((y >= 0.5) & mask).sum(axis=0), strict=True) if not n]
-                    calib[role]["merge_kept_thresholds"] = kept
-                    if kept:
-                        click.echo(f"warning: --fit-merge: {role}: no calibration photo is labelled with "
-                                   f"{', '.join(kept)}: they keep the threshold chosen for the model's previous "
-                                   "merge (their bias is the pooled one)", err=True)
+                calib[role] = calibrate_role(role, engine.model(role).meta, ds, vs, valid, s_on, fit_merge)
         if calib:
             report["calibration"] = {role: {**c, "sets": [{k: v for k, v in p.items() if k != "ids"}
                                                           for p in c["sets"]]} for role, c in calib.items()}
@@ -160,26 +122,94 @@ def eval_cmd(models_dir: Path, data: tuple[str, ...], split: str | None, limit: 
     out_dir = out_dir or Path("eval_out") / default_name(data, heldout_of, report_of)
     for p in write_report(report, curves, out_dir):
         click.echo(f"wrote {p}")
-    click.echo((out_dir / "report.md").read_text().split("## Standard vs HD")[0].split("## Summary")[1].strip())
+    click.echo("\n".join(summary_lines(report)).strip())
     refused = report_failed(report["inputs"], allow_missing)
     if calibrate and refused:
         click.echo("calibrated models not written: images failed (see above)", err=True)
     elif calibrate:
-        dest_dir = models_dir if in_place else (calibrated_out or models_dir / "calibrated")
-        for role, cal in calib.items():
-            for src in role_files(models_dir, role):
-                write_thresholds(src, dest_dir / src.name, cal["thresholds"], report["set"],
-                                 presence_threshold=cal["presence_threshold"], sets=cal["sets"], method=cal["rule"],
-                                 merge=cal["merge"] if cal["merge_fitted"] else None)
-            before, after = cal["class_thresholds"], cal["after"]
-            click.echo(f"calibrated {role} on {report['set']}: "
-                       + ", ".join(f"{c} {t:.2f}" for c, t in cal["thresholds"].items())
-                       + f"; presence {cal['presence_threshold']:.4g} (label-free photos given a label or guess, "
-                       f"percent: {pct(before['label_free_confident_or_guess'])} -> "
-                       f"{pct(after['label_free_confident_or_guess'])}); merge {merge_text(cal['merge'])}"
-                       f" -> {dest_dir}")
+        write_calibrated(models_dir, models_dir if in_place else (calibrated_out or models_dir / "calibrated"),
+                         calib, report["set"])
     if refused:
         sys.exit(1)
+
+
+def check_options(engines: str, data: tuple[str, ...], heldout_of: str | None, report_of: str | None,
+                  calibrate: bool, fit_merge: bool) -> list[str]:
+    """The roles to score; a usage error for options that exclude each other."""
+    roles = [r.strip() for r in engines.split(",") if r.strip()]
+    if not roles or set(roles) - set(ROLES):
+        raise click.UsageError("--engines takes standard, hd or both")
+    if heldout_of and report_of:
+        raise click.UsageError("--heldout-of and --report-of exclude each other: score one part of the run at a time")
+    if (heldout_of or report_of) and data:
+        raise click.UsageError(f"--{'heldout' if heldout_of else 'report'}-of RUN names its own sets: leave out --data")
+    if report_of and calibrate:
+        raise click.UsageError("--report-of: report photos must choose nothing; calibrate on --heldout-of RUN")
+    if fit_merge and not calibrate:
+        raise click.UsageError("--fit-merge fits the merge with the thresholds: add --calibrate")
+    return roles
+
+
+def score_role(engine: Engine, role: str, ds: LabelledSet, batch: int, report: dict) -> tuple:
+    """Score one role on its set into `report`: (view scores, valid rows, merged scores, PR curve data)."""
+    meta = engine.model(role).meta
+    res, vs = evaluate_role(engine, role, ds, batch)
+    valid = ~np.isnan(vs[:, 0, 0])
+    res["calibration_overlap"] = calibration_overlap(meta.provenance, ds, valid)
+    report["roles"][role] = res
+    if groups := group_breakdown(ds, vs, meta):  # the set's groups.csv or species.csv
+        report.setdefault("groups", {})[role] = groups
+    cols = ds.known
+    names = [c for c, k in zip(meta.classes, cols, strict=True) if k]
+    s_on = decisions(vs[valid], engine.rule(role))["on"].scores  # the runtime's merged scores
+    y, mask = ds.targets[valid], ds.mask[valid]
+    curve = (y[:, cols], s_on[:, cols], names, mask[:, cols])
+    report["inputs"]["no_positives"] = [c for c, n in zip(names, (y[:, cols] * mask[:, cols]).sum(axis=0),
+                                                           strict=True) if not n]
+    report.update(images=res["images"], classes=names,
+                  masked=[c for c, k in zip(meta.classes, cols, strict=True) if not k])
+    cal = meta.provenance.get("calibration", {}).get("set")
+    if cal:
+        report["calibrated_on"] = cal
+    return vs, valid, s_on, curve
+
+
+def calibrate_role(role: str, meta: ModelMeta, ds: LabelledSet, vs: np.ndarray, valid: np.ndarray,
+                   s_on: np.ndarray, fit_merge: bool) -> dict:
+    """Thresholds, then the presence threshold (and first, with `fit_merge`, the merge) chosen on the scored rows."""
+    y, mask = ds.targets[valid], ds.mask[valid]
+    sets_used, merge, s_cal = calibration_sets(ds, valid), None, s_on
+    if fit_merge:  # the merge first, then the thresholds on its merged scores
+        merge = fit_logit_linear(vs[valid], y, mask, meta.classes, fitted_on(sets_used))
+        s_cal = merged_scores(vs[valid], merge, meta.classes)
+    out = D.calibrate(y, mask, s_cal, meta.classes, meta.thresholds, meta.fallback_min_score,
+                      meta.presence_threshold, s_before=s_on)
+    out.update(sets=sets_used, merge=merge or meta.merge, merge_fitted=merge is not None)
+    if merge is not None:
+        out["merge_own_bias"] = own_bias(y, mask, meta.classes, view_scores=vs[valid])
+        kept = [c for c, n in zip(meta.classes, ((y >= 0.5) & mask).sum(axis=0), strict=True) if not n]
+        out["merge_kept_thresholds"] = kept
+        if kept:
+            click.echo(f"warning: --fit-merge: {role}: no calibration photo is labelled with "
+                       f"{', '.join(kept)}: they keep the threshold chosen for the model's previous "
+                       "merge (their bias is the pooled one)", err=True)
+    return out
+
+
+def write_calibrated(models_dir: Path, dest_dir: Path, calib: dict, set_name: str) -> None:
+    """Write each role's files with the calibrated thresholds (and merge) to `dest_dir`, and say so."""
+    for role, cal in calib.items():
+        for src in role_files(models_dir, role):
+            write_thresholds(src, dest_dir / src.name, cal["thresholds"], set_name,
+                             presence_threshold=cal["presence_threshold"], sets=cal["sets"], method=cal["rule"],
+                             merge=cal["merge"] if cal["merge_fitted"] else None)
+        before, after = cal["class_thresholds"], cal["after"]
+        click.echo(f"calibrated {role} on {set_name}: "
+                   + ", ".join(f"{c} {t:.2f}" for c, t in cal["thresholds"].items())
+                   + f"; presence {cal['presence_threshold']:.4g} (label-free photos given a label or guess, "
+                   f"percent: {pct(before['label_free_confident_or_guess'])} -> "
+                   f"{pct(after['label_free_confident_or_guess'])}); merge {merge_text(cal['merge'])}"
+                   f" -> {dest_dir}")
 
 
 def input_specs(data: tuple[str, ...], split: str | None, heldout_of: str | None,
@@ -238,79 +268,3 @@ def calibration_overlap(provenance: dict, ds: LabelledSet, valid: np.ndarray) ->
               for i in s.get("ids") or []}
     return sum((part.path, part.split, i) in chosen for part, rows in zip(ds.parts, ds.part_rows(), strict=True)
                for i, ok in zip(part.ids, valid[rows], strict=True) if ok)
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _examples(pairs: list, more: int) -> str:
-    return ", ".join(f"{i} ({why})" for i, why in pairs[:EXAMPLES]) + (f", and {more - EXAMPLES} more"
-                                                                        if more > EXAMPLES else "")
-
-
-def check_inputs(sources: list[DataSource], sets: dict[str, LabelledSet], engine: Engine, allow_missing: bool,
-                 ignore: tuple[str, ...], ignore_unknown: bool) -> dict:
-    """Say on stderr which listed files are missing and which label names are not classes of their
-    set; exit 1 (before scoring) unless allowed or ignored. Returns the report's `inputs` section."""
-    first = next(iter(sets.values()))
-    model_classes = {c for role in sets for c in engine.model(role).meta.classes}
-    vocabularies = [set(src.classes) if src.declared else model_classes for src in sources]
-    names = {norm_class(x) for v in ignore for x in v.split(",") if x.strip()}
-    declared = [src.declared for src in sources]
-    if names & set.intersection(*vocabularies):  # a class of every set: nowhere a label name to ignore
-        name = sorted(names & set.intersection(*vocabularies))[0]
-        of = ("this set" if len(sources) == 1 else "every set") if all(declared) else \
-            "the models (this set has no classes.txt)" if len(sources) == 1 else "every set (or the models)"
-        raise click.UsageError(f"--ignore-class {name}: {name} is a class of {of}; --ignore-class is for label "
-                               "names that are not (--unlabelled-classes leaves a class out of scoring)")
-    unknown: dict[str, list[str]] = {}
-    for ds in sets.values():
-        for c, ids in ds.unknown.items():
-            unknown.setdefault(c, ids)
-    for name in sorted(names - set(unknown)):
-        click.echo(f"note: --ignore-class {name}: no label of this set uses it", err=True)
-    ignored = {c: ids for c, ids in unknown.items() if ignore_unknown or c in names}
-    left = {c: ids for c, ids in unknown.items() if c not in ignored}
-    stop = False
-    if first.missing:
-        verdict = "left out (--allow-missing)" if allow_missing else "nothing scored"
-        level = "warning" if allow_missing else "error"
-        click.echo(f"{level}: {len(first.missing)} of {_n(first.listed, 'listed image')} missing or unreadable, "
-                   f"{verdict}: {_examples(first.missing, len(first.missing))}", err=True)
-        stop = not allow_missing
-    the = "the" if len(sources) == 1 else "its"
-    what = (f"not in {the} set's classes.txt" if all(declared) else
-            f"not a class of the models, and {the} set has no classes.txt" if not any(declared) else
-            "not in its set's classes.txt (or, for a set without one, not a class of the models)")
-    if ignored:
-        click.echo(f"warning: ignored {_n(len(ignored), 'label name')} ({what}): "
-                   + ", ".join(f"{c} ({_n(len(ids), 'image')})" for c, ids in ignored.items()), err=True)
-    if left:
-        pairs = [(c, f"{_n(len(ids), 'image')}, e.g. {ids[0]}") for c, ids in left.items()]
-        click.echo(f"error: {_n(len(left), 'label name')} {what}, nothing scored: {_examples(pairs, len(pairs))}",
-                   err=True)
-        stop = True
-    if stop:
-        hints = (["--allow-missing scores the rest"] if first.missing and not allow_missing else []) + (
-            ["--ignore-class NAME (or --ignore-unknown-classes) drops such labels"
-             + (", or add the names to classes.txt" if any(declared) else "")] if left else [])
-        click.echo("; ".join(hints), err=True)
-        sys.exit(1)
-    unscored = list(dict.fromkeys(c for src in sources if src.declared for c in src.classes if c not in model_classes))
-    return {"listed": first.listed, "missing": len(first.missing), "missing_examples": first.missing[:EXAMPLES],
-            "allow_missing": allow_missing, "failed": 0, "failed_examples": [],
-            "ignored_labels": {c: len(ids) for c, ids in ignored.items()},
-            "unscored_classes": unscored}
-
-
-def report_failed(inputs: dict, allow_missing: bool) -> bool:
-    """Say on stderr which images failed to read or decode; True when that makes eval exit 1."""
-    if not inputs["failed"]:
-        return False
-    verdict = "left out of the metrics (--allow-missing)" if allow_missing else \
-        "counted as failed; the report is written, exit 1 (--allow-missing accepts them)"
-    level = "warning" if allow_missing else "error"
-    click.echo(f"{level}: {inputs['failed']} of {_n(inputs['listed'], 'listed image')} could not be read or "
-               f"decoded, {verdict}: {_examples(inputs['failed_examples'], inputs['failed'])}", err=True)
-    return not allow_missing

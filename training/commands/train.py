@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from datetime import datetime
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import click
+from click.core import ParameterSource
 
-from datetime import datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import click  # noqa: E402
-from click.core import ParameterSource  # noqa: E402
-
-from training.errors import UserError  # noqa: E402
-from training.models.archs import ALL_ARCHS, TRAIN_PRECISIONS, default_input_size  # noqa: E402
+from training.errors import UserError
+from training.models.archs import ALL_ARCHS, TRAIN_PRECISIONS, default_input_size
 
 
 def parse_size(text: str | None, arch: str) -> list[int]:

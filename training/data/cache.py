@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.atomic import atomic_path, atomic_write
 from edge.decode import DecodeError, decode
-from training.data.datasets import DataSource, Record, default_cache_root
+from training.data.archives import default_cache_root
+from training.data.datasets import DataSource, Record
 
 CACHE_VERSION = 1
 
@@ -129,8 +131,7 @@ def _decode_records(records: Iterable[Record], workers: int) -> Iterator[tuple[R
 def _build_split(source: DataSource, split: str, d: Path, progress: bool) -> None:
     from tqdm import tqdm
 
-    tmp = f".tmp{os.getpid()}"
-    raw_path = d / f"{split}.pixels.raw{tmp}"
+    raw_path = d / f"{split}.pixels.raw.tmp{os.getpid()}"
     ids, labels, index, hashes, dropped, shapes = [], [], [], [], [], set()
     cls = {c: k for k, c in enumerate(source.classes)}
     offset = 0
@@ -157,18 +158,17 @@ def _build_split(source: DataSource, split: str, d: Path, progress: bool) -> Non
             hashes.append(np.frombuffer(digest, np.uint8))
     n = len(ids)
     shape = (n, *next(iter(shapes)), 3) if len(shapes) == 1 else (offset,)
-    pix = np.lib.format.open_memmap(d / f"{split}.pixels.npy{tmp}", mode="w+", dtype=np.uint8,
-                                    shape=shape if n else (0,))
-    flat = pix.reshape(-1)
-    with open(raw_path, "rb") as raw:
-        pos = 0
-        while chunk := raw.read(1 << 26):
-            flat[pos:pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
-            pos += len(chunk)
-    pix.flush()
-    del pix, flat
+    with atomic_path(d / f"{split}.pixels.npy") as npy:
+        pix = np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=shape if n else (0,))
+        flat = pix.reshape(-1)
+        with open(raw_path, "rb") as raw:
+            pos = 0
+            while chunk := raw.read(1 << 26):
+                flat[pos:pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                pos += len(chunk)
+        pix.flush()
+        del pix, flat
     raw_path.unlink()
-    os.replace(d / f"{split}.pixels.npy{tmp}", d / f"{split}.pixels.npy")
     arrays = {"index": np.asarray(index, np.int64).reshape(n, 3),
               "labels": np.asarray(labels, np.uint8).reshape(n, len(source.classes)),
               "hashes": np.asarray(hashes, np.uint8).reshape(n, 20)}
@@ -176,8 +176,7 @@ def _build_split(source: DataSource, split: str, d: Path, progress: bool) -> Non
         np.save(d / f"{split}.{key}.npy", arr)
     meta = {"version": CACHE_VERSION, "split": split, "classes": source.classes,
             "ids": ids, "dropped": dropped}
-    (d / f"{split}.json{tmp}").write_text(json.dumps(meta))
-    os.replace(d / f"{split}.json{tmp}", d / f"{split}.json")
+    atomic_write(d / f"{split}.json", json.dumps(meta))
 
 
 def _load_mmap(path: Path) -> np.ndarray:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.inputs import file_sha256
+from training.data.archives import extract_archive, tar_is_cifar_pickle
 from training.data.safe_pickle import read_cifar_batch, read_cifar_meta
 from training.errors import DataError
 
@@ -38,11 +38,6 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 SPLIT_DIRS = ("train", "val", "test")
 CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-
-
-def default_cache_root() -> Path:
-    """Cache folder: $SIXVIEW_CACHE, else ~/.cache/sixview."""
-    return Path(os.environ.get("SIXVIEW_CACHE") or Path.home() / ".cache" / "sixview")
 
 
 def norm_class(name: str) -> str:
@@ -252,39 +247,6 @@ class CsvSource(DataSource):
         return _stat_digest([root / rel for rel, _ in self.rows], root, self.csv_path.read_bytes())
 
 
-def extract_archive(archive: Path, cache_root: Path | None = None) -> Path:
-    """Extract a tar archive once into `<cache>/extracted/<name>-<hash>/`; return that folder."""
-    cache_root = cache_root or default_cache_root()
-    stem = archive.name.split(".")[0]
-    dest = cache_root / "extracted" / f"{stem}-{file_sha256(archive)[:12]}"
-    if (dest / ".complete").exists():
-        return dest
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive) as tf:
-            tf.extractall(tmp, filter="data")
-    except (tarfile.TarError, OSError) as e:
-        raise DataError(f"{archive}: cannot extract ({e})") from None
-    (tmp / ".complete").write_text(str(archive))
-    if dest.exists():  # a half-finished earlier attempt
-        import shutil
-
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    return dest
-
-
-def _tar_is_cifar_pickle(path: Path) -> bool:
-    with tarfile.open(path) as tf:
-        for m in tf:
-            if Path(m.name).name in ("data_batch_1", "test_batch", "batches.meta"):
-                return True
-            if m.isfile() and m.name.lower().endswith((".jpg", ".jpeg", ".png")):
-                return False
-    return False
-
-
 def _folder_root(d: Path) -> Path:
     """The folder holding train/test (or class folders), descending through lone wrappers."""
     cur = d
@@ -308,7 +270,7 @@ def open_source(path: str | Path, cache_root: Path | None = None, strict: bool =
             if p.suffix.lower() == ".csv":
                 return CsvSource(p, strict)
             if _is_tar(p):
-                if _tar_is_cifar_pickle(p):
+                if tar_is_cifar_pickle(p):
                     return CifarPickleSource(p)
                 return FolderSource(_folder_root(extract_archive(p, cache_root)))
             raise DataError(f"{p}: not a data set (expected a folder, labels.csv or .tar.gz)")

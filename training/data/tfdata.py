@@ -11,18 +11,14 @@ Keras and 86.7% through the runtime).
 
 from __future__ import annotations
 
-import os
+import keras
+import numpy as np
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from edge.preprocess import render_views  # noqa: E402
-from edge.tiling import view_boxes  # noqa: E402
-from training.data.cache import CachedSplit  # noqa: E402
-from training.data.labels import Selection  # noqa: E402
+from edge.preprocess import render_views
+from edge.tiling import view_boxes
+from training.data.cache import CachedSplit
+from training.data.labels import Selection
 
 AUTOTUNE = tf.data.AUTOTUNE
 

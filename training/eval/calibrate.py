@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from edge.atomic import atomic_path
 from edge.metadata import ModelMeta
 from edge.model import PRECISION_SUFFIX
 
@@ -51,6 +51,5 @@ def write_thresholds(src: Path, dest: Path, thresholds: dict[str, float], calibr
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        onnx.save(model, str(tmp))

@@ -1,7 +1,7 @@
 """The runtime's decision on rows of merged scores, and the calibration of thresholds on them.
 
-`decide_rows` applies `edge.merge` (`presence`, `choose`) to each row exactly as
-the engine does, so every metric is at the model's own decision.
+`decide_rows` is the runtime's rule (`edge.rule.DecisionRule`) on rows of merged
+scores, for callers that hold thresholds rather than a model (calibration, operating points).
 
 Calibration (`calibrate`), on the rows of the evaluated set(s), tiling on, merged by the
 merge the calibrated model will use (the model's own, or with `--fit-merge` the logit_linear
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.merge import choose, in_dtype, presence
+from edge.rule import DecisionRule
 from training.eval import metrics as M
 
 RECALL_TOLERANCE = 0.01
@@ -37,23 +37,13 @@ CLASS_RULE = "per-class max F1 over the rows where the class is known"
 
 def decide_rows(s: np.ndarray, thresholds: Sequence[float], fallback_min: float,
                 presence_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The runtime's decision on each row of merged scores `s` (N, K): confident (N, K) bool,
-    guess (N, K) bool (at most one per row, only when none is confident) and presence (N,).
-    A row whose presence is below `presence_threshold` has neither."""
-    n, k = s.shape
-    confident, guess = np.zeros((n, k), bool), np.zeros((n, k), bool)
-    pres = np.empty(n, np.float64)
-    th = np.asarray(thresholds, np.float32).tolist()  # as the engine holds them
-    fallback = in_dtype(fallback_min, s.dtype)
-    for i, row in enumerate(s.tolist()):
-        pres[i] = p = presence(row)
-        if p < presence_threshold:
-            continue
-        chosen, top = choose(row, th, fallback)
-        confident[i, chosen] = True
-        if top is not None:
-            guess[i, top] = True
-    return confident, guess, pres
+    """The runtime's rule (`edge.rule.DecisionRule.decide_merged`) made of these settings, on each row
+    of merged scores `s` (N, K): confident (N, K) bool, guess (N, K) bool (at most one per row, only
+    when none is confident) and presence (N,). A row whose presence is below `presence_threshold`
+    has neither."""
+    rule = DecisionRule(tuple(map(str, range(s.shape[1]))), tuple(thresholds), fallback_min, presence_threshold)
+    d = rule.decide_merged(s)
+    return d.confident, d.guess_mask, d.presence
 
 
 def presence_threshold(y: np.ndarray, known: np.ndarray, said: np.ndarray, pres: np.ndarray,

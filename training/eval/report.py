@@ -99,6 +99,25 @@ def per_set_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def group_lines(report: dict[str, Any]) -> list[str]:
+    """The report's group section (Markdown lines); [] when no set names groups."""
+    groups = report.get("groups")
+    if not groups:
+        return []
+    lines = ["", "## Groups: what each model calls them (six views; percent)", "",
+             "Per group of photos (the set's groups.csv or species.csv): the share given a label (the record's "
+             "`labels`), or a label or guess, and the labels given most, each with the share of the group's "
+             "photos; sorted by the share labelled.", "",
+             "| engine | group | photos | labelled | labelled or guessed | top labels |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for role, table in groups.items():
+        for r in table:
+            top = ", ".join(f"{t['label']} {100 * t['share']:.1f}" for t in r["top_labels"]) or "-"
+            lines.append(f"| {role} | {r['group']} | {r['photos']} | {100 * r['labelled']:.1f} "
+                         f"| {100 * r['labelled_or_guessed']:.1f} | {top} |")
+    return lines
+
+
 def calibration_lines(report: dict[str, Any]) -> list[str]:
     """What --calibrate chose, and what it did to precision, recall and the label-free share."""
     cal = report.get("calibration")
@@ -125,6 +144,22 @@ def calibration_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The summary table (percent) and the trust lines, from the report's figures (what
+    `sixview eval` prints, and the report's summary section)."""
+    lines = ["| engine | tiling | mAP | exact match | micro F1 | macro F1 | top-1 | small recall | medium | large |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for role, r in report["roles"].items():
+        for t in ("on", "off"):
+            m = r[f"tiling_{t}"]
+            size = m["recall_by_size"] or {}
+            lines.append(f"| {role} | {t} | {pct(m['mAP'])} | {pct(m['exact_match'])} | {pct(m['prf']['micro']['f1'])} "
+                         f"| {pct(m['prf']['macro']['f1'])} | {pct(m['top1'])} | "
+                         + " | ".join(f"{pct(size.get(s, {}).get('recall'))} (n={size.get(s, {}).get('objects', 0)})"
+                                      if size else "-" for s in ("small", "medium", "large")) + " |")
+    return lines + trust_lines(report)
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: summary, trust, Standard-vs-HD table, per-class AP, object sizes,
     calibration."""
@@ -140,18 +175,7 @@ def markdown(report: dict[str, Any]) -> str:
              *[f"- {r} merge: {merge_text(v.get('merge'))}" for r, v in roles.items()],
              *[f"- warning: {n} of the {roles[r]['images']} scored images chose the {r} model's thresholds: "
                "its figures here are optimistic" for r, n in overlap.items()],
-             "", "## Summary (percent)", "",
-             "| engine | tiling | mAP | exact match | micro F1 | macro F1 | top-1 | small recall | medium | large |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for role, r in roles.items():
-        for t in ("on", "off"):
-            m = r[f"tiling_{t}"]
-            size = m["recall_by_size"] or {}
-            lines.append(f"| {role} | {t} | {pct(m['mAP'])} | {pct(m['exact_match'])} | {pct(m['prf']['micro']['f1'])} "
-                         f"| {pct(m['prf']['macro']['f1'])} | {pct(m['top1'])} | "
-                         + " | ".join(f"{pct(size.get(s, {}).get('recall'))} (n={size.get(s, {}).get('objects', 0)})"
-                                      if size else "-" for s in ("small", "medium", "large")) + " |")
-    lines += trust_lines(report)
+             "", "## Summary (percent)", "", *summary_lines(report)]
     if {"standard", "hd"} <= set(roles):
         s, h = roles["standard"]["tiling_on"], roles["hd"]["tiling_on"]
         lines += ["", "## Standard vs HD (six views, model thresholds; percent)", "",
@@ -177,7 +201,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {pct(roles[r]['tiling_on']['prf'][c]['f1'])}" for r in roles) + " |")
     lines += ["", "Object sizes: box side relative to the image side, sqrt(box area / image area): "
               "small < 0.25 <= medium < 0.5 <= large. An object counts as found when its class is among "
-              "its image's labels.", *calibration_lines(report), ""]
+              "its image's labels.", *group_lines(report), *calibration_lines(report), ""]
     return "\n".join(lines)
 
 

@@ -1,11 +1,11 @@
 """Scoring ONNX models on labelled sets through the `edge` runtime.
 
-One tiled pass per engine gives every view's scores; "tiling off" is the
-whole-image view alone (view 0 is rendered identically either way), so both
-settings come from the same pass. The views are merged by the model's own merge
-(`edge.merge.merged_scores` of `meta.merge`, as the runtime does: tiling on, the six
-views; off, view 0 alone). Every decision metric is at the model's own decision
-(`decision.decide_rows`: its thresholds, fallback and presence threshold).
+The images go through the runtime's pipeline (`edge.pipeline.stream`: the same loader,
+batches and matching as a scan), which gives every view's scores in one tiled pass;
+"tiling off" is the whole-image view alone (view 0 is rendered identically either way),
+so both settings come from the same pass. Every score and decision is the runtime's:
+the engine's `DecisionRule` (its merge, thresholds, fallback and presence threshold),
+on the whole batch at once (`DecisionRule.decide_views`).
 
 The sets themselves (`LabelledSet`, `load_set`, held-out images) are in
 `training.eval.sets`; `evaluate_role` names the images that failed.
@@ -13,61 +13,55 @@ The sets themselves (`LabelledSet`, `load_set`, held-out images) are in
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from edge.decode import Decoded
-from edge.engine import Engine, Prepared
-from edge.errors import per_image
-from edge.merge import merged_scores
+from edge.engine import Engine
+from edge.pipeline import load_one, stream
+from edge.rule import DecisionRule, Decisions
 from edge.tiling import view_count
 from training.data.datasets import Record
 from training.errors import DataError
 from training.eval import metrics as M
-from training.eval.decision import decide_rows
 from training.eval.sets import LabelledSet, heldout_ids, load_set, unreadable
 
-__all__ = ["LabelledSet", "evaluate_role", "evaluate_scores", "heldout_ids", "load_set", "unreadable", "view_scores"]
-
-
-def _prepare(engine: Engine, role: str, rec: Record) -> Prepared:
-    """One record through the engine's per-frame path, sent to `role` whatever the image's context."""
-    data = rec.read()
-    if isinstance(data, np.ndarray):  # pickled CIFAR: RGB pixels
-        bgr = np.ascontiguousarray(data[..., ::-1])
-        return engine.prepare(Decoded(bgr, bgr.shape[1], bgr.shape[0]), routing=role)
-    return engine.load(data, routing=role)
+__all__ = ["LabelledSet", "decisions", "evaluate_role", "evaluate_scores", "heldout_ids", "load_set", "unreadable",
+           "view_scores"]
 
 
 def view_scores(engine: Engine, role: str, data: LabelledSet, batch: int = 8,
                 workers: int = 2, errors: list[tuple[str, str]] | None = None) -> np.ndarray:
-    """(N, views, K) per-view scores of `role` on every image (NaN rows for undecodable ones,
-    whose (id, error) go into `errors` when given)."""
+    """(N, views, K) per-view scores of `role` on every image, through the runtime's pipeline (every
+    image sent to `role`; NaN rows for undecodable ones, whose (id, error) go into `errors` when given)."""
     k = len(engine.model(role).meta.classes)
     out = np.full((len(data.records), view_count(engine.tiling), k), np.nan, np.float32)
-
-    def prep(rec: Record) -> Prepared | None:
-        prepared, err = per_image(_prepare, engine, role, rec)
-        if err is not None and errors is not None:
-            errors.append((rec.id, err))  # list.append is atomic: safe from the pool's threads
-        return prepared
-
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(out), desc=role, unit="img",
-                                                     disable=None, leave=False) as bar:
-        for start in range(0, len(out), batch):
-            chunk = list(pool.map(prep, data.records[start:start + batch]))
-            ok = [j for j, p in enumerate(chunk) if p is not None]
-            if ok:
-                scores, _ = engine.view_scores([chunk[j] for j in ok])
-                for j, s in zip(ok, scores, strict=True):
-                    out[start + j, : len(s)] = s
-            bar.update(len(chunk))
+    load = functools.partial(load_one, read=_read, renderer=engine.renderer, routing=role)
+    results = stream(enumerate(data.records), load, lambda items: engine.view_scores(items)[0], batch, workers)
+    with contextlib.closing(results), tqdm(total=len(out), desc=role, unit="img", disable=None, leave=False) as bar:
+        for loaded, scores in results:
+            i, rec = loaded.key
+            if scores is not None:
+                out[i, : len(scores)] = scores
+            elif errors is not None:
+                errors.append((rec.id, loaded.error))
+            bar.update(1)
     return out
+
+
+def _read(key: tuple[int, Record]) -> bytes | np.ndarray:
+    return key[1].read()
+
+
+def decisions(vs: np.ndarray, rule: DecisionRule) -> dict[str, Decisions]:
+    """The runtime's decisions (`rule`, the engine's) on (N, views, K) scores, tiling on (every view)
+    and off (the whole view alone, rendered identically either way)."""
+    return {"on": rule.decide_views(vs), "off": rule.decide_views(vs[:, :1])}
 
 
 def summarize(y: np.ndarray, s: np.ndarray, known: np.ndarray, names: Sequence[str], confident: np.ndarray,
@@ -83,28 +77,22 @@ def summarize(y: np.ndarray, s: np.ndarray, known: np.ndarray, names: Sequence[s
     return out
 
 
-def evaluate_scores(vs: np.ndarray, data: LabelledSet, classes: Sequence[str], thresholds: Sequence[float],
-                    fallback_min: float, presence_threshold: float = 0.0,
-                    merge: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metrics for tiling on (the views merged by `merge`, None: max) and off (the whole view
-    alone, through the same merge) from (N, views, K) scores, at the model's decision; with
-    several sets, also per set (`per_set`)."""
+def evaluate_scores(vs: np.ndarray, data: LabelledSet, rule: DecisionRule) -> dict[str, Any]:
+    """Metrics for tiling on and off (`decisions`) from (N, views, K) scores, at the runtime's
+    decision (`rule`); with several sets, also per set (`per_set`)."""
     valid = ~np.isnan(vs[:, 0, 0])
     cols = data.known
-    names = [c for c, kn in zip(classes, cols, strict=True) if kn]
+    names = [c for c, kn in zip(rule.classes, cols, strict=True) if kn]
     y, mask = data.targets[valid][:, cols], data.mask[valid][:, cols]
     result: dict[str, Any] = {"images": int(valid.sum()), "failed": int((~valid).sum()),
-                              "presence_threshold": float(presence_threshold)}
+                              "presence_threshold": float(rule.presence_threshold)}
     rows = np.flatnonzero(valid)
     remap = {int(r): j for j, r in enumerate(rows)}
     col_of = {int(k): j for j, k in enumerate(np.flatnonzero(cols))}
-    full_mask = data.mask
-    boxes = [(remap[i], col_of[k], side) for i, k, side in data.boxes if i in remap and full_mask[i, k]]
+    boxes = [(remap[i], col_of[k], side) for i, k, side in data.boxes if i in remap and data.mask[i, k]]
     parts = data.part_rows() if len(data.parts) > 1 else []
-    for tiling, s_all in (("on", merged_scores(vs[valid], merge, classes)),
-                          ("off", merged_scores(vs[valid][:, :1], merge, classes))):
-        conf, guess, pres = decide_rows(s_all, thresholds, fallback_min, presence_threshold)
-        s, conf, guess = s_all[:, cols], conf[:, cols], guess[:, cols]
+    for tiling, d in decisions(vs[valid], rule).items():
+        s, conf, guess, pres = d.scores[:, cols], d.confident[:, cols], d.guess_mask[:, cols], d.presence
         res = summarize(y, s, mask, names, conf, guess, pres, boxes)
         if parts:
             res["per_set"] = {}
@@ -134,8 +122,7 @@ def evaluate_role(engine: Engine, role: str, data: LabelledSet, batch: int = 8) 
     if np.isnan(vs[:, 0, 0]).all():
         raise DataError(f"no images to score: all {len(vs)} images failed "
                         f"(e.g. {', '.join(f'{i}: {e}' for i, e in errors[:3])})")
-    res = evaluate_scores(vs, data, meta.classes, meta.threshold_vector(), meta.fallback_min_score,
-                          meta.presence_threshold, meta.merge)
+    res = evaluate_scores(vs, data, engine.rule(role))
     res.update(seconds=time.perf_counter() - t0, model=str(engine.model(role).path), merge=meta.merge,
                thresholds=meta.thresholds, provider=engine.model(role).provider,
                failed_examples=[list(e) for e in errors[:5]])

@@ -30,29 +30,30 @@ Before/after figures on the held-out photos and on the CIFAR-10 test split
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from training.data.boxes import read_boxes  # noqa: E402
-from training.data.cache import load_split  # noqa: E402
-from training.data.datasets import norm_class, open_source  # noqa: E402
-from training.data.labels import align_labels, select  # noqa: E402
-from training.data.photos import UNKNOWN, PhotoCrops, masked_bce, six_views  # noqa: E402
-from training.data.tfdata import predict_arrays  # noqa: E402
-from training.errors import DataError, RunError  # noqa: E402
-from training.eval import metrics as M  # noqa: E402
-from training.fit.heldout import HD_THRESHOLD, SixViewMAP, adapt_report, photo_report  # noqa: E402
-from training.fit.run_folder import (  # noqa: E402
+from training.data.boxes import read_boxes
+from training.data.cache import load_split
+from training.data.datasets import norm_class, open_source
+from training.data.photos import UNKNOWN, PhotoCrops, masked_bce, six_views
+from training.errors import DataError, RunError
+from training.fit.heldout import HD_THRESHOLD, SixViewMAP, adapt_report, cifar_forgetting, photo_report
+from training.fit.photo_sets import (
+    PhotoSet,
+    balance_weights,
+    check_same_splits,
+    photo_targets,
+    split_indices,
+    splits_json,
+)
+from training.fit.run_folder import (
     RunState,
     finish_run,
     load_best,
@@ -62,9 +63,9 @@ from training.fit.run_folder import (  # noqa: E402
     run_tracker,
     write_json,
 )
-from training.fit.tracking import ending  # noqa: E402
-from training.fit.train import adamw, learning_rate  # noqa: E402
-from training.models.efficientnet_lite import lite_stage  # noqa: E402
+from training.fit.tracking import ending
+from training.fit.train import adamw, learning_rate
+from training.models.efficientnet_lite import lite_stage
 
 
 @dataclass
@@ -115,54 +116,6 @@ class AdaptConfig:
                             "together they must be under 1")
 
 
-@dataclass
-class PhotoSet:
-    """One photo set: its decoded split, model-ordered targets (UNKNOWN where it does not label
-    a class), boxes, and which of its photos are fitted, which held out (to choose the epoch) and
-    which set aside for reporting only."""
-
-    path: str
-    split: Any
-    targets: np.ndarray
-    known: np.ndarray
-    boxes: list
-    fit: np.ndarray
-    heldout: np.ndarray
-    report: np.ndarray = field(default_factory=lambda: np.array([], int))
-
-
-def split_indices(n: int, holdout: float, report: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fit, heldout, report) row indices of a set of `n`, each sorted: one permutation, the first
-    `holdout` of it held out, the next `report` set aside, the rest fitted (with report 0, the
-    split every earlier run made)."""
-    order = rng.permutation(n)
-    n_held = round(n * holdout)
-    n_report = min(round(n * report), n - n_held)
-    return (np.sort(order[n_held + n_report:]), np.sort(order[:n_held]),
-            np.sort(order[n_held:n_held + n_report]))
-
-
-def photo_targets(source_classes: list[str], labels: np.ndarray, model_classes: list[str],
-                  ignore: list[str], unlabelled: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Model-ordered targets for a photo set, with UNKNOWN where the set does not label a class.
-
-    A set class the model lacks is an error unless `ignore` names it; `unlabelled`
-    (if given) replaces the set's declared vocabulary as the list of masked classes.
-    """
-    model = [norm_class(c) for c in model_classes]
-    extra = [c for c in source_classes if norm_class(c) not in model and norm_class(c) not in ignore]
-    if extra:
-        raise DataError(f"the set labels classes the model lacks: {', '.join(extra)} "
-                        "(pass --ignore-class NAME to drop them)")
-    keep = [i for i, c in enumerate(source_classes) if norm_class(c) in model]
-    targets, known = align_labels(labels[:, keep], model_classes, [source_classes[i] for i in keep])
-    if unlabelled is not None:
-        known = np.array([c not in unlabelled for c in model])
-    targets[:, ~known] = UNKNOWN
-    return targets, known
-
-
 def replay_set(cifar: str | None, n: int, classes: list[str], cache: Path | None,
                rng: np.random.Generator) -> list[PhotoSet]:
     """`n` images drawn from the training split of `cifar` as one more set to fit (all its
@@ -175,22 +128,6 @@ def replay_set(cifar: str | None, n: int, classes: list[str], cache: Path | None
     pick = np.sort(rng.choice(len(split), min(n, len(split)), replace=False))
     return [PhotoSet(str(Path(cifar).resolve()), split, targets, known, [[] for _ in split.ids], pick,
                      np.array([], int))]
-
-
-def balance_weights(sets: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Sampling weights: every set the same share; within a set, a photo's weight is
-    1/sqrt(count) of its rarest class (or of the photos with none), so rare classes are
-    drawn more without the common ones vanishing."""
-    w = np.zeros(len(sets))
-    groups = np.unique(sets)
-    for g in groups:
-        rows = sets == g
-        pos = targets[rows] == 1.0
-        none = ~pos.any(axis=1)
-        inv = 1.0 / np.sqrt(np.maximum(pos.sum(axis=0), 1))
-        rw = np.where(none, 1.0 / np.sqrt(max(int(none.sum()), 1)), (pos * inv).max(axis=1))
-        w[rows] = rw / rw.sum() / len(groups)
-    return w
 
 
 def _is_early(name: str, stages: int) -> bool:
@@ -215,37 +152,22 @@ def _freeze(model: keras.Model, stages: int) -> int:
     return frozen
 
 
-def _check_init(run: Path, splits: dict[str, Any], classes: list[str]) -> None:
-    """An adaptation continued from `run` must fit, hold out and set aside the same photos (else photos that
-    chose its epoch, or are reported on, would now be fitted) and have the same classes."""
-    if not (run / "splits.json").is_file():
-        raise RunError(f"--init-from {run}: not an adaptation run (no splits.json)")
-    if json.loads((run / "splits.json").read_text()) != splits:
-        raise DataError(f"--init-from {run}: that run split its photos differently (other sets, --holdout, "
-                        "--report or --seed); continuing it would fit photos it held out")
-    theirs = json.loads((run / "config.json").read_text()).get("classes")
-    if theirs != classes:
-        raise DataError(f"--init-from {run}: its classes {theirs} are not the base run's {classes}")
-
-
-def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
-    """Fine-tune `cfg.base` (or the run `cfg.init_from`) on the photo sets, select on the held-out photos; write
-    the run folder;
-    return metrics."""
-    t_start = time.perf_counter()
+def _out_dir(cfg: AdaptConfig, resume: bool) -> Path:
+    """The run folder, created; refused when it holds a run and `resume` is off, or has nothing to resume."""
     out = Path(cfg.out).expanduser()
     if (out / "state.json").exists() and not resume:  # a folder stopped before its first epoch is reused
         raise RunError(f"{out} already holds a run; use --resume or another --out")
     if resume and not (out / "last.keras").exists():
         raise RunError(f"--resume: {out} has no last.keras to resume from")
     out.mkdir(parents=True, exist_ok=True)
-    base = load_run(cfg.base, input_size=cfg.input_size)  # at the HD input size: the teacher sees the same crops
-    classes, size = base.classes, base.input_size
-    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    return out
+
+
+def _photo_sets(cfg: AdaptConfig, classes: list[str], cache: Path | None,
+                rng: np.random.Generator) -> list[PhotoSet]:
+    """The --data sets (part of each held out, part set aside) and the --val sets (held out whole)."""
     ignore = [norm_class(c) for c in cfg.ignore_classes]
     unl = [norm_class(c) for c in cfg.unlabelled_classes] if cfg.unlabelled_classes is not None else None
-
-    rng = np.random.default_rng(cfg.seed)
 
     def photo_set(path: str, hold: float, report: float = 0.0) -> PhotoSet:
         src = open_source(path, cache)
@@ -258,11 +180,23 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
         return PhotoSet(str(Path(path).resolve()), split, targets, known, boxes, fit, heldout, aside)
 
     sets = [photo_set(p, 0.0 if cfg.val else cfg.holdout, cfg.report) for p in cfg.data]
-    sets += [photo_set(p, 1.0) for p in cfg.val]
-    cifar = cfg.cifar or base.config.get("data")
-    replayed = replay_set(cifar, cfg.replay, classes, cache, rng) if cfg.replay else []
-    if not any(ps.known.any() for ps in sets):
-        raise DataError(f"{', '.join(cfg.data)}: no set labels any of the model's classes ({', '.join(classes)})")
+    return sets + [photo_set(p, 1.0) for p in cfg.val]
+
+
+@dataclass
+class _Data:
+    """What an adaptation fits and selects on: the fitted rows as (set, index), the held-out ones, the
+    training crops, the held-out whole views (Keras' validation data) and the six-view mAP callback."""
+
+    fitted: list[tuple[int, int]]
+    held: list[tuple[int, int]]
+    train: Any
+    val_whole: tuple[np.ndarray, np.ndarray]
+    cb_map: SixViewMAP
+
+
+def _data(cfg: AdaptConfig, sets: list[PhotoSet], replayed: list[PhotoSet], base: Any,
+          size: tuple[int, int]) -> _Data:
     fitting = sets + replayed  # the replayed set is fitted, never held out
     fitted = [(g, i) for g, ps in enumerate(fitting) for i in ps.fit]
     held = [(g, i) for g, ps in enumerate(sets) for i in ps.heldout]
@@ -278,65 +212,82 @@ def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
                        weights=balance_weights(fit_rows[:, 0], fit_targets) if cfg.balance else None)
     val_views = np.concatenate([six_views(ps.split, ps.heldout, size) for ps in sets if len(ps.heldout)])
     vtargets = np.concatenate([ps.targets[ps.heldout] for ps in sets if len(ps.heldout)])
-    val_whole = (val_views[:, 0].astype(np.float32), vtargets)
-    cb_map = SixViewMAP(val_views, vtargets)
-    splits = {"sets": {ps.path: {"fit": [ps.split.ids[i] for i in ps.fit],
-                                 "heldout": [ps.split.ids[i] for i in ps.heldout],
-                                 "report": [ps.split.ids[i] for i in ps.report]} for ps in sets}}
-    if cfg.init_from:
-        _check_init(Path(cfg.init_from).expanduser(), splits, classes)
-    write_json(out / "splits.json", splits)
-    n_report = sum(len(ps.report) for ps in sets)
+    return _Data(fitted, held, train, (val_views[:, 0].astype(np.float32), vtargets), SixViewMAP(val_views, vtargets))
 
-    config = {**base.config, "adapt": asdict(cfg), "role": "hd", "base_run": str(Path(cfg.base).resolve()),
-              "data": sets[0].path, "sets": [ps.path for ps in sets],
-              "selection": "six-view mAP on the held-out photos of splits.json",
-              "train_split": sets[0].split.name, "test_split": None,  # sample_images draws photos from `data`
-              "known_classes": [c for c, k in zip(classes, cb_map.known, strict=True) if k],
-              "known_by_set": {ps.path: [c for c, k in zip(classes, ps.known, strict=True) if k] for ps in sets},
-              "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
-              "n_train": len(fitted), "n_val": len(held), "n_report": n_report,
-              "replay": {"set": replayed[0].path, "images": len(replayed[0].fit)} if replayed else None,
-              "created": datetime.now(UTC).isoformat(timespec="seconds"),
-              "base_config_data": base.config.get("data")}
+
+def _run_config(cfg: AdaptConfig, base: Any, sets: list[PhotoSet], replayed: list[PhotoSet],
+                data: _Data) -> dict[str, Any]:
+    """config.json of the adaptation run: the base run's, with what this run adapted on."""
+    classes = base.classes
+    return {**base.config, "adapt": asdict(cfg), "role": "hd", "base_run": str(Path(cfg.base).resolve()),
+            "data": sets[0].path, "sets": [ps.path for ps in sets],
+            "selection": "six-view mAP on the held-out photos of splits.json",
+            "train_split": sets[0].split.name, "test_split": None,  # sample_images draws photos from `data`
+            "known_classes": [c for c, k in zip(classes, data.cb_map.known, strict=True) if k],
+            "known_by_set": {ps.path: [c for c, k in zip(classes, ps.known, strict=True) if k] for ps in sets},
+            "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
+            "n_train": len(data.fitted), "n_val": len(data.held), "n_report": sum(len(ps.report) for ps in sets),
+            "replay": {"set": replayed[0].path, "images": len(replayed[0].fit)} if replayed else None,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "base_config_data": base.config.get("data")}
+
+
+def _fit(cfg: AdaptConfig, out: Path, data: _Data, state: dict[str, Any], resume: bool, size: tuple[int, int],
+         tracker: Any, t_start: float) -> tuple[keras.Model, RunState]:
+    """Compile (or resume) and fit the model; returns the best epoch's model and the run's state."""
+    if resume:
+        model = keras.models.load_model(out / "last.keras", custom_objects={"masked_bce": masked_bce})
+    else:
+        model = load_run(cfg.init_from or cfg.base, input_size=size).model  # a fresh copy to fine-tune
+        state["frozen_layers"] = _freeze(model, cfg.freeze_stages)
+        model.compile(optimizer=adamw(learning_rate(cfg, len(data.train)), cfg.weight_decay), loss=masked_bce)
+    run_state = RunState(out, state, len(data.fitted), t_start)
+    callbacks = [
+        data.cb_map,  # first: the others read val_map from the logs
+        *run_callbacks(out, "val_map", state, cfg.patience, 1e-7, resume, mode="max",
+                       plateau=cfg.schedule == "plateau"),
+        run_state, tracker.callback()]  # run_state saves state.json, after the checkpoint updates its best
+    model.fit(data.train, validation_data=data.val_whole, epochs=cfg.epochs,
+              initial_epoch=int(state.get("epoch", 0)), callbacks=callbacks, verbose=cfg.verbose)
+    return load_best(out, model), run_state
+
+
+def run_adapt(cfg: AdaptConfig, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune `cfg.base` (or the run `cfg.init_from`) on the photo sets, select on the held-out photos;
+    write the run folder; return metrics."""
+    t_start = time.perf_counter()
+    out = _out_dir(cfg, resume)
+    base = load_run(cfg.base, input_size=cfg.input_size)  # at the HD input size: the teacher sees the same crops
+    classes, size = base.classes, base.input_size
+    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    rng = np.random.default_rng(cfg.seed)
+    sets = _photo_sets(cfg, classes, cache, rng)
+    cifar = cfg.cifar or base.config.get("data")
+    replayed = replay_set(cifar, cfg.replay, classes, cache, rng) if cfg.replay else []
+    if not any(ps.known.any() for ps in sets):
+        raise DataError(f"{', '.join(cfg.data)}: no set labels any of the model's classes ({', '.join(classes)})")
+    data = _data(cfg, sets, replayed, base, size)
+    splits = splits_json(sets)
+    if cfg.init_from:
+        check_same_splits(Path(cfg.init_from).expanduser(), splits, classes)
+    write_json(out / "splits.json", splits)
+    config = _run_config(cfg, base, sets, replayed, data)
     state = read_state(out) if resume else {}
     write_json(out / "config.json", config)
     tracker = run_tracker(cfg.mlflow_uri, out, state, None if resume else asdict(cfg))
 
-    metrics: dict[str, Any] = {"before": {"photos": photo_report(base.model, cb_map, classes, HD_THRESHOLD)}}
+    metrics: dict[str, Any] = {"before": {"photos": photo_report(base.model, data.cb_map, classes, HD_THRESHOLD)}}
     with ending(tracker):
-        if resume:
-            model = keras.models.load_model(out / "last.keras", custom_objects={"masked_bce": masked_bce})
-        else:
-            model = load_run(cfg.init_from or cfg.base, input_size=size).model  # a fresh copy to fine-tune
-            frozen = _freeze(model, cfg.freeze_stages)
-            state["frozen_layers"] = frozen
-            model.compile(optimizer=adamw(learning_rate(cfg, len(train)), cfg.weight_decay), loss=masked_bce)
-        run_state = RunState(out, state, len(fitted), t_start)
-        callbacks = [
-            cb_map,  # first: the others read val_map from the logs
-            *run_callbacks(out, "val_map", state, cfg.patience, 1e-7, resume, mode="max",
-                           plateau=cfg.schedule == "plateau"),
-            run_state, tracker.callback()]  # run_state saves state.json, after the checkpoint updates its best
-        model.fit(train, validation_data=val_whole, epochs=cfg.epochs, initial_epoch=int(state.get("epoch", 0)),
-                  callbacks=callbacks, verbose=cfg.verbose)
-        best = load_best(out, model)
-        metrics["after"] = {"photos": photo_report(best, cb_map, classes, HD_THRESHOLD)}
-        if cifar and Path(cifar).exists():
-            csrc = open_source(cifar, cache)
-            if "test" in csrc.splits:
-                csplit = load_split(csrc, "test", cache)
-                sel = select(csplit.labels, csplit.classes, classes, negatives=True)
-                for when, m in (("before", base.model), ("after", best)):
-                    metrics[when]["cifar10_test"] = M.score(sel.targets, predict_arrays(m, csplit, sel, size),
-                                                            sel.known)
+        best, run_state = _fit(cfg, out, data, state, resume, size, tracker, t_start)
+        metrics["after"] = {"photos": photo_report(best, data.cb_map, classes, HD_THRESHOLD)}
+        cifar_forgetting(metrics, cifar, cache, classes, {"before": base.model, "after": best}, size)
         hist = (out / "history.csv").read_text().splitlines()
         run_state.add_wall()  # the reports after the last epoch
         metrics.update(
             test=metrics["after"].get("cifar10_test", {}),
             val_map_before=metrics["before"]["photos"]["tiling_on"]["mAP"],
             val_map_after=metrics["after"]["photos"]["tiling_on"]["mAP"], epochs_run=len(hist) - 1,
-            wall_time_s=round(state["wall_s"], 1), n_train=len(fitted), n_val=len(held))
+            wall_time_s=round(state["wall_s"], 1), n_train=len(data.fitted), n_val=len(data.held))
         (out / "report.md").write_text(adapt_report(metrics, config))
         finish_run(out, state, metrics, tracker,
                    {"val_map_before": metrics["val_map_before"], "val_map_after": metrics["val_map_after"]})

@@ -1,16 +1,22 @@
 """Scoring an adaptation on its held-out photos, the six views merged by the max: the
 per-epoch six-view mAP that chooses the epoch (`SixViewMAP`), the before/after figures
-(`photo_report`) and the run's `report.md` (`adapt_report`)."""
+(`photo_report`), what adapting cost on CIFAR-10 (`cifar_forgetting`) and the run's `report.md`
+(`adapt_report`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from edge.metadata import DEFAULT_THRESHOLD
+from training.data.cache import load_split
+from training.data.datasets import open_source
+from training.data.labels import select
 from training.data.photos import UNKNOWN
+from training.data.tfdata import predict_arrays
 from training.eval import metrics as M
 
 HD_THRESHOLD = DEFAULT_THRESHOLD["hd"]  # the before/after F1 is measured at the HD model's default
@@ -95,3 +101,15 @@ def adapt_report(metrics: dict[str, Any], config: dict[str, Any]) -> str:
         lines.append(f"| {c} | {pct(b['photos']['tiling_on']['ap'][c])} | {pct(v)} |")
     return "\n".join(lines) + "\n"
 
+
+def cifar_forgetting(metrics: dict[str, Any], cifar: str | None, cache: Path | None, classes: list[str],
+                models: dict[str, keras.Model], size: tuple[int, int]) -> None:
+    """CIFAR-10 test scores before and after (what adapting cost), into `metrics`, when the set is there."""
+    if not (cifar and Path(cifar).exists()):
+        return
+    csrc = open_source(cifar, cache)
+    if "test" in csrc.splits:
+        csplit = load_split(csrc, "test", cache)
+        sel = select(csplit.labels, csplit.classes, classes, negatives=True)
+        for when, m in models.items():
+            metrics[when]["cifar10_test"] = M.score(sel.targets, predict_arrays(m, csplit, sel, size), sel.known)

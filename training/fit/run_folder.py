@@ -10,41 +10,36 @@ sample images of its data.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import training.models.layers  # noqa: E402,F401  (registers custom layers for load_model)
-from training.data.cache import load_split  # noqa: E402
-from training.data.datasets import open_source  # noqa: E402
-from training.data.labels import select, stratified_order  # noqa: E402
-from training.data.tfdata import render_whole  # noqa: E402
-from training.errors import RunError  # noqa: E402
-from training.fit.plots import training_curves  # noqa: E402
-from training.fit.tracking import Tracker, open_tracker  # noqa: E402
-from training.models.factory import build_model, copy_backbone, use_jit, weighted_layers  # noqa: E402
+import training.models.layers  # noqa: F401  (registers custom layers for load_model)
+from edge.atomic import atomic_path, atomic_write
+from training.data.cache import load_split
+from training.data.datasets import open_source
+from training.data.labels import select, stratified_order
+from training.data.tfdata import render_whole
+from training.errors import RunError
+from training.fit.plots import training_curves
+from training.fit.tracking import Tracker, open_tracker
+from training.models.factory import build_model, copy_backbone, use_jit, weighted_layers
 
 
 def write_json(path: Path, data: dict) -> None:
     """Write `data` as indented JSON, atomically (numpy numbers and arrays, paths allowed)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, default=_json_default))
 
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Save `model` as `path` (.keras) atomically: a run killed while saving keeps the file it had."""
-    tmp = path.with_name(path.stem + ".partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # Keras saves only to a name ending .keras
+        model.save(tmp)
 
 
 def _json_default(o: Any) -> Any:

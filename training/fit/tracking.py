@@ -120,7 +120,7 @@ class MlflowTracker(Tracker):
     def log_artifacts(self, folder: Path, skip: tuple[str, ...] = ("last.keras",)) -> None:
         """Upload the files of `folder` (best checkpoint included; `skip` names left out)."""
         for f in sorted(Path(folder).iterdir()):
-            if f.is_file() and f.name not in skip and not f.name.endswith(".tmp"):
+            if f.is_file() and f.name not in skip and not f.name.startswith("."):  # hidden: a write under way
                 self.client.log_artifact(self.run_id, str(f))
 
     def end(self, status: str = "FINISHED") -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -16,20 +15,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from training.data.cache import load_split  # noqa: E402
-from training.data.datasets import open_source  # noqa: E402
-from training.data.labels import check_classes, select, split_train_val  # noqa: E402
-from training.data.report import build_report, write_report  # noqa: E402
-from training.data.tfdata import make_dataset, predict_arrays  # noqa: E402
-from training.errors import DataError, RunError  # noqa: E402
-from training.eval.metrics import score  # noqa: E402
-from training.fit.run_folder import (  # noqa: E402
+from training.data.cache import load_split
+from training.data.datasets import open_source
+from training.data.labels import check_classes, select, split_train_val
+from training.data.report import build_report, write_report
+from training.data.tfdata import make_dataset, predict_arrays
+from training.errors import DataError, RunError
+from training.eval.metrics import score
+from training.fit.run_folder import (
     RunState,
     finish_run,
     load_best,
@@ -38,10 +35,10 @@ from training.fit.run_folder import (  # noqa: E402
     run_tracker,
     write_json,
 )
-from training.fit.tracking import ending  # noqa: E402
-from training.models.archs import ALL_ARCHS, TRAIN_PRECISIONS, default_lr  # noqa: E402
-from training.models.factory import build_model, use_jit  # noqa: E402
-from training.models.head import backbone_layers  # noqa: E402
+from training.fit.tracking import ending
+from training.models.archs import ALL_ARCHS, TRAIN_PRECISIONS, default_lr
+from training.models.factory import build_model, use_jit
+from training.models.head import backbone_layers
 
 
 @dataclass
@@ -159,25 +156,38 @@ def compile_model(model: keras.Model, lr: float | keras.optimizers.schedules.Lea
                   jit_compile=use_jit(jit_compile))
 
 
-def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = True) -> dict:
-    """Train per `cfg` into the run folder `cfg.out`; return the metrics dict."""
-    t_start = time.perf_counter()
-    cfg, state = _prepare_out(cfg, resume, epochs_given)
-    out = Path(cfg.out).expanduser()
+@dataclass
+class _Data:
+    """A training's images: the splits it reads and which of their images it fits, validates and tests on."""
+
+    train_name: str
+    test_name: str | None
+    train_split: Any
+    test_split: Any
+    val_split: Any
+    train_sel: Any
+    val_sel: Any
+
+
+def _resolve(cfg: TrainConfig, source: Any) -> list[str]:
+    """Check the architecture and precision, and fill in the classes, rate and data path `cfg` leaves open."""
     if cfg.arch not in ALL_ARCHS:
         raise DataError(f"unknown --arch {cfg.arch!r} (choose from {', '.join(ALL_ARCHS)})")
     if cfg.precision not in TRAIN_PRECISIONS:
         raise DataError(f"--precision must be one of {', '.join(TRAIN_PRECISIONS)}")
-    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
-    source = open_source(cfg.data, cache_root)
-    classes = check_classes(cfg.classes, source.classes) if cfg.classes else list(source.classes)
-    cfg.classes = classes
+    cfg.classes = check_classes(cfg.classes, source.classes) if cfg.classes else list(source.classes)
     cfg.lr = float(cfg.lr if cfg.lr is not None else default_lr(cfg.arch, cfg.weights))
     cfg.data = str(Path(cfg.data).expanduser().resolve())
+    return cfg.classes
+
+
+def _data(cfg: TrainConfig, source: Any, cache_root: Path | None, classes: list[str], out: Path,
+          resume: bool) -> _Data:
+    """Load the splits (train; test and val when the set has them), write the data report of a new run,
+    and select the images: a val split's, or `val_split` of the training images."""
     train_name = "train" if "train" in source.splits else source.splits[0]
     test_name = "test" if "test" in source.splits and train_name != "test" else None
     keras.utils.set_random_seed(cfg.seed)
-
     train_split = load_split(source, train_name, cache_root)
     test_split = load_split(source, test_name, cache_root) if test_name else None
     if not resume:
@@ -192,11 +202,11 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
         train_sel, val_sel = split_train_val(pool, cfg.val_split, cfg.seed)
     if len(train_sel) == 0:
         raise DataError(f"no training images for classes {classes} in {cfg.data}")
-    size = tuple(cfg.input_size)
+    return _Data(train_name, test_name, train_split, test_split, val_split, train_sel, val_sel)
 
-    old_policy = keras.mixed_precision.global_policy()
-    strategy = _strategy(cfg.distribute)
-    replicas = strategy.num_replicas_in_sync
+
+def _datasets(cfg: TrainConfig, data: _Data, replicas: int) -> tuple[Any, Any]:
+    """The training and validation tf.data pipelines (validation: None without images)."""
     if cfg.batch_size % replicas:
         raise DataError(f"--batch-size {cfg.batch_size} must be a multiple of the "
                         f"{replicas} replicas")
@@ -204,17 +214,59 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
         # uneven per-replica shares of a partial batch fail in TF (empty share on
         # CPU, AddN shape mismatch in evaluation): drop the training remainder and
         # trim validation to a multiple of the replica count
-        val_sel = val_sel.take(np.arange(len(val_sel) - len(val_sel) % replicas))
-    drop_train = replicas > 1 and len(train_sel) >= cfg.batch_size
-    train_ds = make_dataset(train_split, train_sel, size, cfg.batch_size, training=True,
+        data.val_sel = data.val_sel.take(np.arange(len(data.val_sel) - len(data.val_sel) % replicas))
+    size = tuple(cfg.input_size)
+    drop_train = replicas > 1 and len(data.train_sel) >= cfg.batch_size
+    train_ds = make_dataset(data.train_split, data.train_sel, size, cfg.batch_size, training=True,
                             mixup_alpha=cfg.mixup_alpha, seed=cfg.seed, drop_remainder=drop_train)
-    val_ds = make_dataset(val_split, val_sel, size, cfg.batch_size) if len(val_sel) else None
-    monitor = "val_loss" if val_ds is not None else "loss"
+    val_ds = make_dataset(data.val_split, data.val_sel, size, cfg.batch_size) if len(data.val_sel) else None
+    return train_ds, val_ds
 
-    config = {**asdict(cfg), "input_size": list(size), "classes": classes,
+
+def _model(cfg: TrainConfig, out: Path, resume: bool, n_classes: int, n_train: int) -> keras.Model:
+    """The model to fit: last.keras when resuming, else a new one, compiled (call in the strategy's scope)."""
+    if resume:
+        model = keras.models.load_model(out / "last.keras")
+        model.jit_compile = use_jit(cfg.jit_compile)
+        return model
+    model = build_model(weights=cfg.weights, **cfg.model_kwargs(n_classes))
+    if cfg.freeze_backbone:  # transfer learning, first step: train the head only
+        for layer in backbone_layers(model):
+            layer.trainable = False
+    steps = math.ceil(n_train / cfg.batch_size)
+    compile_model(model, learning_rate(cfg, steps), n_classes, cfg.weight_decay, cfg.jit_compile)
+    return model
+
+
+def _test(cfg: TrainConfig, best: keras.Model, data: _Data, classes: list[str]) -> tuple[dict, str, int]:
+    """Scores of the best model on the test split (the validation images without one): (scores, source, n)."""
+    if data.test_split is not None:
+        test_sel = select(data.test_split.labels, data.test_split.classes, classes, cfg.negatives)
+        eval_split, test_source = data.test_split, "test"
+    else:
+        test_sel, eval_split, test_source = data.val_sel, data.val_split, "val"
+    probs = predict_arrays(best, eval_split, test_sel, tuple(cfg.input_size), cfg.batch_size)
+    return score(test_sel.targets, probs, test_sel.known), test_source, len(test_sel)
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = True) -> dict:
+    """Train per `cfg` into the run folder `cfg.out`; return the metrics dict."""
+    t_start = time.perf_counter()
+    cfg, state = _prepare_out(cfg, resume, epochs_given)
+    out = Path(cfg.out).expanduser()
+    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    source = open_source(cfg.data, cache_root)
+    classes = _resolve(cfg, source)
+    data = _data(cfg, source, cache_root, classes, out, resume)
+    old_policy = keras.mixed_precision.global_policy()
+    strategy = _strategy(cfg.distribute)
+    replicas = strategy.num_replicas_in_sync
+    train_ds, val_ds = _datasets(cfg, data, replicas)
+    monitor = "val_loss" if val_ds is not None else "loss"
+    config = {**asdict(cfg), "input_size": list(cfg.input_size), "classes": classes,
               "model": cfg.model_kwargs(len(classes)), "source_kind": source.kind,
-              "train_split": train_name, "test_split": test_name,
-              "n_train": len(train_sel), "n_val": len(val_sel),
+              "train_split": data.train_name, "test_split": data.test_name,
+              "n_train": len(data.train_sel), "n_val": len(data.val_sel),
               "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                            "python": sys.version.split()[0]},
               "created": state.get("created") or datetime.now(UTC).isoformat(timespec="seconds")}
@@ -222,49 +274,27 @@ def run_training(cfg: TrainConfig, resume: bool = False, epochs_given: bool = Tr
     write_json(out / "config.json", config)
     tracker = run_tracker(cfg.mlflow_uri, out, state,
                           None if resume else {k: v for k, v in config.items() if k not in ("versions",)})
-
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:
         with ending(tracker):
             with strategy.scope():
-                if resume:
-                    model = keras.models.load_model(out / "last.keras")
-                    model.jit_compile = use_jit(cfg.jit_compile)
-                else:
-                    model = build_model(weights=cfg.weights, **cfg.model_kwargs(len(classes)))
-                    if cfg.freeze_backbone:  # transfer learning, first step: train the head only
-                        for layer in backbone_layers(model):
-                            layer.trainable = False
-                    steps = math.ceil(len(train_sel) / cfg.batch_size)
-                    compile_model(model, learning_rate(cfg, steps), len(classes), cfg.weight_decay, cfg.jit_compile)
-            run_state = RunState(out, state, len(train_sel), t_start)
+                model = _model(cfg, out, resume, len(classes), len(data.train_sel))
+            run_state = RunState(out, state, len(data.train_sel), t_start)
             callbacks = [*run_callbacks(out, monitor, state, cfg.patience, 1e-6, resume,
-                                        plateau=cfg.schedule == "plateau"),
-                         run_state, tracker.callback()]
-            initial = int(state.get("epoch", 0))
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial,
+                                        plateau=cfg.schedule == "plateau"), run_state, tracker.callback()]
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=int(state.get("epoch", 0)),
                       callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
-
-            best = load_best(out, model, cfg.jit_compile)
-            if test_split is not None:
-                test_sel = select(test_split.labels, test_split.classes, classes, cfg.negatives)
-                eval_split, test_source = test_split, "test"
-            else:
-                test_sel, eval_split, test_source = val_sel, val_split, "val"
-            probs = predict_arrays(best, eval_split, test_sel, size, cfg.batch_size)
-            test = score(test_sel.targets, probs, test_sel.known)
+            test, test_source, n_test = _test(cfg, load_best(out, model, cfg.jit_compile), data, classes)
             run_state.add_wall()  # the evaluation after the last epoch
             metrics = {"test": test, "test_source": test_source, "epochs_run": state.get("epoch", 0),
                        "best_epoch": state.get("best_epoch"), "best_" + monitor: state.get("best"),
-                       "wall_time_s": round(state["wall_s"], 2),
-                       "train_time_s": round(state.get("train_s", 0.0), 2),
+                       "wall_time_s": round(state["wall_s"], 2), "train_time_s": round(state.get("train_s", 0.0), 2),
                        "images_per_s": round(state.get("images", 0) / max(state.get("train_s", 0.0), 1e-9), 1),
-                       "n_train": len(train_sel), "n_val": len(val_sel), "n_test": len(test_sel),
-                       "precision": cfg.precision, "distribute": cfg.distribute,
-                       "replicas": replicas}
-            finish_run(out, state, metrics, tracker,
-                       {**{f"test_{k}": v for k, v in test.items()},
-                        "images_per_s": metrics["images_per_s"], "wall_time_s": metrics["wall_time_s"]})
+                       "n_train": len(data.train_sel), "n_val": len(data.val_sel), "n_test": n_test,
+                       "precision": cfg.precision, "distribute": cfg.distribute, "replicas": replicas}
+            finish_run(out, state, metrics, tracker, {**{f"test_{k}": v for k, v in test.items()},
+                                                      "images_per_s": metrics["images_per_s"],
+                                                      "wall_time_s": metrics["wall_time_s"]})
             return metrics
     finally:
         keras.mixed_precision.set_global_policy(old_policy)

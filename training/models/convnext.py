@@ -10,18 +10,15 @@ written with erf (`training.models.layers.GELU`) so tf2onnx can export it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from keras import layers
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
-
-from training.models.archs import CONVNEXTS  # noqa: E402
-from training.models.head import sigmoid_head  # noqa: E402
-from training.models.layers import GELU, LayerScale, Normalize, StochasticDepth  # noqa: E402
+from training.models.archs import CONVNEXTS
+from training.models.head import sigmoid_head
+from training.models.layers import GELU, LayerScale, Normalize, StochasticDepth
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import re
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from keras import layers
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
-
-from training.errors import WeightsError  # noqa: E402
-from training.models.head import sigmoid_head  # noqa: E402
-from training.models.layers import Normalize, StochasticDepth  # noqa: E402
+from training.errors import WeightsError
+from training.models.head import sigmoid_head
+from training.models.layers import Normalize, StochasticDepth
 
 # (repeats, kernel, first stride, expand ratio, output channels): the B0 layout, which is Lite0
 LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

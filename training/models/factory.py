@@ -15,17 +15,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from keras import layers
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
-
-from training.errors import WeightsError  # noqa: E402
-from training.models.archs import ALL_ARCHS, EFFICIENTNETS  # noqa: E402
-from training.models.convnext import build_convnext  # noqa: E402
-from training.models.efficientnet_lite import build_lite, load_torch_weights  # noqa: E402
-from training.models.head import HEAD_NORM  # noqa: E402
+from training.errors import WeightsError
+from training.models.archs import ALL_ARCHS, EFFICIENTNETS
+from training.models.convnext import build_convnext
+from training.models.efficientnet_lite import build_lite, load_torch_weights
+from training.models.head import HEAD_NORM
 
 # keras.applications' ConvNeXt classes: ImageNet weights for these variants
 KERAS_APPS = {"convnext-tiny": "ConvNeXtTiny", "convnext-small": "ConvNeXtSmall",

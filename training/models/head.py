@@ -8,14 +8,10 @@ is not the head, and checkpoints copy across by these names.
 
 from __future__ import annotations
 
-import os
+import keras
+from keras import layers
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
-
-from training.models.layers import GELU  # noqa: E402
+from training.models.layers import GELU
 
 HEAD_LAYERS = ("head_", "predictions")  # name prefixes of the head's layers
 HEAD_NORM = "head_layernorm"

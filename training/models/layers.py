@@ -5,12 +5,8 @@ Import this module before `keras.models.load_model` on a sixview checkpoint.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
+import keras
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="sixview")

@@ -17,11 +17,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from .sinks import OutputError, open_output
+from ..sinks import CsvSink, OutputError, open_output
+
+if TYPE_CHECKING:
+    from ..scan import Summary
 
 FORMAT = 1
 MANIFEST = "manifest.jsonl"
@@ -118,3 +122,45 @@ class RunFolder:
                 if self._fresh and not self.done:  # nothing to resume: the next run starts without a flag
                     (self.path / MANIFEST).unlink()
                 self._fh.close()
+
+
+class Gather:
+    """The driver's side of the output: records gathered by block, each block written once whole
+    (and counted in `summary`)."""
+
+    def __init__(self, folder: RunFolder, images: int, block_size: int, summary: Summary):
+        self.folder, self.images, self.size, self.summary = folder, images, block_size, summary
+        self.partial: dict[int, dict[int, bytes]] = {}
+
+    def expected(self, block: int) -> int:
+        return min(self.size, self.images - block * self.size)
+
+    def add(self, index: int, line: bytes) -> None:
+        block = index // self.size
+        if block in self.folder.done:  # a retried task's second answer
+            return
+        got = self.partial.setdefault(block, {})
+        if index in got:
+            return
+        got[index] = line
+        if len(got) == self.expected(block):
+            recs = [json.loads(got[i]) for i in sorted(got)]
+            self.folder.write_block(block, [got[i] for i in sorted(got)], sum(r["error"] is not None for r in recs))
+            for r in recs:
+                self.summary.add(r)
+            del self.partial[block]
+
+
+def merge_blocks(folder: RunFolder, blocks: int, sink: Any, table: CsvSink | None, name: str) -> None:
+    """Every block's records, in listing order, into --out (or stdout) and the CSV."""
+    target = sink if sink is not None else sys.stdout.buffer
+    try:
+        if sink is not None:
+            sink.truncate(0)  # a resumed or repeated merge writes the whole file again
+        for line in folder.lines(blocks):
+            target.write(line)
+            if table is not None:
+                table.write(json.loads(line))
+        target.flush()
+    except OSError as e:
+        raise OutputError(f"cannot write {name}: {e.strerror or e}") from None

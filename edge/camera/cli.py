@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from .camera import run_camera
-from .display import DisplayError, RecordError, VideoRecorder, WindowDisplay
-from .errors import SETUP_ERRORS
-from .options import engine_options, make_engine, setup_error
-from .sinks import JsonlSink
-from .sources import FrameSource, SourceError, backoff_delays, parse_source
+from ..display import DisplayError, RecordError, VideoRecorder, WindowDisplay
+from ..errors import SETUP_ERRORS
+from ..options import engine_options, make_engine, setup_error
+from ..sinks import JsonlSink
+from ..sources import FrameSource, SourceError, backoff_delays, parse_source
+from . import run_camera
 
 
 @click.command("camera")

@@ -1,14 +1,15 @@
-"""Offline scans: classify images with decoding in worker threads overlapping inference,
-and write one record per image, in input order (finding them: `edge/inputs.py`)."""
+"""Offline scans: the pipeline (`edge/pipeline.py`: loading in worker threads overlapping
+inference) over files, one record per image, in input order (finding them: `edge/inputs.py`)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .draw import draw_verdict
-from .engine import Engine, Prepared, Verdict
-from .errors import per_image
-from .inputs import IMAGE_EXTENSIONS, read_file
-from .records import record
+from ..draw import draw_verdict
+from ..engine import Engine, Verdict
+from ..errors import per_image
+from ..inputs import IMAGE_EXTENSIONS, read_file
+from ..pipeline import load_one, stream
+from ..records import record
 
 
 @dataclass
@@ -63,27 +65,6 @@ class Summary:
         return "\n".join(lines)
 
 
-@dataclass
-class _Loaded:
-    """One path's outcome of loading: a prepared image, or the error for its record."""
-
-    path: str
-    prepared: Prepared | None
-    error: str | None
-    timings: dict[str, float]
-
-
-def _load(path: str, engine: Engine, keep_image: bool) -> _Loaded:
-    """Read, decode and render one image's views (runs in a worker thread)."""
-    t0 = time.perf_counter()
-    data, error = per_image(read_file, path)
-    timings = {"decode": (time.perf_counter() - t0) * 1e3}
-    prepared = None
-    if data is not None:
-        prepared, error = per_image(engine.load, data, keep_image=keep_image, timings_ms=timings)
-    return _Loaded(path, prepared, error, {} if error else timings)
-
-
 def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], None],
          annotate_dir: Path | None = None, batch_images: int = 1, workers: int = 2,
          names: Mapping[str, str] | None = None) -> Summary:
@@ -91,26 +72,15 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
     go to `annotate_dir` under `names[path]` (the path relative to its scan root; default: its name)."""
     summary = Summary()
     start = time.perf_counter()
-    window = max(2 * batch_images + workers, 4)
     bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
-    pending: deque[Future[_Loaded]] = deque()
-    todo = iter(paths)
+    load = functools.partial(load_one, read=read_file, renderer=engine.renderer, keep_image=annotate_dir is not None)
     try:
-        while True:
-            while len(pending) < window and (path := next(todo, None)) is not None:
-                pending.append(pool.submit(_load, path, engine, annotate_dir is not None))
-            if not pending:
-                break
-            group = [pending.popleft().result() for _ in range(min(batch_images, len(pending)))]
-            ready = [g for g in group if g.prepared is not None]
-            verdicts = dict(zip(map(id, ready), engine.classify([g.prepared for g in ready]), strict=True))
-            for g in group:
-                v = verdicts.get(id(g))
-                rec = record("path", g.path, v, timings_ms=g.timings, error=g.error)
-                if v is not None and annotate_dir is not None and g.prepared.decoded is not None:
-                    name = (names or {}).get(g.path, os.path.basename(g.path))
-                    _, error = per_image(_annotate, g.prepared.decoded.bgr, v, annotate_dir / name)
+        with contextlib.closing(stream(paths, load, engine.classify, batch_images, workers)) as results:
+            for loaded, verdict in results:
+                rec = record("path", loaded.key, verdict, timings_ms=loaded.timings_ms, error=loaded.error)
+                if verdict is not None and annotate_dir is not None and loaded.prepared.decoded is not None:
+                    name = (names or {}).get(loaded.key, os.path.basename(loaded.key))
+                    _, error = per_image(_annotate, loaded.prepared.decoded.bgr, verdict, annotate_dir / name)
                     rec["error"] = error and f"cannot write the annotated copy: {error}"
                 write(rec)
                 summary.add(rec)
@@ -118,7 +88,6 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         summary.seconds = time.perf_counter() - start
     return summary

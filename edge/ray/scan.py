@@ -1,13 +1,13 @@
-"""`sixview scan --ray [ADDRESS]`: the same scan, records and options as `edge/scan.py`, on Ray.
+"""`sixview scan --ray [ADDRESS]`: the same scan, records and options as `edge/scan/`, on Ray.
 
 The driver lists the images (`edge.uris.collect_any`: local paths as `edge.inputs.collect_keyed`,
 URIs through `pyarrow.fs`; `--shard` applies), cuts the listing into blocks of `--block-size` images
 and feeds the missing blocks to a Ray Data pipeline:
 
-    rows (index, path) -> decode_rows: CPU tasks, DECODE_CPUS each       (edge/ray_work.py)
+    rows (index, path) -> decode_rows: CPU tasks, DECODE_CPUS each       (edge/ray/work.py)
                        -> Classifier: an actor pool of --actors, ACTOR_CPUS (+1 GPU on cuda/tensorrt)
                        -> driver: a block's records, once all have come, to DIR/block-*.jsonl and the
-                          manifest (edge/ray_blocks.py); when every block is done, merged into --out
+                          manifest (edge/ray/blocks.py); when every block is done, merged into --out
 
 Ray's pitfalls, avoided on purpose: actors take a fraction of a CPU and the pool leaves at least one
 CPU to the decoding tasks (actors holding every CPU starve the tasks and the run hangs); decoding asks
@@ -20,7 +20,6 @@ for the blocks still missing, RETRIES times at most.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -38,18 +37,16 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from .engine import ROLES
-from .errors import SETUP_ERRORS
-from .inputs import keep_shard
-from .metadata import MetadataError, ModelMeta
-from .model import check_request, model_file
-from .onnx_props import PropsError, read_props
-from .options import setup_error
-from .ray_blocks import RunFolder
-from .ray_work import SETUP_MARK, Classifier, ModelFiles, decode_rows
-from .scan import Summary
-from .sinks import CsvSink, OutputError, open_output
-from .uris import collect_any
+from ..engine import role_metas
+from ..errors import SETUP_ERRORS
+from ..inputs import keep_shard
+from ..metadata import ModelMeta
+from ..options import setup_error
+from ..scan import Summary
+from ..sinks import CsvSink, open_output
+from ..uris import collect_any
+from .blocks import Gather, RunFolder, merge_blocks
+from .work import Classifier, ModelFiles, configure_data, decode_rows, setup_cause
 
 ACTOR_CPUS = 0.5  # a fraction: the decoding tasks must always find a CPU
 DECODE_CPUS = 1.0  # not ACTOR_CPUS: equal resources would fuse decoding into the actors
@@ -62,23 +59,6 @@ _ADDRESS = re.compile(r"^(local|auto|ray://\S+|[A-Za-z0-9.\-]+:\d+)$")
 def is_address(text: str) -> bool:
     """Whether `--ray`'s value is a Ray address (local, auto, ray://host:port, host:port), not a path."""
     return bool(_ADDRESS.match(text))
-
-
-def _meta(models_dir: Path, routing: str, device: str, precision: str) -> dict[str, ModelMeta]:
-    """The metadata of each role the scan can reach, read and checked on the driver (no session):
-    a missing or invalid model stops the scan before any output is touched."""
-    check_request(device, precision)
-    metas = {}
-    for role in ROLES if routing == "auto" else (routing,):
-        path = model_file(models_dir, role, "cpu" if device == "auto" else device, precision)
-        try:
-            meta = ModelMeta.from_props(read_props(path), str(path))
-        except (PropsError, OSError) as e:
-            raise MetadataError(f"{path}: cannot read its metadata ({e})") from None
-        if meta.role != role:
-            raise MetadataError(f"{path}: metadata says role {meta.role!r}, expected {role!r}")
-        metas[role] = meta
-    return metas
 
 
 def _connect(address: str) -> bool:
@@ -125,22 +105,19 @@ def _pool(requested: int | None, device: str, cpus: float, gpus: float, local: b
     return n, per_gpu
 
 
-def _configure_data() -> None:
-    """Bounded waits and retries, no progress bars of Ray Data's own (the scan has one)."""
-    import ray.data as rd
+def _start(address: str, actors: int | None, device: str, todo: str) -> tuple[bool, int, float]:
+    """Join or start Ray and size the pool: (started here, actors, GPUs per actor)."""
+    import ray
 
-    ctx = rd.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.actor_task_retry_on_errors = False  # an exception in the model is a bug: stop, do not loop
-    ctx.max_errored_blocks = 0
-    ctx.max_consecutive_actor_init_deaths = 0  # a model that does not start stops the scan at once
-    ctx.execution_no_progress_timeout_s = STALL_S  # also ends a wait for actors that cannot start (no GPU)
-    # (not wait_for_min_actors_s: it holds back decoding until every actor is up, seconds of a small scan)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
-    logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # the scan reports failures itself
-    # a small scan has fewer input blocks than actors: Ray Data's warning says so, harmlessly
-    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+    t0 = time.perf_counter()
+    started = _connect(address)
+    res = ray.cluster_resources()
+    cpus = res.get("CPU", 0.0)
+    n, per_gpu = _pool(actors, device, cpus, res.get("GPU", 0.0), address == "local")
+    click.echo(f"ray: {'started locally' if started else 'joined'} in {time.perf_counter() - t0:.1f} s "
+               f"({cpus:g} CPUs); {n} actors, {todo} to do", err=True)
+    configure_data(STALL_S)
+    return started, n, per_gpu
 
 
 def _pipeline(indices: list[int], paths: list[str], metas: dict[str, ModelMeta], models: Any,
@@ -151,7 +128,7 @@ def _pipeline(indices: list[int], paths: list[str], metas: dict[str, ModelMeta],
 
     table = pa.table({"index": pa.array(indices, pa.int64()),
                       "path": pa.array([os.fsencode(paths[i]) for i in indices], pa.binary())})
-    decode_opts = {k: options[k] for k in ("routing", "tiling", "threshold", "max_pixels", "guess_in_labels")}
+    decode_opts = {k: options[k] for k in ("routing", "tiling", "max_pixels")}  # a Renderer's
     # an actor answers once per input block: enough blocks for every actor, and records that stream back
     chunk = max(1, min(CHUNK, math.ceil(len(indices) / (8 * actors))))
     ds = rd.from_arrow(table, override_num_blocks=math.ceil(len(indices) / chunk))
@@ -164,51 +141,6 @@ def _pipeline(indices: list[int], paths: list[str], metas: dict[str, ModelMeta],
                             num_gpus=per_gpu or None, fn_constructor_kwargs={"models": models, "options": options},
                             max_restarts=RETRIES, max_task_retries=RETRIES)
     return ds.iter_batches(batch_size=None, batch_format="pyarrow")
-
-
-def _setup_cause(e: BaseException) -> str | None:
-    """The text of a setup error (a model or provider that does not start) raised on a worker, found
-    in the chain of errors Ray wraps it in (an actor's failed start arrives as text only)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [e]
-    while todo:
-        x = todo.pop()
-        if x is None or id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, SETUP_ERRORS):
-            return str(x)
-        text = str(x)
-        if SETUP_MARK in text:
-            return text[text.rindex(SETUP_MARK) + len(SETUP_MARK):].splitlines()[0].strip()
-        todo += [x.__cause__, x.__context__, getattr(x, "cause", None)]
-    return None
-
-
-class _Blocks:
-    """The driver's side of the output: records gathered by block, each block written once whole."""
-
-    def __init__(self, folder: RunFolder, images: int, block_size: int, summary: Summary):
-        self.folder, self.images, self.size, self.summary = folder, images, block_size, summary
-        self.partial: dict[int, dict[int, bytes]] = {}
-
-    def expected(self, block: int) -> int:
-        return min(self.size, self.images - block * self.size)
-
-    def add(self, index: int, line: bytes) -> None:
-        block = index // self.size
-        if block in self.folder.done:  # a retried task's second answer
-            return
-        got = self.partial.setdefault(block, {})
-        if index in got:
-            return
-        got[index] = line
-        if len(got) == self.expected(block):
-            recs = [json.loads(got[i]) for i in sorted(got)]
-            self.folder.write_block(block, [got[i] for i in sorted(got)], sum(r["error"] is not None for r in recs))
-            for r in recs:
-                self.summary.add(r)
-            del self.partial[block]
 
 
 def run(paths: tuple[str, ...], *, out: Path | None, csv_path: Path | None, resume: bool, overwrite: bool,
@@ -228,26 +160,14 @@ def run(paths: tuple[str, ...], *, out: Path | None, csv_path: Path | None, resu
         out = None
     if resume and out is None and ray_dir is None:
         raise click.UsageError("--resume needs --out FILE or --ray-dir DIR")
-    try:
-        found = keep_shard(collect_any(paths), shard)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        raise click.UsageError(str(e)) from None
-    listing = list(found)
-    del found  # the driver holds the listing: ~250 bytes an image (and the Arrow rows, ~200 more)
+    listing = _listing(paths, shard)
     if not listing:
         click.echo("nothing to do: no images to scan", err=True)
         return 0
     if address == "local" and engine_opts["device"] not in ("cuda", "tensorrt") \
             and not ray.is_initialized():  # an impossible pool is refused before any output is touched
         _pool(actors, "cpu", len(os.sched_getaffinity(0)), 0.0, True)
-    opts = dict(engine_opts)
-    options = {"routing": opts.pop("engine"), **{k: v for k, v in opts.items() if k != "models_dir"}}
-    options["threads"] = options["threads"] or max(1, int(ACTOR_CPUS))  # one thread per actor by default
-    try:
-        metas = _meta(Path(opts["models_dir"]), options["routing"], options["device"], options["precision"])
-        files = ModelFiles.read(Path(opts["models_dir"]), tuple(metas), options["device"], options["precision"])
-    except (*SETUP_ERRORS, OSError) as e:
-        raise setup_error(e) from None
+    options, metas, files = _models(engine_opts)
     classes = list(dict.fromkeys(c for m in metas.values() for c in m.classes))
     digest = hashlib.sha256(b"".join(os.fsencode(p) + b"\n" for p in listing)).hexdigest()
     header = {"images": len(listing), "block_size": block_size, "listing_sha256": digest, "models": files.digest,
@@ -270,7 +190,7 @@ def run(paths: tuple[str, ...], *, out: Path | None, csv_path: Path | None, resu
                                      address, actors, on_records)
             complete = len(folder.done) == blocks
             if complete:
-                _merge(folder, blocks, sink, table, str(out or "stdout"))
+                merge_blocks(folder, blocks, sink, table, str(out or "stdout"))
         except SETUP_ERRORS as e:  # a block, --out or the CSV that cannot be written
             raise setup_error(e) from None
         if before:
@@ -281,13 +201,40 @@ def run(paths: tuple[str, ...], *, out: Path | None, csv_path: Path | None, resu
             click.echo(f"blocks: {ray_dir} ({len(folder.done)} of {blocks} done)", err=True)
         if out and complete:
             click.echo(f"results: {out}", err=True)
+    return _exit_code(summary, failure, summary.errors + sum(d["errors"] for d in before), complete)
+
+
+def _listing(paths: tuple[str, ...], shard: str | None) -> list[str]:
+    """The images to scan (local paths and URIs, `--shard` applied), or a usage error."""
+    try:
+        # the driver holds the listing: ~250 bytes an image (and the Arrow rows, ~200 more)
+        return list(keep_shard(collect_any(paths), shard))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _models(engine_opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, ModelMeta], ModelFiles]:
+    """The workers' options, the metadata of the roles the scan can reach (`engine.role_metas`, read
+    and checked on the driver) and the files the actors open; a setup error stops the scan."""
+    opts = dict(engine_opts)
+    options = {"routing": opts.pop("engine"), **{k: v for k, v in opts.items() if k != "models_dir"}}
+    options["threads"] = options["threads"] or max(1, int(ACTOR_CPUS))  # one thread per actor by default
+    try:
+        metas = role_metas(Path(opts["models_dir"]), options["routing"], options["device"], options["precision"])
+        files = ModelFiles.read(Path(opts["models_dir"]), tuple(metas), options["device"], options["precision"])
+    except (*SETUP_ERRORS, OSError) as e:
+        raise setup_error(e) from None
+    return options, metas, files
+
+
+def _exit_code(summary: Summary, failure: str | None, errors: int, complete: bool) -> int:
+    """130 interrupted; 1 when the pipeline failed, images failed or blocks are missing; else 0."""
     if summary.interrupted:
         return 130
     if failure is not None:
         click.echo(f"Error: the scan stopped after {RETRIES + 1} attempts ({failure}); the finished blocks are "
                    "kept: --resume continues", err=True)
         return 1
-    errors = summary.errors + sum(d["errors"] for d in before)
     return 1 if errors or not complete else 0
 
 
@@ -305,15 +252,8 @@ def _scan(listing: list[str], folder: RunFolder, blocks: int, block_size: int, m
     missing = sum(min(block_size, len(listing) - b * block_size) for b in todo_blocks)
     bar = tqdm(total=missing, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
-        t0 = time.perf_counter()
-        started = _connect(address)
-        res = ray.cluster_resources()
-        cpus = res.get("CPU", 0.0)
-        n, per_gpu = _pool(actors, options["device"], cpus, res.get("GPU", 0.0), address == "local")
-        click.echo(f"ray: {'started locally' if started else 'joined'} in {time.perf_counter() - t0:.1f} s "
-                   f"({cpus:g} CPUs); {n} actors, {len(todo_blocks)} blocks of {block_size} to do", err=True)
+        started, n, per_gpu = _start(address, actors, options["device"], f"{len(todo_blocks)} blocks of {block_size}")
         start = time.perf_counter()  # the scan's rate, as a local scan's, leaves the start of Ray out
-        _configure_data()
         models = ray.put(files)
         received = 0
         for attempt in range(RETRIES + 1):
@@ -322,7 +262,7 @@ def _scan(listing: list[str], folder: RunFolder, blocks: int, block_size: int, m
             if not todo:
                 failure = None
                 break
-            gather = _Blocks(folder, len(listing), block_size, summary)
+            gather = Gather(folder, len(listing), block_size, summary)
             batches = iter(_pipeline(todo, listing, metas, models, options, batch_images, n, per_gpu))
             try:
                 for batch in batches:
@@ -336,7 +276,7 @@ def _scan(listing: list[str], folder: RunFolder, blocks: int, block_size: int, m
             except (KeyboardInterrupt, click.ClickException, *SETUP_ERRORS):
                 raise
             except Exception as e:  # noqa: BLE001 (a worker, node or Ray failure: run the missing blocks again)
-                cause = _setup_cause(e)
+                cause = setup_cause(e)
                 if cause is not None:
                     raise setup_error(RuntimeError(cause)) from None
                 failure = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
@@ -352,18 +292,3 @@ def _scan(listing: list[str], folder: RunFolder, blocks: int, block_size: int, m
         if started:
             ray.shutdown()
     return summary, failure
-
-
-def _merge(folder: RunFolder, blocks: int, sink: Any, table: CsvSink | None, name: str) -> None:
-    """Every block's records, in listing order, into --out (or stdout) and the CSV."""
-    target = sink if sink is not None else sys.stdout.buffer
-    try:
-        if sink is not None:
-            sink.truncate(0)  # a resumed or repeated merge writes the whole file again
-        for line in folder.lines(blocks):
-            target.write(line)
-            if table is not None:
-                table.write(json.loads(line))
-        target.flush()
-    except OSError as e:
-        raise OutputError(f"cannot write {name}: {e.strerror or e}") from None

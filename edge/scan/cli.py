@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from .errors import SETUP_ERRORS
-from .inputs import collect_keyed, keep_shard
-from .options import engine_options, make_engine, setup_error
-from .scan import scan as run_scan
-from .sinks import CsvSink, JsonlSink, done_paths
+from ..errors import SETUP_ERRORS
+from ..inputs import collect_keyed, keep_shard
+from ..options import engine_options, make_engine, setup_error
+from ..sinks import CsvSink, JsonlSink, done_paths
+from . import scan as run_scan
 
 
 @click.command("scan")
@@ -64,16 +64,7 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
         return
     if actors or ray_dir or block_size:
         raise click.UsageError("--actors, --ray-dir and --block-size go with --ray")
-    if not paths:
-        raise click.UsageError("Missing argument 'PATHS...'.")
-    if resume and out is None:
-        raise click.UsageError("--resume needs --out FILE")
-    if resume and overwrite:
-        raise click.UsageError("--resume keeps --out and --overwrite replaces it: choose one")
-    try:
-        found = keep_shard(collect_keyed(paths), shard)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
+    found = _listing(paths, out, resume, overwrite, shard)
     files = list(found)
     skipped = 0
     if resume:
@@ -110,10 +101,26 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
         sys.exit(1)
 
 
+def _listing(paths: tuple[str, ...], out: Path | None, resume: bool, overwrite: bool,
+             shard: str | None) -> dict[str, str]:
+    """The files to scan (path -> its shard key, the path under its scan root; `--shard` applied), or a
+    usage error."""
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...'.")
+    if resume and out is None:
+        raise click.UsageError("--resume needs --out FILE")
+    if resume and overwrite:
+        raise click.UsageError("--resume keeps --out and --overwrite replaces it: choose one")
+    try:
+        return keep_shard(collect_keyed(paths), shard)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+
+
 def _scan_on_ray(paths: tuple[str, ...], address: str, *, annotate_dir: Path | None, block_size: int | None,
                  **kwargs) -> None:
-    """`--ray`: the scan on Ray (edge/ray_scan.py, imported only here)."""
-    from .ray_scan import is_address, run
+    """`--ray`: the scan on Ray (edge/ray/scan.py, imported only here)."""
+    from ..ray.scan import is_address, run
 
     if not is_address(address):  # `--ray photos`: a path, taken as the address's place
         paths, address = (address, *paths), "local"

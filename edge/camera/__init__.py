@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .decode import Decoded
-from .display import Display, VideoRecorder, save_snapshot
-from .draw import draw_banner, draw_verdict, status_text
-from .engine import ROUTINGS, Engine, Verdict
-from .errors import per_image
-from .merge import ScoreHook
-from .records import record
-from .sources import Frame, FrameSource
-from .stats import summarize
+from ..decode import Decoded
+from ..display import Display, VideoRecorder, save_snapshot
+from ..draw import draw_banner, draw_verdict, status_text
+from ..engine import ROUTINGS, Engine, Verdict
+from ..errors import per_image
+from ..merge import ScoreHook, ScoreSmoother
+from ..records import record
+from ..sources import Frame, FrameSource
+from ..stats import summarize
 
 MAX_CONSECUTIVE_FAILURES = 30  # a frame error that repeats this often is not transient: stop
 PAUSED = "PAUSED (space to resume)"
@@ -74,31 +73,6 @@ def handle_key(state: LoopState, key: int) -> tuple[LoopState, str | None]:
     elif action == "views":
         state = replace(state, all_views=not state.all_views)
     return state, action
-
-
-# -- temporal smoothing --------------------------------------------------------------
-class ScoreSmoother:
-    """A score hook for `Engine.classify`: each class's merged score averaged over the last k
-    frames, so the decision is taken on the mean (k == 1: no smoothing)."""
-
-    def __init__(self, k: int = 1):
-        if k < 1:
-            raise ValueError(f"--smooth must be >= 1, got {k}")
-        self.k = k
-        self._history: deque[np.ndarray] = deque(maxlen=k)
-        self._role: str | None = None
-
-    def reset(self) -> None:
-        """Forget the history (routing or tiling changed)."""
-        self._history.clear()
-
-    def __call__(self, role: str, scores: list[float]) -> list[float]:
-        """The mean of the last k frames' merged scores of the same model (history reset on a change)."""
-        if role != self._role or (self._history and len(self._history[0]) != len(scores)):
-            self.reset()
-            self._role = role
-        self._history.append(np.asarray(scores, np.float64))
-        return np.mean(self._history, axis=0).tolist()
 
 
 # -- the loop ------------------------------------------------------------------------
@@ -153,6 +127,95 @@ def warm_up(engine: Engine, width: int, height: int) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+@dataclass
+class _Loop:
+    """The loop's state between frames: keys, smoothing, the last frame shown, rates."""
+
+    source: FrameSource
+    engine: Engine
+    display: Display | None
+    recorder: VideoRecorder | None
+    smooth: int
+    log: Callable[[str], None]
+    summary: CameraSummary = field(default_factory=CameraSummary)
+    state: LoopState = field(default_factory=LoopState)
+    last: tuple[Frame, np.ndarray | None, dict[str, Any]] | None = None
+    shown: tuple[Verdict, str] | None = None  # the last frame's verdict and status, to redraw it while paused
+    inf_fps: float = 0.0
+    t_prev: float | None = None
+    streak: int = 0
+
+    def __post_init__(self) -> None:
+        self.smoother = ScoreSmoother(self.smooth)
+        self.hook: ScoreHook | None = self.smoother if self.smooth > 1 else None
+
+    def keys(self, snapshots: Path) -> str | None:
+        """Apply the window's key (if any): "quit" to stop, "paused" while paused, else None."""
+        if self.display is None:
+            return None
+        self.state, action = handle_key(self.state, self.display.poll(30 if self.state.paused else 1))
+        if action == "quit" or self.display.closed():
+            return "quit"
+        if action in ("engine", "tiling"):
+            self.smoother.reset()
+            self.log(f"engine {self.state.routing}, tiling {'on' if self.state.tiling else 'off'}")
+        if action == "views":
+            self.log(f"views: {'all' if self.state.all_views else 'winners only'}")
+        if action == "pause":
+            (self.source.pause if self.state.paused else self.source.resume)()
+        if action in ("pause", "views") and self.state.paused and self.last is not None and self.shown is not None:
+            annotated = draw_verdict(self.last[0].image.copy(), self.shown[0], self.shown[1], self.state.all_views)
+            self.last = (self.last[0], annotated, self.last[2])
+            self.display.show(draw_banner(annotated.copy(), PAUSED))
+        if action == "snapshot" and self.last is not None:
+            self.log(f"snapshot: {save_snapshot(snapshots, *self.last)}")
+        return "paused" if self.state.paused else None
+
+    def frame(self, frame: Frame) -> dict[str, Any]:
+        """Classify one frame and count it: its record."""
+        h, w = frame.image.shape[:2]
+        verdict, error = per_image(_classify_frame, self.engine, frame, self.state, self.hook)
+        t_done = time.perf_counter()
+        latency = (t_done - frame.t_capture) * 1e3
+        extra = {"smooth": self.smooth} if self.smooth > 1 else {}
+        rec = record("frame", frame.index, verdict, width=w, height=h, error=error,
+                     timings_ms={"decode": frame.read_ms}, timestamp=round(frame.timestamp, 6),
+                     latency_ms=round(latency, 3), **extra)
+        self.summary.processed += 1
+        if verdict is None:
+            self.summary.failed += 1
+            self.streak += 1
+            self.log(f"frame {frame.index}: {error}")
+            if self.streak >= MAX_CONSECUTIVE_FAILURES:
+                self.summary.error = f"{self.streak} frames in a row failed; stopping ({error})"
+        else:
+            self.streak = 0
+            self.summary.latencies_ms.append(latency)
+            self.summary.infer_ms.append(verdict.timings_ms.get("infer", 0.0))
+        if self.t_prev is not None and t_done > self.t_prev:
+            inst = 1.0 / (t_done - self.t_prev)
+            self.inf_fps = inst if not self.inf_fps else 0.9 * self.inf_fps + 0.1 * inst
+        self.t_prev = t_done
+        self.show(frame, verdict, rec, latency)
+        return rec
+
+    def show(self, frame: Frame, verdict: Verdict | None, rec: dict[str, Any], latency: float) -> None:
+        """Draw the verdict on the frame for the window and the recording; keep it for snapshots."""
+        annotated = None
+        if verdict is not None and (self.display is not None or self.recorder is not None):
+            status = status_text(self.state.routing, verdict, self.source.measured_fps, self.inf_fps, latency,
+                                 self.smooth)
+            annotated = draw_verdict(frame.image.copy(), verdict, status, self.state.all_views)
+            self.shown = (verdict, status)
+            if self.display is not None:
+                self.display.show(annotated)
+            if self.recorder is not None:
+                self.recorder.write(annotated, frame.index)
+        self.last = (frame, annotated, rec)
+        if verdict is None:
+            self.shown = None
+
+
 def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str, Any]], None] | None = None,
                display: Display | None = None, recorder: VideoRecorder | None = None,
                snapshots: Path = Path("snapshots"), max_frames: int | None = None,
@@ -160,13 +223,8 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
                log: Callable[[str], None] = _stderr) -> CameraSummary:
     """Run the loop until the source ends, a limit is reached, q/Esc, a closed window,
     Ctrl-C or SIGTERM; always stops the capture thread and closes the outputs."""
-    summary = CameraSummary()
-    state = LoopState(engine.routing, engine.tiling)
-    smoother = ScoreSmoother(smooth)
-    hook = smoother if smooth > 1 else None
-    last: tuple[Frame, np.ndarray | None, dict[str, Any]] | None = None
-    shown: tuple[Verdict, str] | None = None  # the last frame's verdict and status, to redraw it while paused
-    inf_fps, t_prev, streak, in_hand = 0.0, None, 0, False
+    loop = _Loop(source, engine, display, recorder, smooth, log, state=LoopState(engine.routing, engine.tiling))
+    summary, in_hand = loop.summary, False
     restore = _sigterm_as_interrupt()
     t_start = time.perf_counter()
     try:
@@ -178,70 +236,23 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
         while not (max_frames and summary.processed >= max_frames):
             if duration and time.perf_counter() - t_start >= duration:
                 break
-            if display is not None:
-                state, action = handle_key(state, display.poll(30 if state.paused else 1))
-                if action == "quit" or display.closed():
-                    break
-                if action in ("engine", "tiling"):
-                    smoother.reset()
-                    log(f"engine {state.routing}, tiling {'on' if state.tiling else 'off'}")
-                if action == "views":
-                    log(f"views: {'all' if state.all_views else 'winners only'}")
-                if action == "pause":
-                    (source.pause if state.paused else source.resume)()
-                if action in ("pause", "views") and state.paused and last is not None and shown is not None:
-                    annotated = draw_verdict(last[0].image.copy(), shown[0], shown[1], state.all_views)
-                    last = (last[0], annotated, last[2])
-                    display.show(draw_banner(annotated.copy(), PAUSED))
-                if action == "snapshot" and last is not None:
-                    log(f"snapshot: {save_snapshot(snapshots, *last)}")
-                if state.paused:
-                    continue
+            key = loop.keys(snapshots)
+            if key == "quit":
+                break
+            if key == "paused":
+                continue
             frame = source.read(timeout=0.05 if display is not None else 0.5)
             if frame is None:
                 if source.finished:
                     break
                 continue
             in_hand = True  # captured, not yet processed: dropped if the run stops now
-            h, w = frame.image.shape[:2]
-            verdict, error = per_image(_classify_frame, engine, frame, state, hook)
-            t_done = time.perf_counter()
-            latency = (t_done - frame.t_capture) * 1e3
-            extra = {"smooth": smooth} if smooth > 1 else {}
-            rec = record("frame", frame.index, verdict, width=w, height=h, error=error,
-                         timings_ms={"decode": frame.read_ms}, timestamp=round(frame.timestamp, 6),
-                         latency_ms=round(latency, 3), **extra)
-            summary.processed += 1
+            rec = loop.frame(frame)
             in_hand = False
-            if verdict is None:
-                summary.failed += 1
-                streak += 1
-                log(f"frame {frame.index}: {error}")
-                if streak >= MAX_CONSECUTIVE_FAILURES:
-                    summary.error = f"{streak} frames in a row failed; stopping ({error})"
-                    break
-            else:
-                streak = 0
-                summary.latencies_ms.append(latency)
-                summary.infer_ms.append(verdict.timings_ms.get("infer", 0.0))
-            if t_prev is not None and t_done > t_prev:
-                inst = 1.0 / (t_done - t_prev)
-                inf_fps = inst if not inf_fps else 0.9 * inf_fps + 0.1 * inst
-            t_prev = t_done
+            if summary.error:  # too many failures in a row
+                break
             if write is not None:
                 write(rec)
-            annotated = None
-            if verdict is not None and (display is not None or recorder is not None):
-                status = status_text(state.routing, verdict, source.measured_fps, inf_fps, latency, smooth)
-                annotated = draw_verdict(frame.image.copy(), verdict, status, state.all_views)
-                shown = (verdict, status)
-                if display is not None:
-                    display.show(annotated)
-                if recorder is not None:
-                    recorder.write(annotated, frame.index)
-            last = (frame, annotated, rec)
-            if verdict is None:
-                shown = None
     except KeyboardInterrupt:
         summary.interrupted = True
     except BrokenPipeError:  # stdout closed by a reader (e.g. `| head`): stop quietly

@@ -1,0 +1,105 @@
+"""The one pipeline under every entry point: read -> load -> batch -> run -> match.
+
+    inputs ─> load_one (worker threads): read (bytes, or RGB pixels) ─ per image: error ─> Renderer.load
+          ─> batches of `batch` loaded inputs, in input order
+          ─> run(the batch's prepared items): Engine.classify (verdicts), or view scores (eval, the gate)
+          ─> match: each input with its result, or None when it failed to load (its `error`)
+          ─> (Loaded, result | None), in input order
+
+`stream` is the whole of it, as a generator (scan, eval, the precision gate); the server
+(its own batcher across requests) and Ray (decoding tasks, then model actors) use its parts,
+`load_one` and `match`. An image's failure is that image's (`edge.errors`: setup errors stop
+the run); reading counts as decoding time, and a failed image has no timings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from .decode import Decoded
+from .engine import Prepared, Renderer
+from .errors import image_error, try_image
+
+K = TypeVar("K")
+T = TypeVar("T")
+Read = Callable[[Any], "bytes | np.ndarray"]  # an input -> its file bytes, or its RGB pixels (CIFAR arrays)
+
+
+@dataclass
+class Loaded(Generic[K]):
+    """One input's outcome of loading: its prepared item, or its error (and the exception raised)."""
+
+    key: K
+    prepared: Prepared | None
+    error: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    exception: BaseException | None = None
+
+
+def render(renderer: Renderer, data: bytes | np.ndarray, *, routing: str | None = None,
+           tiling: bool | None = None, keep_image: bool = False,
+           timings_ms: dict[str, float] | None = None) -> Prepared:
+    """Bytes through `Renderer.load`, RGB pixels (a CIFAR array) through `Renderer.prepare`."""
+    if isinstance(data, np.ndarray):
+        bgr = np.ascontiguousarray(data[..., ::-1])
+        return renderer.prepare(Decoded(bgr, bgr.shape[1], bgr.shape[0]), routing=routing, tiling=tiling,
+                                timings_ms=timings_ms)
+    return renderer.load(data, routing=routing, tiling=tiling, keep_image=keep_image, timings_ms=timings_ms)
+
+
+def load_one(key: K, read: Read, renderer: Renderer, *, routing: str | None = None, tiling: bool | None = None,
+             keep_image: bool = False) -> Loaded[K]:
+    """Read one input and load it (decode, route, views): the one loader of every entry point."""
+    t0 = time.perf_counter()
+    data, exc = try_image(read, key)
+    timings = {"decode": (time.perf_counter() - t0) * 1e3}
+    prepared = None
+    if data is not None:
+        prepared, exc = try_image(render, renderer, data, routing=routing, tiling=tiling, keep_image=keep_image,
+                                timings_ms=timings)
+    if exc is not None:
+        return Loaded(key, None, image_error(exc), {}, exc)
+    return Loaded(key, prepared, None, dict(prepared.timings_ms))
+
+
+def match(loaded: Sequence[Loaded], results: Sequence[T]) -> list[T | None]:
+    """Each loaded input's result, in order: `results` holds one per input that was prepared
+    (in their order); an input that failed to load gets None."""
+    it = iter(results)
+    out = [next(it, _MISSING) if x.prepared is not None else None for x in loaded]
+    if any(r is _MISSING for r in out) or next(it, _MISSING) is not _MISSING:
+        raise ValueError(f"{len(results)} results for {sum(x.prepared is not None for x in loaded)} loaded inputs")
+    return out
+
+
+_MISSING: Any = object()
+
+
+def stream(inputs: Iterable[K], load: Callable[[K], Loaded[K]], run: Callable[[list[Prepared]], Sequence[T]],
+           batch: int = 1, workers: int = 2) -> Iterator[tuple[Loaded[K], T | None]]:
+    """(loaded input, its result or None), in input order: `load` in `workers` threads (a bounded
+    window ahead), `run` on the prepared items of each `batch` inputs. Close it (or exhaust it)
+    to stop the threads."""
+    window = max(2 * batch + workers, 4)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
+    pending: deque[Future[Loaded[K]]] = deque()
+    todo = iter(inputs)
+    try:
+        while True:
+            while len(pending) < window and (key := next(todo, _MISSING)) is not _MISSING:
+                pending.append(pool.submit(load, key))
+            if not pending:
+                return
+            group = [pending.popleft().result() for _ in range(min(batch, len(pending)))]
+            ready = [g.prepared for g in group if g.prepared is not None]
+            results = run(ready) if ready else []
+            yield from zip(group, match(group, results), strict=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

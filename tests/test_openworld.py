@@ -1,0 +1,108 @@
+"""The open-world head: synsets, the distilled other-mass logit, the per-class gate, the graft into an
+ONNX graph (scores as the head says), the splits it reproduces, and its quick check."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from training.openworld import check
+from training.openworld.graft import graft, head_macs, head_tensors
+from training.openworld.head import OpenHead, fit_gate, fit_other
+from training.openworld.splits import check_reproduced, ids_sha256
+from training.openworld.synsets import AMBIGUOUS, other_mask, other_mass
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_other_synsets_follow_the_mapping():
+    mask = other_mask(CLASSES)
+    assert mask[277] and mask[340] and mask[147]  # red fox, zebra, grey whale: none of the classes
+    assert not mask[151] and not mask[717] and not mask[404]  # Chihuahua (dog), pickup (truck), airliner
+    assert not mask[AMBIGUOUS].any()  # impala and friends: what photos of deer look like to ImageNet
+    probs = np.zeros((2, 1000))
+    probs[0, 277], probs[0, 151], probs[1, 352] = 0.7, 0.3, 1.0
+    np.testing.assert_allclose(other_mass(probs, CLASSES), [0.7, 0.0])
+
+
+def test_fit_other_recovers_a_linear_teacher():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 16))
+    true_w = rng.normal(size=16)
+    mass = 1 / (1 + np.exp(-(x @ true_w - 0.5)))
+    w, b = fit_other(x, mass, l2=1e-3)
+    pred = 1 / (1 + np.exp(-(x @ w + b)))
+    assert np.abs(pred - mass).max() < 0.05
+
+
+def test_gate_learns_to_reject_what_the_teacher_calls_other():
+    # the HD logit fires for dogs and foxes alike; only the "other" logit tells them apart
+    rng = np.random.default_rng(1)
+    n = 3000
+    dog = rng.random(n) < 0.5
+    z = np.where(dog, 2.0, 1.5)[:, None] + rng.normal(0, 0.5, (n, 1))
+    other = np.where(dog, -3.0, 3.0) + rng.normal(0, 0.5, n)
+    targets = dog.astype(float)[:, None]
+    a, b, d = fit_gate(z, other, targets, np.zeros(n, int))
+    assert b[0] < -0.5 and a[0] >= 0
+    gated = a * z + b * other[:, None] + d
+    assert (gated[dog] > 0).mean() > 0.95 and (gated[~dog] < 0).mean() > 0.95
+
+
+def test_gate_leaves_a_class_no_set_labels_alone():
+    z = np.zeros((10, 2))
+    targets = np.c_[np.r_[np.ones(5), np.zeros(5)], np.full(10, -1.0)]
+    a, b, d = fit_gate(z, np.zeros(10), targets, np.zeros(10, int))
+    assert (a[1], b[1], d[1]) == (1.0, 0.0, 0.0)
+
+
+def _tiny_hd(k: int = 3, c: int = 4) -> onnx.ModelProto:
+    rng = np.random.default_rng(2)
+    w, bias = rng.normal(size=(c, k)).astype(np.float32), rng.normal(size=k).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("GlobalAveragePool", ["nchw"], ["gap"]),
+             helper.make_node("Squeeze", ["gap", "axes"], ["pooled"]),
+             helper.make_node("MatMul", ["pooled", "w"], ["mm"]),
+             helper.make_node("Add", ["mm", "bias"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["scores"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "bias"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                            ["N", 2, 2, c])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", k])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_graft_computes_the_head_in_the_graph():
+    model = _tiny_hd()
+    assert head_tensors(model) == ("pooled", "logits")
+    head = OpenHead(np.array([1.0, -1.0, 0.5, 0.0]), 0.25, np.array([1.0, 0.5, 2.0]),
+                    np.array([0.0, -1.0, -0.5]), np.array([0.1, 0.0, -0.2]))
+    x = np.random.default_rng(3).normal(size=(5, 2, 2, 4)).astype(np.float32)
+    run = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    before = run.run(None, {"images": x})[0]
+    grafted = ort.InferenceSession(graft(model, head).SerializeToString(), providers=["CPUExecutionProvider"])
+    after = grafted.run(None, {"images": x})[0]
+    pooled = x.mean(axis=(1, 2))
+    z = np.log(before) - np.log1p(-before)
+    expected = 1 / (1 + np.exp(-head.logits(z, pooled)))
+    np.testing.assert_allclose(after, expected, atol=1e-5)
+    assert head_macs(head) == 4 + 6
+
+
+def test_check_reproduced_refuses_other_splits():
+    splits = {"sets": {"/a": {"fit": ["1"], "heldout": ["2", "3"], "report": []}}}
+    check_reproduced(splits, [ids_sha256(["3", "2"])])
+    with pytest.raises(ValueError, match="not reproduced"):
+        check_reproduced(splits, [ids_sha256(["2"])])
+
+
+def test_quick_check_counts_label_free_photos():
+    targets = np.array([[1, 0], [0, 1], [0, 0], [0, 0]], float)
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.95, 0.1], [0.1, 0.1]])
+    fig = check.figures(scores, targets)
+    assert fig["n_free"] == 2 and fig["labelled_free"] == 0.5  # the best-F1 threshold keeps the 0.95 photo
+    assert fig["recall"] == 1.0

@@ -1,0 +1,1 @@
+"""Open-world head: rejecting what is none of the classes with what the ImageNet backbone knows."""

@@ -1,0 +1,94 @@
+"""Writing the open-world head into the HD graph: one graph, one output, the same decision rule.
+
+The head's two linear maps become five nodes between the HD model's pooled features, its
+logits and its final Sigmoid (`head_tensors`):
+
+    other  = features @ other_w + other_b                 (N, 1): 1,280 multiply-adds per view
+    logits = a * logits + b * other + d                   (N, K)
+    scores = Sigmoid(logits)                              the graph's output, as before
+
+so every backend runs it unchanged, and the runtime's decision (merge, thresholds) applies to
+the new scores. The metadata keeps the model's, with the head's provenance added and the
+thresholds, merge and presence threshold reset to the defaults: they were chosen for the old
+scores, and `sixview eval --calibrate --fit-merge` chooses them again on held-out photos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from convert.fp16 import to_fp16
+from convert.metadata import attach, read_meta
+from edge.atomic import atomic_path
+from training.openworld.head import OpenHead
+
+PREFIX = "sixview_open/"
+GAP_OP = "GlobalAveragePool"
+
+
+def head_tensors(model: onnx.ModelProto) -> tuple[str, str]:
+    """The names of the pooled-features tensor (the head's input, after the global average pool)
+    and of the logits (the input of the final Sigmoid, the graph's output) in an HD graph."""
+    nodes = list(model.graph.node)
+    outputs = {o.name for o in model.graph.output}
+    sig = next(n for n in reversed(nodes) if n.op_type == "Sigmoid" and n.output[0] in outputs)
+    gap = next(n for n in reversed(nodes) if n.op_type == GAP_OP)
+    pooled = gap.output[0]
+    squeeze = next((n for n in nodes if n.op_type in ("Squeeze", "Flatten", "Reshape") and n.input[0] == pooled), None)
+    return (squeeze.output[0] if squeeze else pooled), sig.input[0]
+
+
+def graft(model: onnx.ModelProto, head: OpenHead) -> onnx.ModelProto:
+    """A copy of the HD graph with `head` between its features, logits and Sigmoid."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    features, logits = head_tensors(out)
+    consts = {"other_w": head.other_w.reshape(-1, 1), "other_b": np.array([head.other_b]),
+              "a": head.a, "b": head.b, "d": head.d}
+    out.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), PREFIX + k)
+                                 for k, v in consts.items())
+    p = PREFIX
+    nodes = [helper.make_node("MatMul", [features, p + "other_w"], [p + "other_mm"], name=p + "OtherMatMul"),
+             helper.make_node("Add", [p + "other_mm", p + "other_b"], [p + "other"], name=p + "OtherAdd"),
+             helper.make_node("Mul", [logits, p + "a"], [p + "za"], name=p + "ScaleLogits"),
+             helper.make_node("Mul", [p + "other", p + "b"], [p + "ob"], name=p + "ScaleOther"),
+             helper.make_node("Add", [p + "za", p + "ob"], [p + "zo"], name=p + "AddOther"),
+             helper.make_node("Add", [p + "zo", p + "d"], [p + "logits"], name=p + "AddBias")]
+    sig = next(n for n in out.graph.node if n.op_type == "Sigmoid" and n.input[0] == logits)
+    sig.input[0] = p + "logits"
+    index = list(out.graph.node).index(sig)
+    for k, node in enumerate(nodes):
+        out.graph.node.insert(index + k, node)
+    onnx.checker.check_model(out)
+    return out
+
+
+def head_macs(head: OpenHead) -> int:
+    """Multiply-adds the head adds per view (the features' dot product and the per-class scaling)."""
+    return int(head.other_w.size + 2 * head.a.size)
+
+
+def write_models(hd_onnx: Path, head: OpenHead, provenance: dict[str, Any], out: Path) -> list[Path]:
+    """`out/hd.onnx` (FP32) and `out/hd.fp16.onnx` with the head grafted and the metadata updated."""
+    model = onnx.load(str(hd_onnx))
+    meta = read_meta(model, str(hd_onnx))
+    prov = {**meta.provenance, "open_world": provenance}
+    prov["training_data"] = sorted({*prov.get("training_data", []), *provenance.get("sets", [])})
+    prov.pop("calibration", None)
+    fresh = dataclasses.replace(meta, thresholds={}, presence_threshold=0.0, merge={"kind": "max"},
+                                provenance=prov)
+    fp32 = attach(graft(model, head), fresh)
+    fp16 = attach(to_fp16(fp32), dataclasses.replace(fresh, precision="fp16"))
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, m in (("hd.onnx", fp32), ("hd.fp16.onnx", fp16)):
+        with atomic_path(out / name) as tmp:
+            onnx.save(m, str(tmp))
+        files.append(out / name)
+    return files

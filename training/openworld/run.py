@@ -1,0 +1,96 @@
+"""`sixview openworld`: the open-world head of an HD model, end to end, in a run folder.
+
+1. splits (`splits.json`): the HD adaptation's own, reproduced and checked against the
+   held-out photos its calibration names, then every new set split after them;
+2. evidence (`evidence-<hd hash>/`): per view, HD features and logits, teacher probabilities;
+3. the head (`head.json`): distilled other-mass logit and per-class gate, fitted on fit parts;
+   a quick held-out check of the model before and after;
+4. `onnx/hd.onnx`, `onnx/hd.fp16.onnx`: the HD graph with the head grafted in, thresholds reset
+   (then `sixview eval RUN/onnx --heldout-of RUN --calibrate --fit-merge` chooses them).
+
+Steps 1-2 are cached in the folder, so an interrupted run redoes only what it had not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from convert.metadata import read_meta
+from edge.atomic import atomic_write
+from training.openworld import check
+from training.openworld.extract import SetEvidence, evidence, file_hash
+from training.openworld.graft import head_macs, write_models
+from training.openworld.head import OpenHead, fit_gate, fit_other
+from training.openworld.plan import SetPlan, parts
+from training.openworld.splits import check_reproduced, heldout_digests, make_splits, write_splits
+from training.openworld.synsets import other_mask, other_mass
+
+TEACHER = "efficientnet-lite2"
+
+
+def _stack(evs: list[SetEvidence], held: list[np.ndarray], part: bool) -> dict[str, np.ndarray]:
+    """The views of every set's fit (part False) or held-out (True) photos, flattened to rows."""
+    keep = [h == part for h in held]
+    cat = {k: np.concatenate([getattr(e, k)[m] for e, m in zip(evs, keep, strict=True)])
+           for k in ("targets", "features", "logits", "teacher")}
+    cat["set"] = np.concatenate([np.full(m.sum(), i) for i, m in enumerate(keep)])
+    return cat
+
+
+def fit_head(fit: dict[str, np.ndarray], classes: list[str], l2_other: float, l2_gate: float) -> OpenHead:
+    """The head from the fit parts' views (teacher rows for the distillation, all rows for the gate)."""
+    f = fit["features"].reshape(-1, fit["features"].shape[-1])
+    t = fit["teacher"].reshape(-1, 1000)
+    taught = ~np.isnan(t[:, 0])
+    w, b = fit_other(f[taught], other_mass(t[taught], classes), l2_other)
+    other = f.astype(np.float64) @ w + b
+    z = fit["logits"].reshape(-1, len(classes))
+    targets = fit["targets"].reshape(-1, len(classes))
+    sets = np.repeat(fit["set"], fit["logits"].shape[1])
+    a, bb, d = fit_gate(z, other, targets, sets, l2_gate)
+    return OpenHead(w, b, a, bb, d)
+
+
+def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) -> dict[str, Any]:
+    """Per set, the quick check's figures before and after the head (held-out photos)."""
+    out = {}
+    for i, name in enumerate(names):
+        rows = held["set"] == i
+        z, f, y = held["logits"][rows], held["features"][rows], held["targets"][rows][:, 0]
+        out[name] = {"before": check.figures(check.photo_scores(z), y),
+                     "after": check.figures(check.photo_scores(head.logits(z, f)), y)}
+    return out
+
+
+def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 3, l2_other: float = 1.0,
+             l2_gate: float = 1e-4, cache: Path | None = None) -> dict[str, Any]:
+    """Fit the head for `hd_onnx` on `plans` (the HD adaptation's sets first, in its order) into `out`."""
+    meta = read_meta(onnx.load(str(hd_onnx), load_external_data=False), str(hd_onnx))
+    splits = make_splits([(p.path, p.holdout, p.report) for p in plans], cache=cache)
+    check_reproduced(splits, heldout_digests(meta.merge))
+    write_splits(splits, out)
+    chosen, held_masks = parts(plans, splits, teach_every, cache=cache)
+    evs = evidence(chosen, hd_onnx, list(meta.classes), out, TEACHER, meta.input_size[0], cache)
+    held = [held_masks[p.path] for p in plans]
+    head = fit_head(_stack(evs, held, False), list(meta.classes), l2_other, l2_gate)
+    names = [Path(p.path).name for p in plans]
+    report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "teacher": f"{TEACHER} ImageNet-1k",
+              "other_synsets": int(other_mask(list(meta.classes)).sum()), "macs_per_view": head_macs(head),
+              "sets": [str(Path(p.path).resolve()) for p in plans], "l2_other": l2_other, "l2_gate": l2_gate,
+              "teach_every": teach_every,
+              "gate": {c: {"a": round(float(head.a[k]), 4), "b": round(float(head.b[k]), 4),
+                           "d": round(float(head.d[k]), 4)} for k, c in enumerate(meta.classes)},
+              "heldout_check": held_check(_stack(evs, held, True), head, names)}
+    with atomic_write(out / "head.json") as fh:
+        fh.write(json.dumps({**report, "other_w": head.other_w.tolist(), "other_b": head.other_b}, indent=1))
+    prov = {k: report[k] for k in ("teacher", "other_synsets", "macs_per_view", "sets", "gate")}
+    write_models(hd_onnx, head, {**prov, "fitted_on": "fit parts of splits.json"}, out / "onnx")
+    for f in hd_onnx.parent.glob("standard*.onnx"):  # the Standard model is unchanged: the pair stays whole
+        shutil.copy2(f, out / "onnx" / f.name)
+    return report

@@ -1,0 +1,66 @@
+"""The photo splits of the open-world head: the HD adaptation's own, extended to new sets.
+
+`sixview adapt` split each of its sets with one seeded generator, in the order given
+(fit / held out / report; `training.fit.adapt.split_indices`). The head is fitted on
+the HD model's frozen features, so a photo its adaptation fitted must never be held out
+or reported on here: the adaptation's sets are split exactly as it split them (same
+seed, same order, same fractions), and sets it never saw are split after them, from the
+same generator, with their own fractions. `splits.json` lists the result in the format
+`sixview eval --heldout-of/--report-of` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.data.cache import load_split
+from training.data.datasets import open_source
+from training.fit.adapt import split_indices
+
+
+def ids_sha256(ids: list[str]) -> str:
+    """The digest `sixview eval` records for a set of image ids (sorted, one per line)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def make_splits(sets: list[tuple[str, float, float]], seed: int = 0, cache: Path | None = None) -> dict:
+    """{"sets": {resolved path: {"fit", "heldout", "report": [ids]}}} for (path, holdout, report) in order,
+    drawn as `sixview adapt` draws them."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, holdout, report in sets:
+        src = open_source(path, cache)
+        ids = load_split(src, src.splits[0], cache).ids
+        fit, held, aside = split_indices(len(ids), holdout, report, rng)
+        out[str(Path(path).resolve())] = {"fit": [ids[i] for i in fit], "heldout": [ids[i] for i in held],
+                                          "report": [ids[i] for i in aside]}
+    return {"sets": out}
+
+
+def heldout_digests(hd_meta_merge: dict) -> list[str]:
+    """The held-out ids digests a calibrated HD model names (its fitted merge's `fitted_on`)."""
+    text = hd_meta_merge.get("fitted_on", "")
+    return [part.split("ids sha256 ")[1][:64] for part in text.split("; ") if "ids sha256 " in part]
+
+
+def check_reproduced(splits: dict, digests: list[str]) -> None:
+    """Raise if the splits' held-out parts are not the ones the model was calibrated on (`digests`)."""
+    ours = {ids_sha256(s["heldout"]) for s in splits["sets"].values()}
+    missing = [d for d in digests if d not in ours]
+    if missing:
+        raise ValueError(f"the HD model's held-out photos ({len(missing)} set(s)) are not reproduced by these "
+                         "splits: its adaptation used other sets, order, seed or fractions")
+
+
+def write_splits(splits: dict, out: Path) -> Path:
+    """`out/splits.json`, as an adaptation run folder holds it."""
+    from edge.atomic import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "splits.json") as fh:
+        fh.write(json.dumps(splits))
+    return out / "splits.json"

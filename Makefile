@@ -34,6 +34,7 @@ demo: $(VENV)/.runtime
 PYTEST := $(PY) -m pytest -q --durations=10
 XDIST ?= -n auto
 define tier
+	@echo "== the $(1) tier: $(PYTEST) -m $(1) $(2)"
 	@$(PYTEST) -m $(1) $(2) || { rc=$$?; [ $$rc != 5 ] || echo "make: the $(1) tier selected no test (pytest exit 5)"; \
 		echo "make: the $(1) tier failed (pytest exit $$rc)"; exit $$rc; }
 endef

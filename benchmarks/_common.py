@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.atomic import atomic_write
 from edge.stats import machine_info
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,16 +50,14 @@ def out_dir(arg: str | None, quick: bool) -> Path:
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write `data` as indented JSON (atomically: a crash leaves the old file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
     return path
 
 
 def write_results(out: Path, name: str, result: dict[str, Any], markdown: str) -> list[Path]:
     """A benchmark's `<name>.json` and `<name>.md` in `out`; returns their paths."""
     md = out / f"{name}.md"
-    md.write_text(markdown, encoding="utf-8")
+    atomic_write(md, markdown)
     return [write_json(out / f"{name}.json", result), md]
 
 

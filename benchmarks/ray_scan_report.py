@@ -9,7 +9,7 @@ from benchmarks._charts import save_figure, subplots
 from benchmarks._common import machine_md, md_table
 
 GOAL = 0.8
-HEADLINE = (100_000_000, 100)  # images, workers: the figure the README quotes
+HEADLINE = (100_000_000, 100)  # images, workers: the figure docs/ray.md quotes
 
 
 def hours(s: float) -> str:

@@ -41,7 +41,7 @@ def main(images: str, models_dir: Path, out: Path) -> None:
     except SETUP_ERRORS as e:
         click.echo(f"demo: {e}\n"
                    f"demo: {models_dir} holds no trained models yet; produce them with `make models` "
-                   "(trains, adapts and converts on ../shared/data; see README), "
+                   "(trains, adapts and converts on ../shared/data; see docs/training.md), "
                    "or pass --models DIR with standard.onnx and hd.onnx.", err=True)
         sys.exit(2)
     folder = Path(images) if images else skimage_samples()

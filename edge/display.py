@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from .sources import Frame
+from .frames import Frame
 
 MAX_PAD_SECONDS = 5.0  # --record repeats a frame for at most this long to fill a gap
 RECORD_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}

@@ -14,8 +14,6 @@ This module imports no other part of `edge`, so every module may define its erro
 
 from __future__ import annotations
 
-import functools
-import importlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -87,43 +85,17 @@ class NotFound(PerInputError):
     http_status = 404
 
 
-# Runtime errors defined before this hierarchy, on other bases: still setup (or per-input) errors.
-# A class that already derives from FatalError (PerInputError) is not listed twice.
-_SETUP_ELSEWHERE = (("model", "ModelError"), ("providers", "ProviderError"), ("sinks", "OutputError"))
-_INPUT_ELSEWHERE = (("inputs", "InputError"),)
+SETUP_ERRORS: tuple[type[BaseException], ...] = (FatalError,)  # what `except` clauses that stop a run catch
 
 
-def _classes(names: tuple[tuple[str, str], ...], base: type[SixviewError]) -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = [base]
-    for module, name in names:
-        cls = getattr(importlib.import_module(f"{__package__}.{module}"), name)
-        if not issubclass(cls, base):
-            found.append(cls)
-    return tuple(found)
-
-
-@functools.cache
 def setup_errors() -> tuple[type[BaseException], ...]:
-    """Every class that stops a run (`FatalError`, and the runtime's older setup errors)."""
-    return _classes(_SETUP_ELSEWHERE, FatalError)
-
-
-@functools.cache
-def input_errors() -> tuple[type[BaseException], ...]:
-    """Every class that is one input's error with a message for people (`PerInputError` and older ones)."""
-    return _classes(_INPUT_ELSEWHERE, PerInputError)
-
-
-def __getattr__(name: str) -> object:
-    """`SETUP_ERRORS`, the tuple `except` clauses use, resolved on first use (no import cycle)."""
-    if name == "SETUP_ERRORS":
-        return setup_errors()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Every class that stops a run: `SETUP_ERRORS`."""
+    return SETUP_ERRORS
 
 
 def is_fatal(e: BaseException) -> bool:
     """Whether `e` stops the run (a setup error) rather than being one input's error."""
-    return isinstance(e, setup_errors())
+    return isinstance(e, SETUP_ERRORS)
 
 
 def status_of(e: BaseException) -> tuple[int, str]:
@@ -155,7 +127,7 @@ def per_image(step: Callable[..., T], *args: object, **kwargs: object) -> tuple[
 
 def image_error(e: BaseException) -> str:
     """The `error` text of a record whose image raised `e`."""
-    if isinstance(e, input_errors()):
+    if isinstance(e, PerInputError):
         return str(e)
     if isinstance(e, OSError):
         return f"cannot read: {e.strerror or e}"

@@ -16,10 +16,10 @@ retrained or recalibrated model does not inherit an old gate. The `int8` gate
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .inputs import file_sha256
 
 MAX_MAP_DROP = 0.005  # mAP may fall by at most half a point against FP32 on the same photos
@@ -70,7 +70,5 @@ def write_gate(model_path: Path | str, precision: str, result: dict[str, Any]) -
     gates = read_gates(model_path)
     gates[precision] = result
     path = gate_path(model_path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(gates, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(gates, indent=2) + "\n")
     return path

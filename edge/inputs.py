@@ -17,14 +17,34 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .errors import NotFound, PerInputError, TooLarge
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 MAX_FILE_BYTES = 512 * 2**20  # larger files are refused before reading: no image format needs more
 _KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
 
-class InputError(ValueError):
-    """A file that is not read as an image: not a regular file, or too large."""
+class InputError(PerInputError, ValueError):
+    """A file that is not read as an image: not a regular file (`bad_input`, 422), too large, or gone."""
+
+
+class FileTooLarge(InputError, TooLarge):
+    """A file over the size limit, refused before it is read (413)."""
+
+    code = "file_too_large"
+
+
+class FileMissing(InputError, NotFound, FileNotFoundError):
+    """A listed file that is no longer there, or a link to nothing (404; still a FileNotFoundError)."""
+
+
+def too_large(size: int | None, max_bytes: int) -> FileTooLarge:
+    """The error for a file of `size` bytes (None: one that grew past the limit while it was read)."""
+    limit = f"{max_bytes / 2**20:.0f} MiB"
+    if size is None:
+        return FileTooLarge(f"file too large: over {limit}")
+    return FileTooLarge(f"file too large: {size / 2**20:.0f} MiB (the limit is {limit})")
 
 
 def is_image_name(name: str) -> bool:
@@ -128,20 +148,23 @@ def keep_shard(found: dict[str, str], shard: str | None) -> dict[str, str]:
 
 def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """A regular file's bytes (links followed). Anything else (a named pipe, a device, a socket)
-    is refused without blocking, and so is a file over `max_bytes`."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    is refused without blocking, and so is a file over `max_bytes`; one that is not there raises `FileMissing`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as e:
+        raise FileMissing(f"cannot read: {e.strerror or 'no such file'}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
             raise InputError(f"not an image file: {kind}")
         if st.st_size > max_bytes:
-            raise InputError(f"file too large: {st.st_size / 2**20:.0f} MiB (the limit is {max_bytes / 2**20:.0f} MiB)")
+            raise too_large(st.st_size, max_bytes)
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(max_bytes + 1)
         if len(data) > max_bytes:  # it grew while being read
-            raise InputError(f"file too large: over {max_bytes / 2**20:.0f} MiB")
+            raise too_large(None, max_bytes)
         return data
     finally:
         os.close(fd)

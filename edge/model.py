@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .errors import ModelInvalid
 from .metadata import PRECISIONS, MetadataError, ModelMeta
 from .onnx_props import PropsError, read_props
 from .providers import ProviderError, create_session, wants_gpu
@@ -28,8 +29,8 @@ PRECISION_CHOICES = ("auto", *PRECISIONS, *COMPUTE_ONLY)
 log = logging.getLogger(__name__)
 
 
-class ModelError(RuntimeError):
-    """A model that cannot be found or used."""
+class ModelError(ModelInvalid, RuntimeError):
+    """A model that cannot be found or used (a setup error: exit code 2, `model_invalid`)."""
 
 
 @dataclass
@@ -148,9 +149,22 @@ def check_request(device: str, precision: str) -> None:
                             "(or runs an INT8 file)")
 
 
+def backends(device: str, precision: str, gpu: bool) -> tuple[str, ...]:
+    """The backends `open_role` tries for a request, in order, each a device that `model_file` and
+    `open_model` take (`gpu`: whether a GPU provider may start): `auto` tries a GPU, then OpenVINO
+    (not for fp16), then ONNX Runtime's CPU provider; bf16 is OpenVINO's only; any other device is itself."""
+    if device != "auto":
+        return (device,)
+    if precision in COMPUTE_ONLY:
+        return ("openvino",)
+    if precision == "fp16":
+        return ("auto",) if gpu else ("cpu",)
+    return ("auto", "openvino", "cpu") if gpu else ("openvino", "cpu")
+
+
 def open_role(models_dir: Path, role: str, device: str = "auto", precision: str = "auto",
               threads: int = 0) -> Model:
-    """A role's model on the best backend that starts:
+    """A role's model on the best backend that starts (`backends`, each on the file `model_file` picks):
 
     - `cuda`/`tensorrt`: ONNX Runtime on that GPU (the FP16 file unless `precision` names one);
       one that does not start is an error;
@@ -159,26 +173,53 @@ def open_role(models_dir: Path, role: str, device: str = "auto", precision: str 
       Runtime's CPU provider (no error: the record's `provider` says which ran).
     """
     check_request(device, precision)
-    if device == "auto" and wants_gpu("auto") and precision not in COMPUTE_ONLY:
-        m = open_model(model_file(models_dir, role, "auto", precision), "auto", threads)
-        if m.provider != "cpu" or precision == "fp16":
-            return m
-        # a GPU provider was listed but did not start: go on as on a machine without a GPU
-    if device == "openvino" or (device == "auto" and precision != "fp16"):
+    *tries, final = backends(device, precision, wants_gpu(device))
+    for backend in tries:  # auto: a GPU that did not start (its session is on the CPU), OpenVINO that did not
         try:
-            return open_model(model_file(models_dir, role, "openvino", precision), "openvino", threads, precision)
+            m = open_model(model_file(models_dir, role, backend, precision), backend, threads, precision)
         except ProviderError as e:
-            if device == "openvino" or precision in COMPUTE_ONLY:
+            if backend != "openvino":
                 raise
             log.info("OpenVINO did not start (%s): ONNX Runtime's CPU provider instead", e)
-    ort_device = "cpu" if device == "auto" else device
-    return open_model(model_file(models_dir, role, ort_device, precision), ort_device, threads)
+            continue
+        if m.provider != "cpu":
+            return m
+    return open_model(model_file(models_dir, role, final, precision), final, threads, precision)
 
 
-def model_file(models_dir: Path, role: str, device: str, precision: str = "auto") -> Path:
+def role_files(models_dir: Path, role: str, device: str = "auto", precision: str = "auto",
+               gpu: bool | None = None) -> list[Path]:
+    """Every file `open_role` may read for this request: per backend it may try, the file
+    `model_file` picks, and for OpenVINO that file's gates and INT8 IR when present. `gpu`: whether
+    a GPU may start (None: this machine's answer; a Ray driver asks for workers that may have one).
+    A backend without a file is left out (opening it fails there as here); none raises ModelError."""
+    from .gates import gate_path
+    from .openvino_backend import ir_path
+
+    check_request(device, precision)
+    gpu = wants_gpu(device) if gpu is None else gpu
+    files: list[Path] = []
+    missing: ModelError | None = None
+    for backend in backends(device, precision, gpu):
+        try:
+            path = model_file(models_dir, role, backend, precision, gpu and backend not in ("cpu", "openvino"))
+        except ModelError as e:
+            missing = missing or e
+            continue
+        files.append(path)
+        if backend == "openvino":
+            ir = ir_path(path)
+            files += [p for p in (gate_path(path), ir, ir.with_suffix(".bin")) if p.is_file()]
+    if not files and missing is not None:
+        raise missing
+    return list(dict.fromkeys(files))
+
+
+def model_file(models_dir: Path, role: str, device: str, precision: str = "auto", gpu: bool | None = None) -> Path:
     """The file for a role: FP16 for a GPU device, INT8 (if shipped) or FP32 on CPU,
     unless `precision` names one (bf16 computes with the FP32 file; int8 on OpenVINO runs the
-    FP32 file's INT8 IR, `<role>.int8-ov.xml`, when there is one, the metadata read from the FP32 file)."""
+    FP32 file's INT8 IR, `<role>.int8-ov.xml`, when there is one, the metadata read from the FP32 file).
+    `gpu`: whether the device ends on a GPU (None: `wants_gpu`, this machine's answer)."""
     if device == "openvino" and precision == "int8":
         from .openvino_backend import ir_path
 
@@ -186,7 +227,7 @@ def model_file(models_dir: Path, role: str, device: str, precision: str = "auto"
         if fp32.is_file() and ir_path(fp32).is_file():
             return fp32
     if precision == "auto":
-        order = ["fp16", "fp32"] if wants_gpu(device) else ["int8", "fp32"]
+        order = ["fp16", "fp32"] if (wants_gpu(device) if gpu is None else gpu) else ["int8", "fp32"]
     else:
         order = ["fp32" if precision in COMPUTE_ONLY else precision]
     for p in order:
@@ -195,4 +236,4 @@ def model_file(models_dir: Path, role: str, device: str, precision: str = "auto"
             return candidate
     names = ", ".join(f"{role}{PRECISION_SUFFIX[p]}" for p in order)
     raise ModelError(f"no {role} model in {models_dir} (looked for {names}); "
-                     "train and convert one (see README: make models)")
+                     "train and convert one (see docs/training.md: make models)")

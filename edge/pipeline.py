@@ -7,9 +7,11 @@
           ─> (Loaded, result | None), in input order
 
 `stream` is the whole of it, as a generator (scan, eval, the precision gate); the server
-(its own batcher across requests) and Ray (decoding tasks, then model actors) use its parts,
-`load_one` and `match`. An image's failure is that image's (`edge.errors`: setup errors stop
-the run); reading counts as decoding time, and a failed image has no timings.
+(its own batcher across requests), Ray (decoding tasks, then model actors) and the camera (a
+live source: one newest frame at a time, never read ahead) use its parts, `load_one` and
+`run_loaded` (run a group's prepared items, `match` the results back). An image's failure is
+that image's (`edge.errors`: setup errors stop the run); reading counts as decoding time, and
+a failed image has no timings.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from .errors import image_error, try_image
 
 K = TypeVar("K")
 T = TypeVar("T")
-Read = Callable[[Any], "bytes | np.ndarray"]  # an input -> its file bytes, or its RGB pixels (CIFAR arrays)
+# an input -> its file bytes, its RGB pixels (CIFAR arrays) or its decoded BGR pixels (camera frames)
+Read = Callable[[Any], "bytes | np.ndarray | Decoded"]
 
 
 @dataclass
@@ -43,10 +46,13 @@ class Loaded(Generic[K]):
     exception: BaseException | None = None
 
 
-def render(renderer: Renderer, data: bytes | np.ndarray, *, routing: str | None = None,
+def render(renderer: Renderer, data: bytes | np.ndarray | Decoded, *, routing: str | None = None,
            tiling: bool | None = None, keep_image: bool = False,
            timings_ms: dict[str, float] | None = None) -> Prepared:
-    """Bytes through `Renderer.load`, RGB pixels (a CIFAR array) through `Renderer.prepare`."""
+    """Bytes through `Renderer.load`; pixels through `Renderer.prepare`: decoded BGR pixels (a camera
+    frame) as they are, RGB pixels (a CIFAR array) as BGR."""
+    if isinstance(data, Decoded):
+        return renderer.prepare(data, routing=routing, tiling=tiling, timings_ms=timings_ms)
     if isinstance(data, np.ndarray):
         bgr = np.ascontiguousarray(data[..., ::-1])
         return renderer.prepare(Decoded(bgr, bgr.shape[1], bgr.shape[0]), routing=routing, tiling=tiling,
@@ -82,6 +88,14 @@ def match(loaded: Sequence[Loaded], results: Sequence[T]) -> list[T | None]:
 _MISSING: Any = object()
 
 
+def run_loaded(loaded: Sequence[Loaded], run: Callable[[list[Prepared]], Sequence[T]]) -> list[T | None]:
+    """The step after loading, shared by every entry point that runs a group itself: `run` on the
+    prepared items of `loaded` (one call, none when nothing loaded), each input matched with its
+    result (`match`: None when it failed to load)."""
+    ready = [x.prepared for x in loaded if x.prepared is not None]
+    return match(loaded, run(ready) if ready else [])
+
+
 def stream(inputs: Iterable[K], load: Callable[[K], Loaded[K]], run: Callable[[list[Prepared]], Sequence[T]],
            batch: int = 1, workers: int = 2) -> Iterator[tuple[Loaded[K], T | None]]:
     """(loaded input, its result or None), in input order: `load` in `workers` threads (a bounded
@@ -98,8 +112,6 @@ def stream(inputs: Iterable[K], load: Callable[[K], Loaded[K]], run: Callable[[l
             if not pending:
                 return
             group = [pending.popleft().result() for _ in range(min(batch, len(pending)))]
-            ready = [g.prepared for g in group if g.prepared is not None]
-            results = run(ready) if ready else []
-            yield from zip(group, match(group, results), strict=True)
+            yield from zip(group, run_loaded(group, run), strict=True)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from .errors import FatalError
+
 DEVICES = ("auto", "cpu", "openvino", "cuda", "tensorrt")
 ORT_DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PROVIDER = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -24,8 +26,10 @@ PROVIDER = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvi
 SHORT = {v: k for k, v in PROVIDER.items()}
 
 
-class ProviderError(RuntimeError):
-    """A requested execution provider that does not start here."""
+class ProviderError(FatalError, RuntimeError):
+    """A requested execution provider (or device, precision) that does not start here: a setup error."""
+
+    code = "provider_unavailable"
 
 
 def default_trt_cache() -> Path:

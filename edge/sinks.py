@@ -25,9 +25,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from .atomic import atomic_write
+from .errors import OutputFailed
 
-class OutputError(RuntimeError):
-    """A results file that cannot be opened, locked or written."""
+
+class OutputError(OutputFailed, RuntimeError):
+    """A results file that cannot be opened, locked or written (a setup error: exit code 2)."""
 
 
 def _why(e: OSError) -> str:
@@ -83,15 +86,10 @@ def done_paths(path: Path | str) -> set[str]:
 
 def _replace_contents(path: Path, lines: Iterable[bytes]) -> None:
     """Write `lines` to a new file beside `path`, then put it in its place (a crash leaves the old one)."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_write(path, binary=True) as fh:
             fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {_why(e)}") from None
 
 

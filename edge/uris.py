@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .inputs import MAX_FILE_BYTES, InputError, collect_keyed, is_image_name
+from .inputs import MAX_FILE_BYTES, FileMissing, InputError, collect_keyed, is_image_name, too_large
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -85,14 +85,14 @@ def read_uri(uri: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     filesystem, path, _ = _resolve(uri)
     info = filesystem.get_file_info(path)
     if info.type == fs.FileType.NotFound:
-        raise FileNotFoundError(2, "No such file or directory", uri)
+        raise FileMissing("cannot read: No such file or directory")
     if info.type != fs.FileType.File:
         raise InputError("not an image file: a folder" if info.type == fs.FileType.Directory
                          else "not an image file: not a regular file")
     if info.size is not None and info.size > max_bytes:
-        raise InputError(f"file too large: {info.size / 2**20:.0f} MiB (the limit is {max_bytes / 2**20:.0f} MiB)")
+        raise too_large(info.size, max_bytes)
     with filesystem.open_input_stream(path) as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise InputError(f"file too large: over {max_bytes / 2**20:.0f} MiB")
+        raise too_large(None, max_bytes)
     return bytes(data)

@@ -22,8 +22,10 @@ from edge.camera.cli import camera  # noqa: E402
 from edge.decode import Decoded  # noqa: E402
 from edge.draw import MUTED, Style, class_colour, draw_verdict, none_of  # noqa: E402
 from edge.engine import Engine  # noqa: E402
+from edge.frames import FrameSource  # noqa: E402
+from edge.reconnect import backoff_delays  # noqa: E402
 from edge.rule import DecisionRule  # noqa: E402
-from edge.sources import FrameSource, SourceError, SourceSpec, parse_source  # noqa: E402
+from edge.sources import SourceError, SourceSpec, parse_source  # noqa: E402
 
 W, H = 128, 96  # short side > 64: `--engine auto` routes it to HD
 SQ_W, SQ_H = 32, 24
@@ -104,7 +106,7 @@ def test_parse_source(tmp_path, monkeypatch):
         parse_source(pipeline)
     monkeypatch.setattr(sources, "has_gstreamer", lambda: True)
     assert parse_source(pipeline) == SourceSpec("gstreamer", pipeline)
-    assert sources.backoff_delays(6) == (0.5, 1.0, 2.0, 4.0, 4.0, 4.0)
+    assert backoff_delays(6) == (0.5, 1.0, 2.0, 4.0, 4.0, 4.0)
 
 
 class FakeCapture:
@@ -165,6 +167,30 @@ def test_lost_camera_is_retried_then_fails_cleanly(models):
     assert any("reopening in 0.01 s (attempt 1/3)" in m for m in log) and any("is back" in m for m in log)
 
 
+def test_a_frame_the_model_fails_on_is_that_frames_error(models):
+    """A frame goes through the pipeline's step (`load_one`, `run_loaded`); an exception in the
+    model call is that frame's error record, and the next frames go on."""
+    class Flaky(Engine):
+        calls = 0
+
+        def classify(self, items, hook=None, rules=None):
+            Flaky.calls += 1
+            if Flaky.calls == 3:  # call 1 is the warm-up: the second frame fails
+                raise RuntimeError("boom")
+            return super().classify(items, hook, rules)
+
+    opener, _ = opener_from([FakeCapture(4)])
+    src = FrameSource(SourceSpec("file", "fake.avi"), opener=opener, log=lambda m: None).open()
+    recs: list[dict] = []
+    summary = run_camera(src, Flaky(models), write=recs.append, log=lambda m: None)
+    assert [r["frame"] for r in recs] == [0, 1, 2, 3] and summary.failed == 1 and summary.exit_code == 1
+    assert recs[1]["error"] == "cannot process image: RuntimeError: boom" and recs[1]["engine"] is None
+    assert (recs[1]["width"], recs[1]["height"]) == (W, H)
+    for r in (recs[0], recs[2], recs[3]):
+        assert r["error"] is None and set(r["labels"]) == set(scene(r["frame"])) and r["engine"] == "hd"
+        assert r["timings_ms"]["preprocess"] > 0 and r["timings_ms"]["infer"] > 0
+
+
 def test_cli_source_lost_exit_code(models, monkeypatch):
     captures = [FakeCapture(5)]
     monkeypatch.setattr(sources, "open_capture", lambda spec: captures.pop(0) if captures
@@ -181,7 +207,7 @@ def test_source_that_cannot_open(models, monkeypatch, tmp_path):
     r = run_cli("--source", "3", "--headless", "--models", models)
     assert r.exit_code == 1 and "cannot open camera 3" in r.stderr
     r = run_cli("--source", tmp_path / "nope.mp4", "--headless", "--models", models)
-    assert r.exit_code == 1 and "no such video file" in r.stderr  # README: a source that cannot be opened
+    assert r.exit_code == 1 and "no such video file" in r.stderr  # docs/camera.md: a source that cannot be opened
     r = run_cli("--source", " ", "--headless", "--models", models)
     assert r.exit_code == 2 and "--source is empty" in r.stderr
 

@@ -3,7 +3,7 @@ itself under Xvfb (a GUI OpenCV in a virtualenv of its own under ~/.cache/sixvie
 a screenshot).
 
 `SIXVIEW_GUI_VENV=path` runs the window in that virtualenv instead (e.g. one with OpenCV 4.x).
-`SIXVIEW_UPDATE_DOCS=1` also writes the pictures the README shows: docs/camera-window.png,
+`SIXVIEW_UPDATE_DOCS=1` also writes the pictures docs/camera.md shows: docs/camera-window.png,
 docs/annotated.png and docs/recording-frame.png (synthetic scenes through the toy colour models).
 """
 

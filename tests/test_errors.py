@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from edge import errors
@@ -20,6 +22,7 @@ from edge.errors import (
     status_of,
     try_image,
 )
+from edge.inputs import FileMissing, FileTooLarge, InputError, read_file
 from edge.metadata import MetadataError
 from edge.model import ModelError
 from edge.providers import ProviderError
@@ -54,6 +57,31 @@ def test_setup_and_per_input_sides():
     for cls in (FatalError, ModelError, ProviderError, OutputError, MetadataError, DataError):
         assert issubclass(cls, SETUP_ERRORS) and is_fatal(cls("x"))
     assert not is_fatal(DecodeError("x")) and not is_fatal(OSError("x"))
+    assert SETUP_ERRORS == (FatalError,)  # every setup error is a FatalError: no list of exceptions
+    assert (ModelError.code, ProviderError.code, OutputError.code) == ("model_invalid", "provider_unavailable",
+                                                                       "output_failed")
+    for cls, old in ((ModelError, RuntimeError), (ProviderError, RuntimeError), (OutputError, RuntimeError),
+                     (InputError, ValueError)):
+        assert issubclass(cls, old)  # code that catches the old base still does
+    for cls in (InputError, FileTooLarge, FileMissing):
+        assert issubclass(cls, PerInputError) and not is_fatal(cls("x"))
+
+
+def test_reading_a_file_says_why_in_its_class(tmp_path):
+    (tmp_path / "big.jpg").write_bytes(b"\xff" * 4096)
+    with pytest.raises(FileTooLarge) as big:
+        read_file(str(tmp_path / "big.jpg"), max_bytes=1000)
+    assert isinstance(big.value, TooLarge) and status_of(big.value) == (413, "file_too_large")
+    with pytest.raises(FileMissing) as gone:
+        read_file(str(tmp_path / "gone.jpg"))
+    assert isinstance(gone.value, NotFound) and isinstance(gone.value, FileNotFoundError)
+    assert status_of(gone.value) == (404, "not_found")
+    assert image_error(gone.value) == "cannot read: No such file or directory"
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError) as pipe:
+        read_file(str(fifo))
+    assert status_of(pipe.value) == (422, "bad_input") and str(pipe.value) == "not an image file: a named pipe"
 
 
 def test_decode_errors_carry_the_api_codes():

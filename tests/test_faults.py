@@ -25,9 +25,10 @@ from conftest import REPO, grey_with_square
 from benchmarks.memory import png_declaring
 from edge.cli import main
 from edge.engine import Engine
+from edge.frames import FrameSource
 from edge.inputs import InputError, collect_keyed, read_file
 from edge.metadata import MetadataError
-from edge.sources import FrameSource, SourceSpec
+from edge.sources import SourceSpec
 
 TIMEOUT = 60  # seconds a scan subprocess may take before the case counts as hung
 

@@ -24,10 +24,16 @@ def _making_files(ran: list[tuple[str, list[str]]]):
         elif name.startswith("convert_"):
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{name.removeprefix('convert_')}.onnx").write_text("")
+        elif name == "openworld":
+            (out / "onnx").mkdir(parents=True, exist_ok=True)
+            (out / "onnx" / "hd.onnx").write_text("")
         elif name.startswith("calibrate_"):
             cal = Path(cmd[cmd.index("--calibrated-out") + 1])
             cal.mkdir(parents=True, exist_ok=True)
             (cal / f"{name.removeprefix('calibrate_')}.onnx").write_text("")
+        elif name == "open_world_table":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("")
         else:
             out.mkdir(parents=True, exist_ok=True)
             (out / "report.json").write_text("{}")
@@ -131,6 +137,9 @@ def test_a_recipe_continues_another_recipes_adaptation(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", list(mm.RECIPES))
 def test_every_shipped_recipe_names_an_existing_standard(name):
     recipe = mm.RECIPES[name]
+    if "open_from" in recipe:  # built on another recipe's models, which must be a recipe of its own
+        assert recipe["open_from"][0] in mm.RECIPES and not {"train", "adapt", "std_from", "hd_from"} & set(recipe)
+        return
     assert ("train" in recipe) != ("std_from" in recipe)
     assert ("adapt" in recipe) != ("hd_from" in recipe)
     for key in ("std_from", "init_from"):
@@ -149,3 +158,34 @@ def test_a_resumed_runs_stage_records_the_runs_own_wall_time(tmp_path):
     done = json.loads(stages.read_text())
     assert done["train_standard"]["wall_s"] == 7200.0  # not the seconds of the last part
     assert 0 <= done["convert_standard"]["wall_s"] < 60  # its own command's seconds
+
+
+def test_an_open_world_recipe_fits_its_head_on_another_recipes_models(tmp_path, monkeypatch):
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(mm, "_run", _making_files(ran))
+    monkeypatch.setitem(mm.RECIPES, "base", {"train": ["--arch", "x"], "adapt": ["--report", "0.1"]})
+    monkeypatch.setitem(mm.RECIPES, "base-open", {"open_from": ["base"], "openworld": ["--fit-share", "x=0.5"]})
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    for name in ("voc07_train", "animals_train"):
+        (data / name).mkdir(parents=True)
+    cal = mm.build_recipe("base-open", ["sixview"], data, runs, runs / "log")
+    stages = dict(ran)
+    fit = stages["openworld"]
+    assert fit[fit.index("--hd") + 1] == str(runs / "base" / "calibrated" / "hd.onnx")
+    assert [fit[i + 1] for i, a in enumerate(fit) if a == "--data"] == [str(data / "voc07_train"),
+                                                                          str(data / "animals_train")]
+    assert "--fit-share" in fit
+    calibrate = stages["calibrate_hd"]  # the grafted HD calibrated on the photos its own splits hold out
+    assert calibrate[2] == str(runs / "base-open" / "open" / "onnx")
+    assert calibrate[calibrate.index("--heldout-of") + 1] == str(runs / "base-open" / "open")
+    assert (cal / "standard.onnx").exists()  # the Standard model as the base recipe calibrated it
+    report = stages["eval_report"]
+    assert report[report.index("--report-of") + 1] == str(runs / "base-open" / "open")
+    before = stages["eval_report_before"]  # the base models on the same report parts, for the table
+    assert before[2] == str(runs / "base" / "calibrated")
+    assert before[before.index("--report-of") + 1] == str(runs / "base-open" / "open")
+    table = stages["open_world_table"]
+    assert table[table.index("--out") + 1] == str(runs / "base-open" / "eval" / "open_world.md")
+    ran.clear()
+    mm.build_recipe("base-open", ["sixview"], data, runs, runs / "log")  # everything exists: nothing runs
+    assert [n for n, _ in ran if n not in ("eval_voc07_val", "eval_cifar10_test", "eval_report")] == []

@@ -86,3 +86,19 @@ def test_the_comparison_shows_the_input_each_model_serves_at(tmp_path, colour_mo
     (tmp_path / "hd" / "config.json").write_text(json.dumps({  # and the recipe's text says so
         "input_size": [48, 48], "adapt": {"lr": 1e-4}, "known_by_set": {"/d/voc07_train": ["dog"]}}))
     assert "Input 48x48 (served at 64x64" in "\n".join(recipe_section("lite-x", tmp_path, tmp_path / "eval"))
+
+
+def test_the_card_keeps_the_hand_written_page_and_shows_the_open_world_table(tmp_path):
+    from click.testing import CliRunner
+
+    from training.release.model_card import CARD_HEADING, main
+
+    models = tmp_path / "models"
+    (models / "eval").mkdir(parents=True)
+    (models / "README.md").write_text(f"# models/\n\nWritten by hand.\n\n{CARD_HEADING}\n\nold card\n")
+    (models / "eval" / "open_world.md").write_text("| source | photos |\n| --- | --- |\n| animals_train | 40 |\n")
+    result = CliRunner().invoke(main, ["--runs", str(tmp_path / "runs"), "--models", str(models)])
+    assert result.exit_code == 0, result.output
+    text = (models / "README.md").read_text()
+    assert text.startswith("# models/\n\nWritten by hand.\n\n" + CARD_HEADING) and "old card" not in text
+    assert "## Open world" in text and "| animals_train | 40 |" in text

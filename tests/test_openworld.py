@@ -46,17 +46,29 @@ def test_gate_learns_to_reject_what_the_teacher_calls_other():
     z = np.where(dog, 2.0, 1.5)[:, None] + rng.normal(0, 0.5, (n, 1))
     other = np.where(dog, -3.0, 3.0) + rng.normal(0, 0.5, n)
     targets = dog.astype(float)[:, None]
-    a, b, d = fit_gate(z, other, targets, np.zeros(n, int))
-    assert b[0] < -0.5 and a[0] >= 0
-    gated = a * z + b * other[:, None] + d
+    noise = rng.normal(size=(n, 3))  # features that say nothing: their weights stay near 0
+    a, b, d, u = fit_gate(z, other, noise, targets, np.zeros(n, int))
+    assert b[0] < -0.5 and a[0] >= 0 and np.abs(u).max() < 0.2
+    gated = a * z + b * other[:, None] + noise @ u + d
     assert (gated[dog] > 0).mean() > 0.95 and (gated[~dog] < 0).mean() > 0.95
 
 
 def test_gate_leaves_a_class_no_set_labels_alone():
     z = np.zeros((10, 2))
     targets = np.c_[np.r_[np.ones(5), np.zeros(5)], np.full(10, -1.0)]
-    a, b, d = fit_gate(z, np.zeros(10), targets, np.zeros(10, int))
-    assert (a[1], b[1], d[1]) == (1.0, 0.0, 0.0)
+    a, b, d, u = fit_gate(z, np.zeros(10), np.ones((10, 4)), targets, np.zeros(10, int))
+    assert (a[1], b[1], d[1]) == (1.0, 0.0, 0.0) and not u[:, 1].any()
+
+
+def test_gate_uses_the_features_where_they_tell_the_classes_apart():
+    # hard negatives: the HD logit and the other logit are the same for both; one feature differs
+    rng = np.random.default_rng(4)
+    n = 2000
+    pos = rng.random(n) < 0.5
+    f = np.c_[np.where(pos, 1.0, -1.0) + rng.normal(0, 0.3, n), rng.normal(size=n)]
+    a, b, d, u = fit_gate(np.zeros((n, 1)), np.zeros(n), f, pos.astype(float)[:, None], np.zeros(n, int))
+    gated = f @ u + d
+    assert (gated[pos, 0] > 0).mean() > 0.95 and (gated[~pos, 0] < 0).mean() > 0.95
 
 
 def _tiny_hd(k: int = 3, c: int = 4) -> onnx.ModelProto:
@@ -80,7 +92,8 @@ def test_graft_computes_the_head_in_the_graph():
     model = _tiny_hd()
     assert head_tensors(model) == ("pooled", "logits")
     head = OpenHead(np.array([1.0, -1.0, 0.5, 0.0]), 0.25, np.array([1.0, 0.5, 2.0]),
-                    np.array([0.0, -1.0, -0.5]), np.array([0.1, 0.0, -0.2]))
+                    np.array([0.0, -1.0, -0.5]), np.array([0.1, 0.0, -0.2]),
+                    np.arange(12, dtype=float).reshape(4, 3) / 10)
     x = np.random.default_rng(3).normal(size=(5, 2, 2, 4)).astype(np.float32)
     run = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     before = run.run(None, {"images": x})[0]
@@ -90,7 +103,7 @@ def test_graft_computes_the_head_in_the_graph():
     z = np.log(before) - np.log1p(-before)
     expected = 1 / (1 + np.exp(-head.logits(z, pooled)))
     np.testing.assert_allclose(after, expected, atol=1e-5)
-    assert head_macs(head) == 4 + 6
+    assert head_macs(head) == 4 + 12 + 6
 
 
 def test_check_reproduced_refuses_other_splits():
@@ -106,3 +119,25 @@ def test_quick_check_counts_label_free_photos():
     fig = check.figures(scores, targets)
     assert fig["n_free"] == 2 and fig["labelled_free"] == 0.5  # the best-F1 threshold keeps the 0.95 photo
     assert fig["recall"] == 1.0
+
+
+def _report(lab_free: float, groups: list[tuple[str, int, float]]) -> dict:
+    dec = {"label_free": 10, "label_free_confident": lab_free, "confident": {"precision": 0.9, "recall": 0.8}}
+    per_set = {"/d/animals_train:all": {"images": 40, "mAP": 0.95, "decision": dec}}
+    table = [{"group": g, "photos": n, "labelled": share,
+              "top_labels": [{"label": "dog", "photos": round(n * share), "share": share}] if share else []}
+             for g, n, share in groups]
+    return {"roles": {"hd": {"tiling_on": {"per_set": per_set}}}, "groups": {"hd": table}}
+
+
+def test_table_pairs_sources_and_groups_before_and_after():
+    from training.openworld.table import compare, markdown
+
+    table = compare([_report(0.5, [("fox", 10, 0.9), ("wolf", 4, 0.5)])],
+                    [_report(0.1, [("fox", 10, 0.1), ("wolf", 4, 0.0)])])
+    assert table["sources"]["animals_train"]["before"]["label_free_labelled"] == 0.5
+    assert table["sources"]["animals_train"]["after"]["label_free_labelled"] == 0.1
+    text = markdown(table)
+    assert "| animals_train | 40 | 95.0 -> **95.0** | 50.0 -> **10.0** (n=10) |" in text
+    assert "| fox | 10 | 90.0 -> **10.0** | dog 1 |" in text
+    assert "Most often labelled after: fox." in text

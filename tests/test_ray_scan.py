@@ -184,13 +184,42 @@ def test_usage_errors_before_ray_starts(photos, colour_models, tmp_path, monkeyp
 def test_the_folder_refuses_another_scan_on_resume(tmp_path):
     with RunFolder(tmp_path / "d", {"images": 3, "block_size": 2}) as f:
         f.write_block(0, [b'{"path": "a"}\n', b'{"path": "b"}\n'], 0)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["block-000000.jsonl", "manifest.jsonl"]
+    (tmp_path / "d" / ".block-000001.jsonl.k1ll3d.tmp").write_bytes(b'{"path": "c"}\n')  # a killed run's
     with RunFolder(tmp_path / "d", {"images": 3, "block_size": 2}, resume=True) as f:
-        assert set(f.done) == {0}
+        assert set(f.done) == {0} and list(f.lines(1)) == [b'{"path": "a"}\n', b'{"path": "b"}\n']
+        assert not list((tmp_path / "d").glob(".*.tmp"))
     with pytest.raises(OutputError, match="block_size differ"), \
             RunFolder(tmp_path / "d", {"images": 3, "block_size": 3}, resume=True):
         pass
     with RunFolder(tmp_path / "d", {"images": 3, "block_size": 3}, overwrite=True) as f:
         assert not f.done and not list((tmp_path / "d").glob("block-*"))
+
+
+def test_the_workers_get_the_files_the_runtime_opens(tmp_path, colour_models):
+    """The shipped files are `edge.model.role_files`: the file `open_role` opens on each backend it
+    may try (a worker may have a GPU), and for OpenVINO that file's gates and INT8 IR."""
+    from edge.model import open_role, role_files
+    from edge.ray.work import ModelFiles
+
+    for name in ("hd.onnx", "hd.fp16.onnx", "hd.int8-ov.xml", "hd.int8-ov.bin", "hd.gates.json", "hd.onnx.bak",
+                 "standard.onnx", "standard.int8.onnx", "standard.fp16.onnx"):
+        (tmp_path / name).write_bytes(name.encode())
+
+    def shipped(roles: tuple[str, ...], device: str, precision: str = "auto") -> list[str]:
+        return sorted(ModelFiles.read(tmp_path, roles, device, precision).files)
+
+    openvino = ["hd.gates.json", "hd.int8-ov.bin", "hd.int8-ov.xml", "hd.onnx"]
+    assert shipped(("hd",), "cpu") == ["hd.onnx"]
+    assert shipped(("hd",), "openvino") == shipped(("hd",), "openvino", "int8") == openvino
+    assert shipped(("hd",), "cuda") == shipped(("hd",), "auto", "fp16") == ["hd.fp16.onnx"]
+    assert shipped(("hd",), "auto") == sorted(["hd.fp16.onnx", *openvino])  # a GPU, else OpenVINO, else the CPU
+    assert shipped(("hd", "standard"), "cpu") == ["hd.onnx", "standard.int8.onnx"]
+    assert shipped(("standard",), "cpu", "fp32") == ["standard.onnx"]
+    assert ModelFiles.read(tmp_path, ("hd",), "cpu", "auto").digest != ModelFiles.read(
+        tmp_path, ("hd",), "openvino", "auto").digest
+    for device in ("cpu", "auto"):  # what the runtime opens here is among the files it lists
+        assert open_role(colour_models, "hd", device).path in role_files(colour_models, "hd", device)
 
 
 def test_uri_folders_are_listed_and_read_through_pyarrow(photos):

@@ -1,20 +1,23 @@
 """The live loop: newest frame -> six-view verdict -> records, window, recording.
 
-Capture runs in `FrameSource`'s thread; inference, drawing and the window run
-here, on the calling (main) thread, as GUI toolkits require. Key handling is a
-pure function (`handle_key`) so it can be tested without a window.
+Each frame goes through the pipeline's own step (`edge/pipeline.py`: `load_one`, then
+`run_loaded`), one newest frame at a time (never `stream`'s read-ahead); the source, the
+sink and the UI are the camera's. Capture runs in `FrameSource`'s thread; inference,
+drawing and the window run here, on the calling (main) thread, as GUI toolkits require.
+The window's keys are `keys.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,14 @@ import numpy as np
 from ..decode import Decoded
 from ..display import Display, VideoRecorder, save_snapshot
 from ..draw import draw_banner, draw_verdict, status_text
-from ..engine import ROUTINGS, Engine, Verdict
-from ..errors import per_image
+from ..engine import Engine, Verdict
+from ..errors import image_error, try_image
+from ..frames import Frame, FrameSource
 from ..merge import ScoreHook, ScoreSmoother
+from ..pipeline import load_one, run_loaded
 from ..records import record
-from ..sources import Frame, FrameSource
 from ..stats import summarize
+from .keys import KEY_HELP, LoopState, handle_key
 
 MAX_CONSECUTIVE_FAILURES = 30  # a frame error that repeats this often is not transient: stop
 PAUSED = "PAUSED (space to resume)"
@@ -36,43 +41,6 @@ PAUSED = "PAUSED (space to resume)"
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# -- keys ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LoopState:
-    """What the keys control: the frames' routing and tiling, pausing, and whether the views
-    that won nothing are drawn (faint) or only the winners."""
-
-    routing: str = "auto"
-    tiling: bool = True
-    paused: bool = False
-    all_views: bool = False
-
-
-KEYS = {ord("q"): "quit", 27: "quit", ord("e"): "engine", ord("t"): "tiling",
-        ord("s"): "snapshot", ord(" "): "pause", ord("v"): "views"}
-KEY_HELP = "q/Esc quit, e engine, t tiling, v all views, s snapshot, space pause"
-
-
-def handle_key(state: LoopState, key: int) -> tuple[LoopState, str | None]:
-    """Apply a key code (as cv2.waitKey returns it; -1: none) to the state.
-
-    Returns the new state and the action taken: quit, engine (next routing),
-    tiling, snapshot, pause, views, or None for no key or an unbound one.
-    """
-    if key < 0:
-        return state, None
-    action = KEYS.get(ord(chr(key & 0xFF).lower()))
-    if action == "engine":
-        state = replace(state, routing=ROUTINGS[(ROUTINGS.index(state.routing) + 1) % len(ROUTINGS)])
-    elif action == "tiling":
-        state = replace(state, tiling=not state.tiling)
-    elif action == "pause":
-        state = replace(state, paused=not state.paused)
-    elif action == "views":
-        state = replace(state, all_views=not state.all_views)
-    return state, action
 
 
 # -- the loop ------------------------------------------------------------------------
@@ -148,6 +116,7 @@ class _Loop:
     def __post_init__(self) -> None:
         self.smoother = ScoreSmoother(self.smooth)
         self.hook: ScoreHook | None = self.smoother if self.smooth > 1 else None
+        self.run = functools.partial(self.engine.classify, hook=self.hook)
 
     def keys(self, snapshots: Path) -> str | None:
         """Apply the window's key (if any): "quit" to stop, "paused" while paused, else None."""
@@ -174,7 +143,10 @@ class _Loop:
     def frame(self, frame: Frame) -> dict[str, Any]:
         """Classify one frame and count it: its record."""
         h, w = frame.image.shape[:2]
-        verdict, error = per_image(_classify_frame, self.engine, frame, self.state, self.hook)
+        loaded = load_one(frame, _pixels, self.engine.renderer, routing=self.state.routing, tiling=self.state.tiling)
+        verdicts, exc = try_image(run_loaded, [loaded], self.run)  # a failed run is this frame's error too
+        verdict = (verdicts or [None])[0]
+        error = loaded.error or (image_error(exc) if exc is not None else None)
         t_done = time.perf_counter()
         latency = (t_done - frame.t_capture) * 1e3
         extra = {"smooth": self.smooth} if self.smooth > 1 else {}
@@ -273,12 +245,10 @@ def run_camera(source: FrameSource, engine: Engine, *, write: Callable[[dict[str
     return summary
 
 
-def _classify_frame(engine: Engine, frame: Frame, state: LoopState, hook: ScoreHook | None) -> Verdict:
-    """One frame through the engine's per-frame path, routed and tiled as the keys say."""
+def _pixels(frame: Frame) -> Decoded:
+    """A frame's pixels for the pipeline's loader: already decoded (BGR), no copy."""
     h, w = frame.image.shape[:2]
-    prepared = engine.prepare(Decoded(frame.image, w, h), routing=state.routing, tiling=state.tiling,
-                              timings_ms={"decode": frame.read_ms})
-    return engine.classify([prepared], hook)[0]
+    return Decoded(frame.image, w, h)
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:

@@ -10,9 +10,11 @@ import click
 
 from ..display import DisplayError, RecordError, VideoRecorder, WindowDisplay
 from ..errors import SETUP_ERRORS
+from ..frames import FrameSource
 from ..options import engine_options, make_engine, setup_error
+from ..reconnect import backoff_delays
 from ..sinks import JsonlSink
-from ..sources import FrameSource, SourceError, backoff_delays, parse_source
+from ..sources import SourceError, parse_source
 from . import run_camera
 
 

@@ -6,10 +6,12 @@ which blocks are finished, so that `--resume` does only what is missing.
                              {"block": 42, "file": "block-000042.jsonl", "images": 1000, "errors": 3}
     DIR/block-000042.jsonl   the records of images 42*B .. 43*B-1 of the listing, in listing order
 
-A block file is written whole (a temporary file, then renamed) before its manifest line is appended,
-so a line always means a complete file; a block without its line is done again. The manifest is
-opened like a results file (`edge.sinks.open_output`): locked against a second run, and an existing
-one is kept only with `--resume` and replaced only with `--overwrite`.
+A block file is written whole (`edge.atomic`: a hidden `.block-000042.jsonl.<random>.tmp`, then
+renamed) before its manifest line is appended, so a line always means a complete file; a block without
+its line is done again. Block files are listed as `block-*`, never the hidden temporary files, which
+are removed when the folder is opened (a killed run's). The manifest is opened like a results file
+(`edge.sinks.open_output`): locked against a second run, and an existing one is kept only with
+`--resume` and replaced only with `--overwrite`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ..atomic import atomic_write
 from ..sinks import CsvSink, OutputError, open_output
 
 if TYPE_CHECKING:
@@ -54,6 +57,9 @@ class RunFolder:
             raise OutputError(f"cannot write {self.path}: not a folder")
         self._fh = open_output(manifest, append=self._resume, overwrite=self._overwrite)
         try:
+            for stale in self.path.glob(".block-*.tmp"):  # a block a killed run was writing (the lock is ours)
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             if self._resume and os.fstat(self._fh.fileno()).st_size:
                 self._read_manifest(manifest)
             else:
@@ -96,15 +102,10 @@ class RunFolder:
     def write_block(self, block: int, lines: list[bytes], errors: int) -> None:
         """Write a finished block's records (JSONL lines in listing order), then record it."""
         name = block_name(block)
-        tmp = self.path / f".{name}.tmp"
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_write(self.path / name, binary=True) as fh:  # a hidden .NAME.<random>.tmp until whole
                 fh.writelines(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / name)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise OutputError(f"cannot write {self.path / name}: {e.strerror or e}") from None
         entry = {"block": block, "file": name, "images": len(lines), "errors": errors}
         self._append(entry)

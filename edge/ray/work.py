@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..engine import Engine, Renderer
 from ..errors import SETUP_ERRORS
 from ..inputs import read_file
 from ..metadata import ModelMeta
-from ..model import model_file
-from ..pipeline import Loaded, load_one, match
+from ..model import role_files
+from ..pipeline import Loaded, load_one, run_loaded
 from ..records import record
 from ..sinks import json_line
 from ..uris import is_uri, read_uri
@@ -53,17 +54,10 @@ class ModelFiles:
 
     @classmethod
     def read(cls, models_dir: Path, roles: tuple[str, ...], device: str, precision: str) -> ModelFiles:
-        """The files the actors may open: on `cpu` or `openvino` the one file per role that
-        `model_file` picks (and OpenVINO's gates); elsewhere (a GPU, auto: decided on the workers)
-        every `<role>*.onnx` and `<role>.gates.json`."""
-        if device in ("cpu", "openvino"):
-            names = sorted({model_file(models_dir, r, device, precision).name for r in roles}
-                           | {f"{r}.gates.json" for r in roles if device == "openvino"
-                              and (Path(models_dir) / f"{r}.gates.json").is_file()})
-        else:
-            names = sorted(p.name for p in Path(models_dir).iterdir() if p.is_file() and any(
-                p.name == f"{r}.gates.json" or (p.name.startswith(f"{r}.") and p.name.endswith(".onnx"))
-                for r in roles))
+        """The files the actors may open: each role's `edge.model.role_files`, the runtime's own
+        choice, asked for workers that may have a GPU where the driver has none (on a GPU device,
+        or auto, the backend is decided on the workers)."""
+        names = sorted({p.name for r in roles for p in role_files(Path(models_dir), r, device, precision, gpu=True)})
         files = {n: (Path(models_dir) / n).read_bytes() for n in names}
         h = hashlib.sha256()
         for n in names:
@@ -79,9 +73,7 @@ class ModelFiles:
             dest = d / name
             if dest.is_file() and dest.stat().st_size == len(data) and dest.read_bytes() == data:
                 continue
-            tmp = d / f".{name}.{os.getpid()}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)  # atomic: another worker never sees half a file
+            atomic_write(dest, data)  # another worker never sees half a file
         return d
 
 
@@ -125,7 +117,7 @@ def decode_rows(batch: Any, metas: dict[str, ModelMeta], options: dict[str, Any]
 class Classifier:
     """Ray Data's actor-pool UDF: the Engine loads once per actor; each batch of loaded images is
     classified in one `Engine.classify` call (as a local scan's `--batch`), matched back to its
-  inputs (`edge.pipeline.match`) and becomes JSONL lines."""
+    inputs (`edge.pipeline.run_loaded`, as in a local scan) and becomes JSONL lines."""
 
     def __init__(self, models: Any, options: dict[str, Any]):
         import ray
@@ -147,8 +139,7 @@ class Classifier:
             if kind == "ok":
                 value.pixels = value.pixels.astype(np.float32, copy=False)
             loaded.append(Loaded(path, value, None) if kind == "ok" else Loaded(path, None, value))
-        ready = [x.prepared for x in loaded if x.prepared is not None]
-        verdicts = match(loaded, self.engine.classify(ready) if ready else [])
+        verdicts = run_loaded(loaded, self.engine.classify)
         lines = [json_line(record("path", x.key, v, error=x.error)) for x, v in zip(loaded, verdicts, strict=True)]
         return pa.table({"index": batch["index"], "line": pa.array(lines, pa.large_binary())})
 

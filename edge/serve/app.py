@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..engine import Engine
-from ..errors import SETUP_ERRORS
+from ..errors import SETUP_ERRORS, status_of
 from .batcher import Busy
 from .http_errors import ApiError, BodyLimit, error_body, install_handlers
 from .metrics import Metrics, MetricsMiddleware
@@ -112,7 +112,7 @@ def api(runtime: Runtime) -> APIRouter:
         except Busy as e:
             raise busy(e, settings) from None
         except SETUP_ERRORS as e:
-            raise ApiError(503, "model_unavailable", str(e)) from None
+            raise ApiError(*status_of(e), str(e)) from None  # its class says which (model_invalid, ...)
         timings = {"read": round((t1 - t0) * 1e3, 3), **outcome.timings_ms,
                    "total": round((time.perf_counter() - t0) * 1e3, 3)}
         body = {"results": outcome.records, "timings_ms": timings, "batch_images": outcome.batch_images}

@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from ..errors import SETUP_ERRORS
+from ..errors import SETUP_ERRORS, status_of
 from .batcher import Busy
 from .http_errors import ApiError, error_body
 from .runtime import Outcome, Runtime
@@ -85,7 +85,7 @@ async def _classify_frame(runtime: Runtime, options: Options, index: int, data: 
     except Busy as e:
         return ApiError(503, "busy", f"server busy ({e}): frame {index} skipped")
     except SETUP_ERRORS as e:
-        return ApiError(503, "model_unavailable", str(e))
+        return ApiError(*status_of(e), str(e))  # its class says which (model_invalid, provider_unavailable)
     except Exception as e:  # noqa: BLE001 (one frame's failure; the stream goes on)
         log.error("stream frame %d failed: %s: %s", index, type(e).__name__, e)
         return ApiError(500, "internal", f"frame {index} could not be classified (see the server's log)")

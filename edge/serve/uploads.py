@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..engine import ROUTINGS, Renderer
-from ..errors import BadImage, SixviewError
+from ..errors import BadImage, SixviewError, status_of
 from ..pipeline import Loaded, load_one
 from .http_errors import ApiError
 
@@ -36,11 +37,11 @@ class Upload:
 
 
 def error_status(loaded: Loaded) -> tuple[int, str]:
-    """HTTP status and code of a failed image: its exception's class (`edge.errors`); an exception
-    of no sixview class is an image that could not be processed (422)."""
+    """HTTP status and code of a failed image: its exception's class (`edge.errors.status_of`), never
+    its message; an exception of no sixview class is an image that could not be processed (422)."""
     e = loaded.exception
     if isinstance(e, SixviewError):
-        return type(e).http_status, type(e).code
+        return status_of(e)
     return BadImage.http_status, BadImage.code
 
 
@@ -67,19 +68,35 @@ def parse_options(values: Mapping[str, str]) -> Options:
     return Options(routing, tiling, threshold)
 
 
+class _Form(MultiPartParser):
+    """starlette's multipart parser, whose image limit is an error of its own (413 `too_many_images`)."""
+
+    def __init__(self, request: Request, max_images: int):
+        super().__init__(request.headers, request.stream(), max_files=max_images + 1, max_fields=32)
+        self.max_images = max_images
+
+    def on_part_end(self) -> None:
+        super().on_part_end()
+        if sum(isinstance(v, UploadFile) for _, v in self.items) > self.max_images:
+            raise ApiError(413, "too_many_images", f"more than {self.max_images} images in one request "
+                           "(--max-images)")
+
+
+async def _read_form(request: Request, max_images: int) -> FormData:
+    """The request's form, with at most `max_images` files (a malformed form: 400, as starlette answers)."""
+    try:
+        return await _Form(request, max_images).parse()
+    except MultiPartException as e:
+        raise HTTPException(400, detail=e.message) from None
+
+
 async def read_request(request: Request, max_images: int) -> tuple[list[Upload], Options]:
     """The images (multipart `image` fields, or a raw image body) and options (query, then form fields)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     values = dict(request.query_params)
     uploads: list[Upload] = []
     if ctype == "multipart/form-data":
-        try:
-            form = await request.form(max_files=max_images, max_fields=32)
-        except HTTPException as e:
-            if str(e.detail).startswith("Too many files"):
-                raise ApiError(413, "too_many_images", f"more than {max_images} images in one request "
-                               "(--max-images)") from None
-            raise
+        form = await _read_form(request, max_images)
         try:
             for key in ("engine", "tiling", "threshold"):
                 v = form.get(key)

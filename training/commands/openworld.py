@@ -52,5 +52,5 @@ def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share
     for name, fig in report["heldout_check"].items():
         b, a = fig["before"], fig["after"]
         click.echo(f"{name}: label-free labelled {b['labelled_free']:.3f} -> {a['labelled_free']:.3f}, "
-                   f"recall {b['recall']:.3f} -> {a['recall']:.3f} (held out; thresholds of best F1 there)")
+                   f"recall {b['recall']:.3f} -> {a['recall']:.3f} (held-out photos; thresholds of best F1 over all of them)")
     click.echo(f"wrote {out / 'onnx'}")

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.merge import merged_scores
 from edge.metadata import ModelMeta
+from edge.rule import DecisionRule
 from training.errors import DataError
-from training.eval.decision import decide_rows
 from training.eval.sets import LabelledSet
 
 GROUP_FILES = (("groups.csv", "group"), ("species.csv", "species"))  # the first a set has is read
@@ -89,8 +88,7 @@ def group_breakdown(ds: LabelledSet, vs: np.ndarray, meta: ModelMeta) -> list[di
     if groups is None:
         return None
     valid = ~np.isnan(vs[:, 0, 0])
-    s = merged_scores(vs[valid], meta.merge, meta.classes)
-    confident, guess, _ = decide_rows(s, meta.threshold_vector(), meta.fallback_min_score, meta.presence_threshold)
+    batch = DecisionRule.of(meta).decide_views(vs[valid])  # the runtime's own decision
     kept = [g for g, ok in zip(groups, valid, strict=True) if ok]
-    return group_table(kept, confident, guess, meta.classes)
+    return group_table(kept, batch.confident, batch.guess_mask, meta.classes)
 

@@ -3,8 +3,8 @@
 The head's two linear maps become five nodes between the HD model's pooled features, its
 logits and its final Sigmoid (`head_tensors`):
 
-    other  = features @ other_w + other_b                 (N, 1): 1,280 multiply-adds per view
-    logits = a * logits + b * other + d                   (N, K)
+    other  = features @ other_w + other_b                 (N, 1)
+    logits = a * logits + b * other + features @ u + d    (N, K)
     scores = Sigmoid(logits)                              the graph's output, as before
 
 so every backend runs it unchanged, and the runtime's decision (merge, thresholds) applies to
@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from convert.fp16 import to_fp16
-from convert.metadata import attach, read_meta
+from convert.metadata import attach, read_meta, resolve_thresholds
 from edge.atomic import atomic_path
 from training.openworld.head import OpenHead
 
@@ -50,7 +50,7 @@ def graft(model: onnx.ModelProto, head: OpenHead) -> onnx.ModelProto:
     out.CopyFrom(model)
     features, logits = head_tensors(out)
     consts = {"other_w": head.other_w.reshape(-1, 1), "other_b": np.array([head.other_b]),
-              "a": head.a, "b": head.b, "d": head.d}
+              "a": head.a, "b": head.b, "d": head.d, "u": head.u}
     out.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), PREFIX + k)
                                  for k, v in consts.items())
     p = PREFIX
@@ -59,7 +59,9 @@ def graft(model: onnx.ModelProto, head: OpenHead) -> onnx.ModelProto:
              helper.make_node("Mul", [logits, p + "a"], [p + "za"], name=p + "ScaleLogits"),
              helper.make_node("Mul", [p + "other", p + "b"], [p + "ob"], name=p + "ScaleOther"),
              helper.make_node("Add", [p + "za", p + "ob"], [p + "zo"], name=p + "AddOther"),
-             helper.make_node("Add", [p + "zo", p + "d"], [p + "logits"], name=p + "AddBias")]
+             helper.make_node("MatMul", [features, p + "u"], [p + "fu"], name=p + "FeatureMatMul"),
+             helper.make_node("Add", [p + "zo", p + "fu"], [p + "zf"], name=p + "AddFeatures"),
+             helper.make_node("Add", [p + "zf", p + "d"], [p + "logits"], name=p + "AddBias")]
     sig = next(n for n in out.graph.node if n.op_type == "Sigmoid" and n.input[0] == logits)
     sig.input[0] = p + "logits"
     index = list(out.graph.node).index(sig)
@@ -70,8 +72,8 @@ def graft(model: onnx.ModelProto, head: OpenHead) -> onnx.ModelProto:
 
 
 def head_macs(head: OpenHead) -> int:
-    """Multiply-adds the head adds per view (the features' dot product and the per-class scaling)."""
-    return int(head.other_w.size + 2 * head.a.size)
+    """Multiply-adds the head adds per view (its two products with the features, the per-class scaling)."""
+    return int(head.other_w.size + head.u.size + 2 * head.a.size)
 
 
 def write_models(hd_onnx: Path, head: OpenHead, provenance: dict[str, Any], out: Path) -> list[Path]:
@@ -81,7 +83,8 @@ def write_models(hd_onnx: Path, head: OpenHead, provenance: dict[str, Any], out:
     prov = {**meta.provenance, "open_world": provenance}
     prov["training_data"] = sorted({*prov.get("training_data", []), *provenance.get("sets", [])})
     prov.pop("calibration", None)
-    fresh = dataclasses.replace(meta, thresholds={}, presence_threshold=0.0, merge={"kind": "max"},
+    fresh = dataclasses.replace(meta, thresholds=resolve_thresholds(meta.classes, meta.role), presence_threshold=0.0,
+                                merge={"kind": "max"},
                                 provenance=prov)
     fp32 = attach(graft(model, head), fresh)
     fp16 = attach(to_fp16(fp32), dataclasses.replace(fresh, precision="fp16"))

@@ -6,9 +6,10 @@ Two small, convex fits (L-BFGS on float64, deterministic):
    teacher's probability mass on synsets that are none of the classes (`synsets.other_mass`),
    fitted to those soft targets (distillation): its logit `l` says "this view shows something
    the backbone knows as another thing" (a fox, a whale, a starfish) for 1,281 multiply-adds.
-2. `fit_gate`: per class, the view's new logit `a * z + b * l + d` (z: the HD model's logit;
-   a >= 0, b <= 0), a logistic regression on views whose target for the class is known, with
-   every set weighted equally and photos of other animals as hard negatives.
+2. `fit_gate`: per class, the view's new logit `a * z + b * l + u . f + d` (z: the HD model's
+   logit, f: the view's features; a >= 0, b <= 0, u L2-penalised), a logistic regression on the
+   views whose target for the class is known, every set weighted equally, photos of other
+   animals as hard negatives.
 
 Both are linear in the features, so the exported graph computes them exactly (`graft`).
 """
@@ -25,13 +26,14 @@ from training.data.photos import UNKNOWN
 
 @dataclass(frozen=True)
 class OpenHead:
-    """The fitted head: `other_w` (F,), `other_b`; per class `a`, `b`, `d` (K,)."""
+    """The fitted head: `other_w` (F,), `other_b`; per class `a`, `b`, `d` (K,) and `u` (F, K)."""
 
     other_w: np.ndarray
     other_b: float
     a: np.ndarray
     b: np.ndarray
     d: np.ndarray
+    u: np.ndarray
 
     def other_logit(self, features: np.ndarray) -> np.ndarray:
         """(...,) the distilled other-mass logit of (..., F) features."""
@@ -39,13 +41,12 @@ class OpenHead:
 
     def logits(self, z: np.ndarray, features: np.ndarray) -> np.ndarray:
         """(..., K) gated logits of the HD model's (..., K) logits and (..., F) features."""
-        return self.a * z + self.b * self.other_logit(features)[..., None] + self.d
+        return self.a * z + self.b * self.other_logit(features)[..., None] + features @ self.u + self.d
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float,
+def _logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray,
               bounds: list[tuple[float | None, float | None]] | None = None, x0: np.ndarray | None = None):
-    """Weighted logistic regression (soft targets y in [0, 1]) with an unpenalised bias (last column of x)."""
-    pen = np.r_[np.ones(x.shape[1] - 1), 0.0] * l2
+    """Weighted logistic regression (soft targets y in [0, 1]) with a per-coefficient L2 penalty `pen`."""
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         s = x @ theta
@@ -64,7 +65,8 @@ def fit_other(features: np.ndarray, mass: np.ndarray, l2: float = 1.0) -> tuple[
     x = features.astype(np.float64)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     xs = np.c_[(x - mu) / sd, np.ones(len(x))]
-    theta = _logistic(xs, np.clip(mass, 0, 1), np.full(len(x), 1.0 / len(x)), l2 / len(x))
+    pen = np.r_[np.full(x.shape[1], l2 / len(x)), 0.0]
+    theta = _logistic(xs, np.clip(mass, 0, 1), np.full(len(x), 1.0 / len(x)), pen)
     w = theta[:-1] / sd
     return w, float(theta[-1] - mu @ w)
 
@@ -78,19 +80,26 @@ def set_weights(set_index: np.ndarray, known: np.ndarray) -> np.ndarray:
     return w
 
 
-def fit_gate(z: np.ndarray, other: np.ndarray, targets: np.ndarray, set_index: np.ndarray,
-             l2: float = 1e-4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per class (a, b, d) from (n, K) logits, (n,) other logits, (n, K) targets (UNKNOWN masked) and
-    each row's set (sets weighted equally); a class no set labels keeps (1, 0, 0)."""
-    k = z.shape[1]
-    a, b, d = np.ones(k), np.zeros(k), np.zeros(k)
+def fit_gate(z: np.ndarray, other: np.ndarray, features: np.ndarray, targets: np.ndarray, set_index: np.ndarray,
+             l2: float = 3e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per class (a, b, d) and the (F, K) feature weights u from (n, K) logits, (n,) other logits, (n, F)
+    features, (n, K) targets (UNKNOWN masked) and each row's set (sets weighted equally); a class no set
+    labels keeps a = 1 and the rest 0. `l2` penalises u on standardised features."""
+    n, k = z.shape
+    f = features.astype(np.float64)
+    mu, sd = f.mean(0), f.std(0) + 1e-6
+    fs = (f - mu) / sd
+    a, b, d, u = np.ones(k), np.zeros(k), np.zeros(k), np.zeros((f.shape[1], k))
     for c in range(k):
         known = targets[:, c] != UNKNOWN
         if not known.any() or targets[known, c].min() == targets[known, c].max():
             continue
-        x = np.c_[z[known, c], other[known], np.ones(known.sum())]
+        x = np.c_[z[known, c], other[known], fs[known], np.ones(known.sum())]
         w = set_weights(set_index[known], np.ones(known.sum(), bool))
-        theta = _logistic(x, targets[known, c], w / w.sum(), l2, [(0, None), (None, 0), (None, None)],
-                          np.array([1.0, 0.0, 0.0]))
-        a[c], b[c], d[c] = theta
-    return a, b, d
+        bounds = [(0, None), (None, 0)] + [(None, None)] * (f.shape[1] + 1)
+        start = np.r_[1.0, 0.0, np.zeros(f.shape[1]), 0.0]
+        pen = np.r_[0.0, 0.0, np.full(f.shape[1], l2), 0.0]
+        theta = _logistic(x, targets[known, c], w / w.sum(), pen, bounds, start)
+        a[c], b[c], u[:, c] = theta[0], theta[1], theta[2:-1] / sd
+        d[c] = theta[-1] - mu @ u[:, c]
+    return a, b, d, u

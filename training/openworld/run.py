@@ -53,23 +53,22 @@ def fit_head(fit: dict[str, np.ndarray], classes: list[str], l2_other: float, l2
     z = fit["logits"].reshape(-1, len(classes))
     targets = fit["targets"].reshape(-1, len(classes))
     sets = np.repeat(fit["set"], fit["logits"].shape[1])
-    a, bb, d = fit_gate(z, other, targets, sets, l2_gate)
-    return OpenHead(w, b, a, bb, d)
+    a, bb, d, u = fit_gate(z, other, f, targets, sets, l2_gate)
+    return OpenHead(w, b, a, bb, d, u)
 
 
 def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) -> dict[str, Any]:
-    """Per set, the quick check's figures before and after the head (held-out photos)."""
-    out = {}
-    for i, name in enumerate(names):
-        rows = held["set"] == i
-        z, f, y = held["logits"][rows], held["features"][rows], held["targets"][rows][:, 0]
-        out[name] = {"before": check.figures(check.photo_scores(z), y),
-                     "after": check.figures(check.photo_scores(head.logits(z, f)), y)}
-    return out
+    """Per set, the quick check's figures before and after the head (held-out photos; thresholds of best F1
+    over all sets' held-out photos, chosen for each model)."""
+    z, f, y = held["logits"], held["features"], held["targets"][:, 0]
+    scores = {"before": check.photo_scores(z), "after": check.photo_scores(head.logits(z, f))}
+    thr = {k: check.thresholds(s, y) for k, s in scores.items()}
+    return {name: {k: check.figures(s[held["set"] == i], y[held["set"] == i], thr[k]) for k, s in scores.items()}
+            for i, name in enumerate(names)}
 
 
 def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 3, l2_other: float = 1.0,
-             l2_gate: float = 1e-4, cache: Path | None = None) -> dict[str, Any]:
+             l2_gate: float = 3e-3, cache: Path | None = None) -> dict[str, Any]:
     """Fit the head for `hd_onnx` on `plans` (the HD adaptation's sets first, in its order) into `out`."""
     meta = read_meta(onnx.load(str(hd_onnx), load_external_data=False), str(hd_onnx))
     splits = make_splits([(p.path, p.holdout, p.report) for p in plans], cache=cache)

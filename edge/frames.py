@@ -24,6 +24,7 @@ from .reconnect import Reconnect, backoff_delays
 from .sources import Capture, Opener, SourceSpec, open_error, try_open
 
 MAX_DRAIN = 8  # frames grabbed at most when draining a live source's buffer on open
+MAX_SKIPS = 8  # unreadable frames of a video file skipped in a row before the rest counts as lost
 
 
 @dataclass
@@ -51,7 +52,8 @@ class FrameSource:
         self.keep_latest = spec.live or realtime  # else: every frame, the reader waits for the consumer
         self._opener = opener
         self.reconnect = Reconnect(spec, backoff, self._open, log)
-        self.captured = self.dropped = 0
+        self.captured = self.dropped = self.lost = 0  # lost: frames of a video file that could not be read
+        self._skips, self._skip_to = 0, 0  # unreadable frames skipped in a row, and the last frame skipped to
         self.error: str | None = None
         self.fps = 0.0  # the source's nominal rate (0 if unknown)
         self.size = (0, 0)  # (width, height) as the source reports it (0 if unknown)
@@ -170,7 +172,7 @@ class FrameSource:
         pacing = not self.spec.live and self.keep_latest
         period = 1.0 / (self.fps or 30.0)
         pos = 0  # position in the file, for pacing
-        t0 = time.perf_counter()
+        t0, first = time.perf_counter(), self.captured
         while not self._stop.is_set():
             if self._paused_at is not None:  # a paused file: read nothing, and let the clock wait too
                 t_wait = time.perf_counter()
@@ -193,14 +195,17 @@ class FrameSource:
             t_cap = time.perf_counter()
             if not ok or img is None:
                 if not self.spec.live:
+                    if self._unreadable(self.captured - first):
+                        continue
                     if self.loop and self.captured and self._reopen_file():
-                        pos, t0 = 0, time.perf_counter()
+                        pos, t0, first = 0, time.perf_counter(), self.captured
                         continue
                     return  # end of file
                 if not self._recover():
                     return
                 continue
             self.reconnect.frame_arrived()
+            self._skips = 0
             # index: frames captured before this one (so dropped frames leave gaps)
             self._publish(Frame(self.captured, img, time.time(), t_cap, (t_cap - t_read) * 1e3))
             pos += 1
@@ -242,6 +247,24 @@ class FrameSource:
                 return
             self._count(dropped=True)
 
+    def _unreadable(self, got: int) -> bool:
+        """A video file's read failed after `got` frames of this pass: before the file's own frame count,
+        skip the frame (True: read on); after MAX_SKIPS in a row, or at its end, count what was not read
+        as lost (`lost`, `error`) and end (False)."""
+        cap = self._cap
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap is not None else 0
+        if cap is None or got >= declared or self._stop.is_set():
+            self._skip_to = 0
+            return False
+        target = max(int(cap.get(cv2.CAP_PROP_POS_FRAMES) or 0), self._skip_to) + 1  # forward only
+        if self._skips < MAX_SKIPS and target < declared and cap.set(cv2.CAP_PROP_POS_FRAMES, target):
+            self._skips, self._skip_to = self._skips + 1, target
+            return True
+        self._skips, self._skip_to = 0, 0
+        self.lost += declared - got
+        self.error = f"{self.spec}: {declared - got} of its {declared} frames could not be read (a damaged file?)"
+        return False
+
     def _recover(self) -> bool:
         """Reopen a lost live source (`Reconnect`); False (and `error`) when out of attempts."""
         self._release()
@@ -264,5 +287,5 @@ class FrameSource:
 
     def stats(self) -> dict[str, Any]:
         """Counters for the summary."""
-        return {"captured": self.captured, "dropped": self.dropped, "reconnects": self.reconnects,
+        return {"captured": self.captured, "dropped": self.dropped, "lost": self.lost, "reconnects": self.reconnects,
                 "source_fps": round(self.fps, 3)}

@@ -25,6 +25,11 @@ _KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device", stat
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
 
+def file_kind(mode: int) -> str | None:
+    """What a file of `st_mode` is when it is no regular file ("a named pipe", "a folder", ...), else None."""
+    return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
 class InputError(PerInputError, ValueError):
     """A file that is not read as an image: not a regular file (`bad_input`, 422), too large, or gone."""
 
@@ -54,16 +59,21 @@ def is_image_name(name: str) -> bool:
 
 def collect_keyed(inputs: Iterable[str]) -> dict[str, str]:
     """Image paths -> shard keys, from files, folders (recursive, symlink loops skipped) and globs,
-    sorted by path; a file reached twice (e.g. by a relative and an absolute path) is kept once,
-    as first spelled. Raises FileNotFoundError for an input that matches nothing."""
+    sorted by path; a file reached twice (by a relative and an absolute path, through a linked folder
+    or a link: the same device and inode) is kept once, as first spelled. Raises FileNotFoundError
+    for an input that matches nothing."""
     found: dict[str, str] = {}
-    seen: set[str] = set()
+    seen: set[tuple[int, int] | str] = set()
 
     def add(path: str, root: str | None) -> None:
         path = os.path.normpath(path)
-        absolute = os.path.abspath(path)
-        if absolute not in seen:
-            seen.add(absolute)
+        try:
+            st = os.stat(path)
+            identity: tuple[int, int] | str = (st.st_dev, st.st_ino)
+        except OSError:  # a link to nothing: its own record says so
+            identity = os.path.abspath(path)
+        if identity not in seen:
+            seen.add(identity)
             found[path] = _key(path, root)
 
     for arg in inputs:
@@ -153,10 +163,18 @@ def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as e:
         raise FileMissing(f"cannot read: {e.strerror or 'no such file'}") from None
+    except OSError:  # a socket (or a device with nothing behind it) does not even open: say what it is
+        try:
+            kind = file_kind(os.stat(path).st_mode)
+        except OSError:
+            kind = None
+        if kind is None:
+            raise
+        raise InputError(f"not an image file: {kind}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        kind = file_kind(st.st_mode)
+        if kind is not None:
             raise InputError(f"not an image file: {kind}")
         if st.st_size > max_bytes:
             raise too_large(st.st_size, max_bytes)

@@ -98,7 +98,7 @@ class ModelMeta:
         def bad(key: str, why: str) -> MetadataError:
             return MetadataError(f"{source}: metadata '{key}' {why}")
 
-        if v["sixview.format"] != FORMAT_VERSION:
+        if type(v["sixview.format"]) is not int or v["sixview.format"] != FORMAT_VERSION:
             raise bad("sixview.format", f"is {v['sixview.format']!r}, this runtime reads {FORMAT_VERSION}")
         classes = v["classes"]
         if (not isinstance(classes, list) or not classes
@@ -107,7 +107,7 @@ class ModelMeta:
         if v["role"] not in ROLES:
             raise bad("role", f"must be one of {ROLES}")
         size = v["input_size"]
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
+        if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int and s > 0 for s in size)):
             raise bad("input_size", "must be [h, w] positive integers")
         if v["input_layout"] != "NHWC":
             raise bad("input_layout", "must be NHWC")
@@ -116,21 +116,18 @@ class ModelMeta:
         th = v["thresholds"]
         if not isinstance(th, dict) or set(th) != set(classes):
             raise bad("thresholds", "must map every class to a threshold")
-        if not all(isinstance(t, int | float) and 0.0 <= t <= 1.0 for t in th.values()):
+        if not all(_unit(t) for t in th.values()):
             raise bad("thresholds", "must be numbers in [0, 1]")
-        fb = v["fallback"]
-        if not (isinstance(fb, dict) and isinstance(fb.get("min_score"), int | float)):
-            raise bad("fallback", "must be an object with 'min_score'")
+        fallback = _fallback(v["fallback"], bad)
         tl = v["tiling"]
-        if not (isinstance(tl, dict) and isinstance(tl.get("view_fraction"), int | float)
-                and 0.0 < tl["view_fraction"] <= 1.0):
+        if not (isinstance(tl, dict) and _unit(tl.get("view_fraction")) and tl["view_fraction"] > 0.0):
             raise bad("tiling", "must be an object with 'view_fraction' in (0, 1]")
         if v["precision"] not in PRECISIONS:
             raise bad("precision", f"must be one of {PRECISIONS}")
         if not isinstance(v["provenance"], dict):
             raise bad("provenance", "must be an object")
         pt = v.get("presence_threshold", 0.0)
-        if not (isinstance(pt, int | float) and not isinstance(pt, bool) and 0.0 <= pt <= 1.0):
+        if not _unit(pt):
             raise bad("presence_threshold", "must be a number in [0, 1]")
         merge = _merge(v.get("merge", DEFAULT_MERGE), classes, bad)
         return cls(
@@ -139,7 +136,7 @@ class ModelMeta:
             input_size=(size[0], size[1]),
             thresholds={c: float(th[c]) for c in classes},
             precision=v["precision"],
-            fallback=fb,
+            fallback=fallback,
             tiling=tl,
             provenance=v["provenance"],
             presence_threshold=float(pt),
@@ -149,6 +146,22 @@ class ModelMeta:
 
 def _number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _unit(x: Any) -> bool:
+    """A finite number (not a boolean) in [0, 1]."""
+    return _number(x) and 0.0 <= x <= 1.0
+
+
+def _fallback(fb: Any, bad) -> dict[str, Any]:
+    """The validated `fallback` (the only rule: top1, the top class above `min_score`)."""
+    if not (isinstance(fb, dict) and set(fb) == set(DEFAULT_FALLBACK)):
+        raise bad("fallback", "must be an object with 'rule' and 'min_score' (and nothing else)")
+    if fb["rule"] != "top1":
+        raise bad("fallback", f"'rule' must be 'top1' (the top class), not {fb['rule']!r}")
+    if not _unit(fb["min_score"]):
+        raise bad("fallback", f"'min_score' must be a number in [0, 1], not {fb['min_score']!r}")
+    return {"rule": "top1", "min_score": float(fb["min_score"])}
 
 
 def _merge(mg: Any, classes: list[str], bad) -> dict[str, Any]:

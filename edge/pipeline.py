@@ -16,6 +16,7 @@ a failed image has no timings.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +45,14 @@ class Loaded(Generic[K]):
     error: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     exception: BaseException | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes it holds: its views' pixels, and the decoded image when kept (to draw on)."""
+        p = self.prepared
+        if p is None:
+            return 0
+        return p.pixels.nbytes + (p.decoded.bgr.nbytes if p.decoded is not None else 0)
 
 
 def render(renderer: Renderer, data: bytes | np.ndarray | Decoded, *, routing: str | None = None,
@@ -96,22 +105,84 @@ def run_loaded(loaded: Sequence[Loaded], run: Callable[[list[Prepared]], Sequenc
     return match(loaded, run(ready) if ready else [])
 
 
+READ_AHEAD_BYTES = 256 * 2**20  # what `stream` holds of inputs loaded ahead (their views, kept images)
+
+
+class _Gate:
+    """The read-ahead's byte budget: the bytes of loaded inputs not yet handed on (`held`). A load
+    starts only under the budget, or when the consumer waits for that very input (so it never stalls)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.held, self.wanted, self.closed = budget, 0, -1, False
+        self._cond = threading.Condition()
+
+    def over(self) -> bool:
+        with self._cond:
+            return self.held >= self.budget
+
+    def enter(self, index: int) -> bool:
+        """Wait until input `index` may load; False once the stream is closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.closed or self.held < self.budget or index <= self.wanted)
+            return not self.closed
+
+    def add(self, n: int) -> None:
+        with self._cond:
+            self.held += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.held -= n
+            self._cond.notify_all()
+
+    def want(self, index: int) -> None:
+        with self._cond:
+            self.wanted = max(self.wanted, index)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
 def stream(inputs: Iterable[K], load: Callable[[K], Loaded[K]], run: Callable[[list[Prepared]], Sequence[T]],
-           batch: int = 1, workers: int = 2) -> Iterator[tuple[Loaded[K], T | None]]:
+           batch: int = 1, workers: int = 2, max_bytes: int = READ_AHEAD_BYTES) -> Iterator[tuple[Loaded[K], T | None]]:
     """(loaded input, its result or None), in input order: `load` in `workers` threads (a bounded
-    window ahead), `run` on the prepared items of each `batch` inputs. Close it (or exhaust it)
-    to stop the threads."""
+    window ahead: at most 2 x `batch` + `workers` inputs, holding at most `max_bytes` of loaded inputs
+    beyond those the consumer waits for), `run` on the prepared items of each `batch` inputs (fewer
+    when the loaded ones reach `max_bytes`). Close it (or exhaust it) to stop the threads."""
     window = max(2 * batch + workers, 4)
+    gate = _Gate(max_bytes)
+
+    def gated(index: int, key: K) -> Loaded[K]:
+        if not gate.enter(index):
+            return Loaded(key, None, "not loaded: the scan stopped")
+        loaded = load(key)
+        gate.add(loaded.nbytes)
+        return loaded
+
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
-    pending: deque[Future[Loaded[K]]] = deque()
-    todo = iter(inputs)
+    pending: deque[tuple[int, Future[Loaded[K]]]] = deque()
+    todo = enumerate(inputs)
     try:
         while True:
-            while len(pending) < window and (key := next(todo, _MISSING)) is not _MISSING:
-                pending.append(pool.submit(load, key))
+            while len(pending) < window and (item := next(todo, _MISSING)) is not _MISSING:
+                pending.append((item[0], pool.submit(gated, *item)))
             if not pending:
                 return
-            group = [pending.popleft().result() for _ in range(min(batch, len(pending)))]
-            yield from zip(group, run_loaded(group, run), strict=True)
+            group: list[Loaded[K]] = []
+            while pending and len(group) < batch and not (group and gate.over() and not pending[0][1].done()):
+                gate.want(pending[0][0])
+                group.append(pending.popleft()[1].result())
+            ready = deque(zip(group, run_loaded(group, run), strict=True))
+            del group
+            while ready:
+                loaded, result = ready.popleft()
+                yield loaded, result
+                n = loaded.nbytes
+                del loaded, result
+                gate.release(n)
     finally:
+        gate.close()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -15,14 +15,16 @@ pip wheels have none):
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
+
+from .inputs import file_kind
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 OPEN_TIMEOUT_MS = 5000  # network streams: give up opening / reading after this long
@@ -82,8 +84,14 @@ def parse_source(text: str) -> SourceSpec:
         return SourceSpec("stream", text)
     if text.startswith("/dev/"):
         return SourceSpec("device", text)
-    if not Path(text).is_file():
-        raise SourceError(f"no such video file: {text}")
+    try:
+        kind = file_kind(os.stat(text).st_mode)
+    except FileNotFoundError:
+        raise SourceError(f"no such video file: {text}") from None
+    except OSError as e:
+        raise SourceError(f"cannot read {text}: {e.strerror or e}") from None
+    if kind is not None:  # a named pipe would block the open forever; a folder holds no video
+        raise SourceError(f"not a video file: {text} is {kind}")
     return SourceSpec("file", text)
 
 

@@ -90,3 +90,15 @@ def test_eval_without_groups_has_no_table(tmp_path, colour_models, colour_set):
     assert res.exit_code == 0, res.output
     assert "groups" not in json.loads((out / "report.json").read_text())
     assert "## Groups" not in (out / "report.md").read_text()
+
+
+def test_a_group_says_how_many_of_its_photos_hold_none_of_the_classes():
+    from training.eval.groups import group_table
+
+    confident = np.array([[True, False], [False, False], [False, False], [False, True]])
+    guess = np.zeros_like(confident)
+    table = group_table(["fox", "fox", "cat", "cat"], confident, guess, ["cat", "dog"],
+                        positive=np.array([False, False, True, True]))
+    by = {r["group"]: r for r in table}
+    assert by["fox"]["label_free"] == 1.0 and by["fox"]["labelled"] == 0.5
+    assert by["cat"]["label_free"] == 0.0 and by["cat"]["labelled"] == 0.5

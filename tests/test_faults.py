@@ -11,6 +11,7 @@ import csv
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -335,8 +336,9 @@ def test_eval_missing_files_are_an_error_unless_allowed(tmp_path, colour_models)
 
 def test_eval_unknown_label_names_are_named_then_ignored_on_request(tmp_path, colour_models):
     data = colour_csv_set(tmp_path / "set")
+    shutil.copyfile(data / "images" / "0.png", data / "images" / "6.png")
     with open(data / "labels.csv", "a") as fh:
-        fh.write("images/0.png,red|purple\n")  # purple: not in classes.txt
+        fh.write("images/6.png,red|purple\n")  # purple: not in classes.txt
     res = evaluate(colour_models, data, "--out", tmp_path / "r0")
     assert res.exit_code == 1 and "purple (1 image" in res.stderr and "classes.txt" in res.stderr, res.output
     res = evaluate(colour_models, data, "--out", tmp_path / "r1", "--ignore-class", "Purple")

@@ -112,3 +112,40 @@ def test_attach_replaces_an_earlier_presence_threshold():
     assert meta.presence_threshold == 0.25
     attach(m, ModelMeta(**{**meta.__dict__, "presence_threshold": 0.0}))
     assert "presence_threshold" not in {p.key for p in m.metadata_props} and read_meta(m).presence_threshold == 0.0
+
+
+@pytest.mark.parametrize("value,match", [
+    ('{"rule": "top1", "min_score": 5}', "'min_score' must be a number in \\[0, 1\\], not 5"),
+    ('{"rule": "top1", "min_score": NaN}', "'min_score' must be a number in \\[0, 1\\], not nan"),
+    ('{"rule": "top1", "min_score": -0.1}', "'min_score' must be a number in \\[0, 1\\]"),
+    ('{"rule": "top1", "min_score": true}', "'min_score' must be a number in \\[0, 1\\]"),
+    ('{"rule": "top1", "min_score": "0.2"}', "'min_score' must be a number in \\[0, 1\\]"),
+    ('{"rule": "top7", "min_score": 0.2}', "'rule' must be 'top1' \\(the top class\\), not 'top7'"),
+    ('{"min_score": 0.2}', "must be an object with 'rule' and 'min_score'"),
+    ('{"rule": "top1", "min_score": 0.2, "k": 3}', "must be an object with 'rule' and 'min_score'"),
+    ('[0.2]', "must be an object with 'rule' and 'min_score'"),
+])
+def test_invalid_fallback_is_refused_naming_the_field(value, match):
+    """A fallback no runtime follows (a guess that could never appear) is refused like any other field."""
+    props = good_props()
+    props["fallback"] = value
+    with pytest.raises(MetadataError, match=f"m.onnx: metadata 'fallback' {match}"):
+        ModelMeta.from_props(props, "m.onnx")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("thresholds", '{"cat": true, "dog": 0.4}'), ("thresholds", '{"cat": NaN, "dog": 0.4}'),
+    ("tiling", '{"view_fraction": true}'), ("tiling", '{"view_fraction": NaN}'),
+    ("input_size", "[true, 64]"), ("sixview.format", "true"),
+])
+def test_booleans_and_nan_are_no_numbers(key, value):
+    props = good_props()
+    props[key] = value
+    with pytest.raises(MetadataError, match=f"metadata '{key}'"):
+        ModelMeta.from_props(props, "m.onnx")
+
+
+def test_a_valid_fallback_is_normalised():
+    props = good_props()
+    props["fallback"] = '{"rule": "top1", "min_score": 1}'
+    assert ModelMeta.from_props(props).fallback == {"rule": "top1", "min_score": 1.0}

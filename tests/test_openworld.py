@@ -124,7 +124,7 @@ def test_quick_check_counts_label_free_photos():
 def _report(lab_free: float, groups: list[tuple[str, int, float]]) -> dict:
     dec = {"label_free": 10, "label_free_confident": lab_free, "confident": {"precision": 0.9, "recall": 0.8}}
     per_set = {"/d/animals_train:all": {"images": 40, "mAP": 0.95, "decision": dec}}
-    table = [{"group": g, "photos": n, "labelled": share,
+    table = [{"group": g, "photos": n, "labelled": share, "label_free": 1.0 if g != "deer" else 0.0,
               "top_labels": [{"label": "dog", "photos": round(n * share), "share": share}] if share else []}
              for g, n, share in groups]
     return {"roles": {"hd": {"tiling_on": {"per_set": per_set}}}, "groups": {"hd": table}}
@@ -133,11 +133,14 @@ def _report(lab_free: float, groups: list[tuple[str, int, float]]) -> dict:
 def test_table_pairs_sources_and_groups_before_and_after():
     from training.openworld.table import compare, markdown
 
-    table = compare([_report(0.5, [("fox", 10, 0.9), ("wolf", 4, 0.5)])],
-                    [_report(0.1, [("fox", 10, 0.1), ("wolf", 4, 0.0)])])
+    table = compare([_report(0.5, [("fox", 10, 0.9), ("wolf", 4, 0.5), ("deer", 8, 0.5), ("bat", 1, 1.0)])],
+                    [_report(0.1, [("fox", 10, 0.1), ("wolf", 4, 0.0), ("deer", 8, 1.0), ("bat", 1, 0.0)])])
     assert table["sources"]["animals_train"]["before"]["label_free_labelled"] == 0.5
     assert table["sources"]["animals_train"]["after"]["label_free_labelled"] == 0.1
     text = markdown(table)
     assert "| animals_train | 40 | 95.0 -> **95.0** | 50.0 -> **10.0** (n=10) |" in text
     assert "| fox | 10 | 90.0 -> **10.0** | dog 1 |" in text
     assert "Most often labelled after: fox." in text
+    assert "| 1 groups of fewer than 3 photos | 1 | 100.0 -> **0.0** | |" in text
+    free, held = text.split("Groups of the classes")
+    assert "| deer | 8 | 50.0 -> **100.0** | dog 8 |" in held and "deer" not in free

@@ -187,7 +187,7 @@ def test_annotate_writes_copies(tmp_path, colour_models):
     a = cv2.imread(str(tmp_path / "ann" / "sub" / "a.png"))
     assert a is not None and a.shape == (450, 600, 3)
     assert not np.array_equal(a, grey_with_square())  # something was drawn
-    assert (tmp_path / "ann" / "b.png").is_file()
+    assert (tmp_path / "ann" / "b.gif.png").is_file()  # OpenCV writes no GIF: a PNG, named apart from b.png
 
 
 @pytest.mark.parametrize("args,needle", [

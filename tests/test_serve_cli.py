@@ -26,6 +26,7 @@ ws_client = require_serve()  # before edge.serve is imported
 from edge.cli import main  # noqa: E402
 from edge.engine import Engine  # noqa: E402
 from edge.serve.app import create_app  # noqa: E402
+from edge.serve.guard import uvicorn_options  # noqa: E402
 
 
 def test_serve_command_setup_errors(tmp_path):
@@ -50,7 +51,8 @@ def test_https_with_a_self_signed_certificate(colour_models, tmp_path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
-    with ThreadServer(create_app(Engine(colour_models)), ssl_certfile=str(cert), ssl_keyfile=str(key)) as s:
+    app = create_app(Engine(colour_models))  # the guarded protocol over TLS, as `sixview serve` runs it
+    with ThreadServer(app, **uvicorn_options(app), ssl_certfile=str(cert), ssl_keyfile=str(key)) as s:
         trust = ssl.create_default_context(cafile=str(cert))
         wait_ready(s.url, verify=trust)
         r = httpx.post(s.url + "/v1/classify", files={"image": ("r.jpg", RED)}, verify=trust)

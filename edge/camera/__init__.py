@@ -51,6 +51,7 @@ class CameraSummary:
     processed: int = 0
     failed: int = 0
     captured: int = 0
+    lost: int = 0  # frames of a video file that could not be read
     dropped: int = 0
     reconnects: int = 0
     source_fps: float = 0.0
@@ -63,8 +64,8 @@ class CameraSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 ok, 1 source lost (not recovered) or frames failed."""
-        return 1 if self.error or self.failed else 0
+        """0 ok, 1 source lost (not recovered), frames failed or a file's frames could not be read."""
+        return 1 if self.error or self.failed or self.lost else 0
 
     def latency(self) -> dict[str, float]:
         """Glass-to-verdict latency statistics in ms (empty if nothing was processed)."""
@@ -74,7 +75,8 @@ class CameraSummary:
         """A human summary (two or three lines)."""
         rate = self.processed / self.seconds if self.seconds > 0 else 0.0
         lines = [f"camera: {self.captured} frames captured, {self.processed} processed, {self.dropped} dropped, "
-                 f"{self.failed} failed, {self.reconnects} reconnects in {self.seconds:.1f} s "
+                 f"{self.failed} failed, {f'{self.lost} lost (unreadable), ' if self.lost else ''}"
+                 f"{self.reconnects} reconnects in {self.seconds:.1f} s "
                  f"({rate:.1f} fps processed; source {self.source_fps:.1f} fps; warm-up {self.warmup_ms:.0f} ms)"]
         lat = self.latency()
         if lat:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..atomic import atomic_write
-from ..sinks import CsvSink, OutputError, open_output
+from ..sinks import CsvSink, OutputError, empty, open_output
 
 if TYPE_CHECKING:
     from ..scan import Summary
@@ -157,7 +157,7 @@ def merge_blocks(folder: RunFolder, blocks: int, sink: Any, table: CsvSink | Non
     target = sink if sink is not None else sys.stdout.buffer
     try:
         if sink is not None:
-            sink.truncate(0)  # a resumed or repeated merge writes the whole file again
+            empty(sink, name)  # a resumed or repeated merge writes the whole file again (a device: as it is)
         for line in folder.lines(blocks):
             target.write(line)
             if table is not None:

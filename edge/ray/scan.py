@@ -43,7 +43,7 @@ from ..inputs import keep_shard
 from ..metadata import ModelMeta
 from ..options import setup_error
 from ..scan import Summary
-from ..sinks import CsvSink, open_output
+from ..sinks import CsvSink, lock_output
 from ..uris import collect_any
 from .blocks import Gather, RunFolder, merge_blocks
 from .work import Classifier, ModelFiles, configure_data, decode_rows, setup_cause
@@ -178,10 +178,11 @@ def run(paths: tuple[str, ...], *, out: Path | None, csv_path: Path | None, resu
         if ray_dir is None:  # without --out either, the blocks live as long as the scan (records: stdout)
             ray_dir = Path(f"{out}.blocks") if out else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         try:
+            sink = stack.enter_context(lock_output(out, append=resume, overwrite=overwrite)) if out else None
+            table = stack.push(CsvSink(csv_path, classes, overwrite=overwrite or resume)).hold() if csv_path else None
             folder = stack.enter_context(RunFolder(ray_dir, header, resume=resume, overwrite=overwrite))
-            sink = stack.enter_context(open_output(out, append=resume, overwrite=overwrite)) if out else None
-            table = stack.enter_context(CsvSink(csv_path, classes, overwrite=overwrite or resume)) \
-                if csv_path else None
+            if table is not None:  # every output held before any changes; --out is rewritten by the merge
+                table.start()
         except SETUP_ERRORS as e:
             raise setup_error(e) from None
         before = [folder.done[b] for b in folder.done]

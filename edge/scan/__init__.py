@@ -18,12 +18,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_write
 from ..draw import draw_verdict
 from ..engine import Engine, Verdict
-from ..errors import per_image
-from ..inputs import IMAGE_EXTENSIONS, read_file
+from ..errors import PerInputError, per_image
+from ..inputs import IMAGE_EXTENSIONS, file_kind, read_file
 from ..pipeline import load_one, stream
 from ..records import record
+from ..sinks import OutputError
 
 
 @dataclass
@@ -70,9 +72,10 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
          names: Mapping[str, str] | None = None) -> Summary:
     """Classify `paths`, calling `write(record)` once per image, in input order. Annotated copies
     go to `annotate_dir` under `names[path]` (the path relative to its scan root; default: its name)."""
-    summary = Summary()
+    summary, written = Summary(), set()
     start = time.perf_counter()
-    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
+    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
+               disable=None if sys.stderr is not None else True)  # no bar on a closed stderr (`2>&-`)
     load = functools.partial(load_one, read=read_file, renderer=engine.renderer, keep_image=annotate_dir is not None)
     try:
         with contextlib.closing(stream(paths, load, engine.classify, batch_images, workers)) as results:
@@ -80,8 +83,8 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
                 rec = record("path", loaded.key, verdict, timings_ms=loaded.timings_ms, error=loaded.error)
                 if verdict is not None and annotate_dir is not None and loaded.prepared.decoded is not None:
                     name = (names or {}).get(loaded.key, os.path.basename(loaded.key))
-                    _, error = per_image(_annotate, loaded.prepared.decoded.bgr, verdict, annotate_dir / name)
-                    rec["error"] = error and f"cannot write the annotated copy: {error}"
+                    dest = _unique(_annotated_name(annotate_dir / name), written)
+                    _, rec["error"] = per_image(_annotate, loaded.prepared.decoded.bgr, verdict, dest)
                 write(rec)
                 summary.add(rec)
                 bar.update(1)
@@ -93,12 +96,53 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
     return summary
 
 
+def check_folder(folder: Path) -> None:
+    """Make sure annotated copies can be written into `folder` (created if missing), else `OutputError`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"cannot write annotated copies into {folder}: not a folder") from None
+    except OSError as e:
+        raise OutputError(f"cannot write annotated copies into {folder}: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write annotated copies into {folder}: permission denied")
+
+
+class AnnotationFailed(PerInputError):
+    """An annotated copy that cannot be written (that image's error; the scan goes on)."""
+
+    code = "output_failed"
+
+
+def _annotated_name(dest: Path) -> Path:
+    """The copy's name: the image's, or + `.png` where OpenCV cannot write the format (`x.gif.png`)."""
+    return dest if dest.suffix.lower() in IMAGE_EXTENSIONS - {".gif"} else dest.with_name(dest.name + ".png")
+
+
+def _unique(dest: Path, written: set[Path]) -> Path:
+    """`dest`, or `name~2.ext`, `name~3.ext`, ... when an earlier image of this scan took it (same names
+    under two roots): no copy replaces another."""
+    out, n = dest, 1
+    while out in written:
+        n += 1
+        out = dest.with_name(f"{dest.stem}~{n}{dest.suffix}")
+    written.add(out)
+    return out
+
+
 def _annotate(bgr: np.ndarray, verdict: Verdict, dest: Path) -> None:
-    """Write a copy with the verdict drawn on it (PNG where OpenCV cannot write the format)."""
-    if dest.suffix.lower() not in IMAGE_EXTENSIONS - {".gif"}:  # OpenCV writes no GIF
-        dest = dest.with_suffix(".png")
+    """Write a copy with the verdict drawn on it into a new file that then takes the name: never
+    opened for writing where it stands (a named pipe there would block), never half-written."""
     ok, buf = cv2.imencode(dest.suffix, draw_verdict(bgr.copy(), verdict))
     if not ok:
-        raise OSError(f"OpenCV cannot encode {dest.suffix}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(buf.tobytes())  # Python's open, not OpenCV's: any file name the system allows
+        raise AnnotationFailed(f"cannot write the annotated copy {dest}: OpenCV cannot encode {dest.suffix}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        kind = file_kind(os.stat(dest).st_mode) if os.path.exists(dest) else None
+        if kind is not None:
+            raise AnnotationFailed(f"cannot write the annotated copy {dest}: it is {kind}, not a regular file")
+        atomic_write(dest, buf.tobytes())  # Python's open, not OpenCV's: any file name the system allows
+    except AnnotationFailed:
+        raise
+    except OSError as e:
+        raise AnnotationFailed(f"cannot write the annotated copy {dest}: {e.strerror or e}") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -11,7 +10,8 @@ import click
 from ..errors import SETUP_ERRORS
 from ..inputs import collect_keyed, keep_shard
 from ..options import engine_options, make_engine, setup_error
-from ..sinks import CsvSink, JsonlSink, done_paths
+from ..sinks import done_paths, open_sinks
+from . import check_folder
 from . import scan as run_scan
 
 
@@ -77,14 +77,8 @@ def scan(paths: tuple[str, ...], out: Path | None, csv_path: Path | None, annota
     engine = make_engine(**engine_opts)
     try:
         classes = engine.classes()  # models load (or fail) before any output is touched
-        with JsonlSink(out, append=resume, overwrite=overwrite, retry=files) as sink, \
-                (CsvSink(csv_path, classes, overwrite=overwrite or resume, rows=sink.kept) if csv_path
-                 else nullcontext()) as table:
-            def write(rec: dict) -> None:
-                sink.write(rec)
-                if table is not None:
-                    table.write(rec)
-
+        with open_sinks(out, csv_path, classes, resume=resume, overwrite=overwrite, retry=files,
+                        ready=lambda: annotate_dir and check_folder(annotate_dir)) as write:
             summary = run_scan(files, engine, write, annotate_dir, batch_images, workers, found)
     except SETUP_ERRORS as e:
         raise setup_error(e) from None

@@ -7,6 +7,8 @@
 - `uploads.py`: reading a request's images and options;
 - `stream.py`: the WebSocket live stream (newest frame only);
 - `http_errors.py`: JSON errors and the request body limit;
+- `guard.py`: uvicorn's protocol with header and body timeouts (a minimum upload rate), JSON answers;
+- `lanes.py`: admission places (bodies being received, large images) and the decoding lanes;
 - `metrics.py`: Prometheus metrics;
 - `cli.py`: the click command; `static/`: the page.
 

@@ -1,31 +1,34 @@
 """The FastAPI app: the page, health, readiness, metrics, `/v1/models`, `/v1/classify`, `/v1/stream`.
 
 `create_app(engine, settings)` builds it; `sixview serve` (cli.py) runs it with uvicorn.
-Everything under `/v1/` needs the API key when one is set (Bearer; the stream takes it in its
-first message, as browsers cannot set headers on a WebSocket).
+Everything under `/v1/` needs the API key when one is set, the OpenAPI schema included (Bearer;
+the stream takes it in its first message, as browsers cannot set headers on a WebSocket, and
+checks the page's `Origin`). Slow clients and what is not HTTP are answered below the app
+(`guard.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..engine import Engine
 from ..errors import SETUP_ERRORS, status_of
 from .batcher import Busy
-from .http_errors import ApiError, BodyLimit, error_body, install_handlers
+from .http_errors import ApiError, BodyLimit, JsonCORS, error_body, install_handlers
+from .lanes import Places, declared_pixels
 from .metrics import Metrics, MetricsMiddleware
 from .runtime import Runtime, ServeSettings
-from .stream import serve_stream
+from .stream import allowed_origins, serve_stream
 from .uploads import error_status, read_request
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -65,14 +68,14 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="sixview", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url="/v1/openapi.json")
+    # no documentation pages; the schema is a /v1/ route (behind the key)
+    app = FastAPI(title="sixview", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     install_handlers(app, metrics.error)
     app.add_middleware(BodyLimit, limit=settings.max_body, count=metrics.error)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(JsonCORS, count=metrics.error, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(api(runtime))
     add_service_routes(app, runtime)
@@ -80,17 +83,17 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
 
 def api(runtime: Runtime) -> APIRouter:
-    """The `/v1/` routes, each behind the API key (when one is set)."""
-    engine, settings, metrics = runtime.engine, runtime.settings, runtime.metrics
+    """The `/v1/` routes, each behind the API key (when one is set): the OpenAPI schema too."""
+    engine, settings = runtime.engine, runtime.settings
 
     def require_key(request: Request) -> None:
         if not key_ok(request.headers.get("authorization"), settings.api_key):
             raise ApiError(401, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY)",
                            headers={"WWW-Authenticate": "Bearer"})
 
-    v1 = APIRouter(prefix="/v1")
+    v1, key = APIRouter(prefix="/v1"), [Depends(require_key)]
 
-    @v1.get("/models", dependencies=[Depends(require_key)])
+    @v1.get("/models", dependencies=key)
     def models() -> dict[str, Any]:  # a plain def runs in a thread: before warm-up it may open a model
         """The loaded models (classes, thresholds, input size, precision, provider, provenance) and defaults."""
         return {"models": runtime.models(), "defaults": {"engine": engine.routing, "tiling": engine.tiling,
@@ -99,16 +102,54 @@ def api(runtime: Runtime) -> APIRouter:
                            "max_images": settings.max_images, "max_batch": settings.max_batch},
                 "ready": runtime.ready.is_set()}
 
-    @v1.post("/classify", dependencies=[Depends(require_key)])
+    @v1.get("/openapi.json", dependencies=key, include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(request.app.openapi())
+
+    v1.add_api_route("/classify", classify_route(runtime), methods=["POST"], dependencies=key,
+                     response_class=JSONResponse)
+    allowed = allowed_origins(settings.cors_origins)
+
+    @v1.websocket("/stream")
+    async def stream(ws: WebSocket) -> None:
+        """Live frames: JPEG binary messages in, one record per processed frame out (newest frame only)."""
+        await serve_stream(ws, runtime, lambda given: key_ok(given, settings.api_key), allowed)
+
+    return v1
+
+
+def classify_route(runtime: Runtime) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """`POST /v1/classify`. A request holds a receiving place (`--max-receiving`) while its body arrives
+    and a queue place (`--queue`) only once it is complete; one with a large image also holds one of
+    `--large-queue` places, waits for the one before it (so a single large request at a time holds
+    the images' memory budget, `admission.py`) and has its large images decoded in their own lane."""
+    settings, metrics, limits = runtime.settings, runtime.metrics, runtime.settings.limits
+    receiving = Places(limits.max_receiving, "request bodies being received", "--max-receiving",
+                       metrics.receiving.set)
+    large = Places(limits.large_queue, "requests with a large image in flight", "--large-queue")
+    lane = asyncio.Semaphore(1)  # large requests are classified one at a time: one holds the memory budget
+
+    @contextlib.asynccontextmanager
+    async def turn(is_large: bool) -> AsyncIterator[None]:
+        if not is_large:
+            yield
+            return
+        with large.hold():
+            async with lane:
+                yield
+
     async def classify(request: Request) -> JSONResponse:
         """Multipart `image` files (one or more) or a raw image/* body; options `engine`, `tiling`,
         `threshold` in the query or the form. One scan record per image, plus the server's timings."""
         t0 = time.perf_counter()
         try:
-            with runtime.batcher.admit():
+            with receiving.hold():
                 uploads, options = await read_request(request, settings.max_images)
-                t1 = time.perf_counter()
-                outcome = await runtime.classify(uploads, options)
+            t1 = time.perf_counter()
+            is_large = any(declared_pixels(u.data) > limits.large_pixels for u in uploads)
+            with runtime.batcher.admit():
+                async with turn(is_large):
+                    outcome = await runtime.classify(uploads, options)
         except Busy as e:
             raise busy(e, settings) from None
         except SETUP_ERRORS as e:
@@ -124,12 +165,7 @@ def api(runtime: Runtime) -> APIRouter:
             metrics.error(error_status(x)[1])
         return JSONResponse(body)
 
-    @v1.websocket("/stream")
-    async def stream(ws: WebSocket) -> None:
-        """Live frames: JPEG binary messages in, one record per processed frame out (newest frame only)."""
-        await serve_stream(ws, runtime, lambda given: key_ok(given, settings.api_key))
-
-    return v1
+    return classify
 
 
 def add_service_routes(app: FastAPI, runtime: Runtime) -> None:

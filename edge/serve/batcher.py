@@ -3,9 +3,10 @@
 A request is admitted (`admit`) before its body is read; at most `max_pending`
 requests are in flight at once (reading, decoding, waiting or running), and the
 next one gets `Busy` (503 with Retry-After), so the memory the server holds never
-grows with the load. An admitted request submits its prepared images (`submit`);
-the batcher's task takes the queued requests in order, up to `max_images`
-images, and waits for more (up to `max_wait_ms`) only while other admitted
+grows with the load (their images' memory: `admission.py`). An admitted request
+submits its prepared images (`submit`; more than `max_images` are queued in parts
+of `max_images`); the batcher's task takes the queued requests in order, up to
+`max_images` images, and waits for more (up to `max_wait_ms`) only while other admitted
 requests are still being decoded: a lone request runs at once. The batch runs
 in the batcher's one worker thread (the model's thread), while the event loop
 goes on receiving and decoding; requests that arrive meanwhile form the next batch.
@@ -105,21 +106,31 @@ class Batcher:
                 self._wake.set()  # the gatherer may be waiting for this request's images
 
     async def submit(self, items: list[Prepared], threshold: float | None = None) -> tuple[list[Verdict], BatchInfo]:
-        """Queue one admitted request's images; their verdicts once their batch has run."""
+        """Queue one admitted request's images, in parts of at most `max_images` (no model call takes
+        more); their verdicts once their batches have run."""
         if self._task is None or self._wake is None:
             raise RuntimeError("Batcher.start() was not called")
         if self._task.done():
             raise RuntimeError("the batcher has stopped")
-        q = _Queued(items, threshold, asyncio.get_running_loop().create_future())
-        self._queue.append(q)
-        self._queued_images += len(items)
+        loop = asyncio.get_running_loop()
+        parts = [_Queued(items[i:i + self.max_images], threshold, loop.create_future())
+                 for i in range(0, len(items), self.max_images)]
+        for q in parts:
+            self._queue.append(q)
+            self._queued_images += len(q.items)
         self._submitted += 1
         self._gauge()
         self._wake.set()
         try:
-            return await q.future
+            done = await asyncio.gather(*(q.future for q in parts), return_exceptions=True)
         finally:
             self._submitted -= 1
+        for r in done:
+            if isinstance(r, BaseException):
+                raise r
+        infos = [info for _, info in done]
+        return ([v for verdicts, _ in done for v in verdicts],
+                BatchInfo(infos[0].queue_ms, sum(i.batch_ms for i in infos), max(i.batch_images for i in infos)))
 
     def _gauge(self) -> None:
         if self.metrics is not None:
@@ -131,7 +142,7 @@ class Batcher:
         return self.in_flight > self._submitted
 
     async def _gather(self) -> list[_Queued]:
-        """The next batch: queued requests in order, up to `max_images` images (a larger request alone)."""
+        """The next batch: queued requests (or parts of one) in order, up to `max_images` images."""
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         while not self._queue:

@@ -22,6 +22,7 @@ from ..engine import Engine
 from ..errors import SETUP_ERRORS
 from ..options import SetupError, engine_options, make_engine, setup_error
 from .app import create_app
+from .guard import Limits, uvicorn_options
 from .runtime import ServeSettings
 
 
@@ -96,12 +97,28 @@ def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
 @click.option("--max-images", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images in one request.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Decoding threads.")
+@click.option("--image-memory-mb", type=click.FloatRange(min=1), default=512.0, show_default=True,
+              help="Memory the requests' images may hold at once (decoding, their views); more wait their turn.")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a client has to send a request's line and headers; later: 408, closed.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a request body may lag behind --min-upload-rate; more: 408, closed.")
+@click.option("--min-upload-rate", type=click.FloatRange(min=0), default=16.0, show_default=True,
+              help="KiB/s a request body must average (0: no minimum).")
+@click.option("--max-receiving", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Request bodies received at once (a request takes a --queue place once its body is in).")
+@click.option("--large-image-mp", type=click.FloatRange(min=0.01), default=24.0, show_default=True,
+              help="Images declaring more megapixels are decoded in a lane of their own (one thread).")
+@click.option("--large-queue", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests with such a large image in flight at once; more: 503.")
 @click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")), default="info",
               show_default=True)
 @engine_options
 def serve(host: str, port: int, api_key: str | None, cors_origins: tuple[str, ...], ssl_certfile: Path | None,
           ssl_keyfile: Path | None, max_batch: int, max_wait_ms: float, max_queue: int, max_body_mb: float,
-          max_images: int, workers: int, log_level: str, **engine_opts) -> None:
+          max_images: int, workers: int, image_memory_mb: float, header_timeout: float, body_timeout: float,
+          min_upload_rate: float, max_receiving: int, large_image_mp: float, large_queue: int, log_level: str,
+          **engine_opts) -> None:
     """Serve the HTTP API (/v1/classify, /v1/models, /v1/stream, /healthz, /readyz, /metrics)
     and the web page (upload, live camera) at /.
 
@@ -117,7 +134,11 @@ def serve(host: str, port: int, api_key: str | None, cors_origins: tuple[str, ..
         raise setup_error(e) from None
     settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                              max_body=int(max_body_mb * 2**20), max_images=max_images, decode_workers=workers,
-                             api_key=api_key or None, cors_origins=cors_origins)
+                             image_memory=int(image_memory_mb * 2**20),
+                             api_key=api_key or None, cors_origins=cors_origins,
+                             limits=Limits(header_timeout=header_timeout, body_timeout=body_timeout,
+                                           min_upload_rate=int(min_upload_rate * 1024), max_receiving=max_receiving,
+                                           large_pixels=int(large_image_mp * 1e6), large_queue=large_queue))
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     scheme = "https" if ssl_certfile else "http"
@@ -127,7 +148,8 @@ def serve(host: str, port: int, api_key: str | None, cors_origins: tuple[str, ..
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         click.echo("warning: listening beyond this machine without --api-key: anyone who can reach it may use it",
                    err=True)
-    config = uvicorn.Config(create_app(engine, settings), log_level=log_level, ws_max_size=settings.max_body,
+    app = create_app(engine, settings)
+    config = uvicorn.Config(app, **uvicorn_options(app), log_level=log_level, ws_max_size=settings.max_body,
                             ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=5,
                             server_header=False)
     logging.getLogger("sixview.serve").setLevel(log_level.upper())

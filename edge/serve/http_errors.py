@@ -1,5 +1,6 @@
-"""Every error the server answers is JSON `{"error": {"code", "message"}}`, never a traceback;
-and no request body is read past the limit (413)."""
+"""Every error the server answers is JSON `{"error": {"code", "message"}}`, never a traceback (those
+the protocol itself answers, below the app: `guard.py`); no request body is read past the limit (413);
+a client that goes away mid-request is a `disconnect`, one log line."""
 
 from __future__ import annotations
 
@@ -9,15 +10,23 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .guard import ANSWERED
 
 log = logging.getLogger("sixview.serve")
 
 # HTTP status -> the error code used when an error does not name its own
-STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                413: "too_large", 415: "unsupported_media_type", 422: "invalid", 503: "unavailable"}
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type", 422: "invalid",
+                503: "unavailable"}
+CLIENT_CLOSED = 499  # the status recorded for a request whose client went away (it is never sent)
 
 
 class ApiError(Exception):
@@ -57,6 +66,14 @@ def install_handlers(app: FastAPI, count: Callable[[str], None]) -> None:
         count("invalid")
         return JSONResponse(error_body("invalid", f"{where}: {first.get('msg', 'invalid request')}"), 422)
 
+    async def disconnected(request: Request, e: Exception) -> JSONResponse:
+        if request.scope.get("state", {}).get(ANSWERED):  # the guard answered it, and counted it
+            return JSONResponse(error_body("request_timeout", "request not received in time"), 408)
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning("%s went away during %s %s", client, request.method, request.url.path)
+        count("disconnect")
+        return JSONResponse(error_body("disconnect", "the client went away"), CLIENT_CLOSED)
+
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
         log.error("unexpected error on %s %s: %s: %s", request.method, request.url.path, type(e).__name__, e)
         count("internal")
@@ -65,6 +82,7 @@ def install_handlers(app: FastAPI, count: Callable[[str], None]) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(ClientDisconnect, disconnected)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -104,3 +122,20 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class JsonCORS(CORSMiddleware):
+    """starlette's CORS middleware, whose refused preflight (400) is a JSON error (`cors_refused`)."""
+
+    def __init__(self, app: ASGIApp, count: Callable[[str], None], **options: Any):
+        super().__init__(app, **options)
+        self.count = count
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        self.count("cors_refused")
+        headers = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+        message = bytes(response.body).decode() + " (--cors-origin)"
+        return JSONResponse(error_body("cors_refused", message), 400, headers=headers)

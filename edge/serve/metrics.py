@@ -33,6 +33,8 @@ class Metrics:
         self.in_flight = Gauge("sixview_requests_in_flight",
                                "Requests admitted and not yet answered (reading, decoding, waiting, running)",
                                registry=r)
+        self.receiving = Gauge("sixview_requests_receiving",
+                               "Requests whose body is being received (not yet queued)", registry=r)
         self.stream_frames = Counter("sixview_stream_frames", "Live-stream frames, by outcome (processed, dropped)",
                                      ["outcome"], registry=r)
         self.ready = Gauge("sixview_ready", "1 when the models are loaded and warmed", registry=r)

@@ -5,22 +5,25 @@ readiness; and the one call that turns uploads into records (the pipeline's load
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..decode import Decoded
-from ..engine import Engine
+from ..engine import Engine, Verdict
 from ..errors import SETUP_ERRORS
 from ..pipeline import Loaded, match
 from ..records import record
+from .admission import ByteBudget, image_cost, return_freed_memory
 from .batcher import Batcher, BatchInfo
 from .engines import Classifier
+from .guard import Limits
+from .lanes import DecodeLanes
 from .metrics import Metrics
 from .uploads import Options, Upload, load_upload
 
@@ -36,10 +39,12 @@ class ServeSettings:
     max_queue: int = 32  # requests in flight at once; the next one gets 503
     max_body: int = 16 * 2**20  # bytes of one request body (and one stream frame)
     max_images: int = 16  # images in one request
+    image_memory: int = 512 * 2**20  # bytes the requests' images hold at once (decoding, views): admission.py
     decode_workers: int = 2  # decoding threads
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     retry_after_s: int = 1
+    limits: Limits = Limits()  # slow clients, receiving bodies, the large images' lane
 
 
 @dataclass
@@ -59,7 +64,9 @@ class Runtime:
         self.engine, self.settings, self.metrics = engine, settings, metrics
         self.classifier = Classifier(engine, metrics)
         self.batcher = Batcher(self.classifier, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
-        self.decoders = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
+        self.decoders = DecodeLanes(settings.decode_workers, settings.limits.large_pixels)  # large images: a lane
+        self.budget = ByteBudget(settings.image_memory)  # the images' memory (admission.py)
+        return_freed_memory()
         self.ready = threading.Event()
         self.failure: str | None = None  # why the models could not be loaded or warmed
 
@@ -113,23 +120,53 @@ class Runtime:
 
     async def classify(self, uploads: list[Upload], options: Options, key: str = "path",
                        values: list[Any] | None = None) -> Outcome:
-        """Decode the uploads in the decoding threads, classify them in one batch with other requests',
-        and build one record per image (`key`: "path" with the uploads' names, or "frame" with `values`).
-        The caller holds a place (`batcher.admit`)."""
-        loop = asyncio.get_running_loop()
+        """Decode the uploads in the decoding threads, classify them with other requests' images, and
+        build one record per image (`key`: "path" with the uploads' names, or "frame" with `values`).
+        The images go in groups of at most `--max-batch`, one after the other, each loaded once its share
+        of the image memory budget is free (`admission.py`). The caller holds a place (`batcher.admit`)."""
         t0 = time.perf_counter()
-        renderer = self.engine.renderer
-        loaded = await asyncio.gather(*(loop.run_in_executor(self.decoders, load_upload, renderer, u, options)
-                                        for u in uploads))
-        t1 = time.perf_counter()
-        ready = [x.prepared for x in loaded if x.prepared is not None]
-        verdicts, info = [], BatchInfo(0.0, 0.0, 0)
-        if ready:
-            verdicts, info = await self.batcher.submit(ready, options.threshold)
+        loaded: list[Loaded] = []
+        verdicts: list[Verdict | None] = []
+        infos: list[BatchInfo] = []
+        load_ms = 0.0
+        step = self.settings.max_batch
+        for start in range(0, len(uploads), step):  # one group at a time: measured faster than overlapping
+            part, found, info, ms = await self._group(uploads[start:start + step], options)
+            loaded += part
+            verdicts += found
+            infos += [info] if info.batch_images else []
+            load_ms += ms
         records = []
-        for i, (x, verdict) in enumerate(zip(loaded, match(loaded, verdicts), strict=True)):
+        for i, (x, verdict) in enumerate(zip(loaded, verdicts, strict=True)):
             value = values[i] if values is not None else x.key.name
             records.append(record(key, value, verdict, timings_ms=x.timings_ms, error=x.error))
-        t2 = time.perf_counter()
-        timings = {"load": (t1 - t0) * 1e3, "queue": info.queue_ms, "batch": info.batch_ms, "total": (t2 - t0) * 1e3}
-        return Outcome(records, list(loaded), {k: round(v, 3) for k, v in timings.items()}, info.batch_images)
+        timings = {"load": load_ms, "queue": infos[0].queue_ms if infos else 0.0,
+                   "batch": sum(i.batch_ms for i in infos), "total": (time.perf_counter() - t0) * 1e3}
+        return Outcome(records, loaded, {k: round(v, 3) for k, v in timings.items()},
+                       max((i.batch_images for i in infos), default=0))
+
+    async def _group(self, uploads: list[Upload], options: Options
+                     ) -> tuple[list[Loaded], list[Verdict | None], BatchInfo, float]:
+        """One group of a request's images: its share of the budget (decoding, then the views while
+        its batch runs), its loaded images (without their pixels), their verdicts, batch and load time."""
+        loop = asyncio.get_running_loop()
+        renderer = self.engine.renderer
+        cost = await loop.run_in_executor(self.decoders, lambda: sum(
+            image_cost(renderer, u.data, options.routing, options.tiling) for u in uploads))
+        verdicts: list[Verdict] = []
+        info = BatchInfo(0.0, 0.0, 0)
+        async with self.budget.hold(cost) as held:
+            t0 = time.perf_counter()
+            loaded = await asyncio.gather(*(loop.run_in_executor(self.decoders, load_upload, renderer, u, options)
+                                            for u in uploads))
+            load_ms = (time.perf_counter() - t0) * 1e3
+            for u in uploads:
+                u.data = b""  # decoded: the bytes are not needed any more
+            held.keep(sum(x.nbytes for x in loaded))
+            ready = [x.prepared for x in loaded if x.prepared is not None]
+            if ready:
+                verdicts, info = await self.batcher.submit(ready, options.threshold)
+            del ready
+            found = match(loaded, verdicts)
+            loaded = [dataclasses.replace(x, prepared=None) for x in loaded]  # the views' pixels go now
+        return loaded, found, info, load_ms

@@ -11,6 +11,10 @@ batcher, with the HTTP requests) and answers. A frame that arrives while the slo
 still full replaces the frame there, which is dropped and counted: frames are never
 queued, so the answer is always about the newest frame the server had when it was free.
 Frame indices count the frames received (dropped ones leave gaps), like `sixview camera`'s.
+
+A browser's WebSocket is not bound by CORS: a handshake whose `Origin` is neither the server's
+own (the scheme and `Host` it was reached by) nor one of `--cors-origin` is refused (403,
+`forbidden_origin`) before it is accepted. A client that sends no `Origin` (not a browser) is let in.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from ..errors import SETUP_ERRORS, status_of
 from .batcher import Busy
@@ -110,10 +115,36 @@ async def _answer_frames(ws: WebSocket, runtime: Runtime, state: dict[str, Any],
                             "dropped": state["dropped"]})
 
 
-async def serve_stream(ws: WebSocket, runtime: Runtime, authorized: Callable[[str | None], bool]) -> None:
-    """Serve one WebSocket until the client goes."""
-    await ws.accept()
+def allowed_origins(cors_origins: tuple[str, ...]) -> frozenset[str]:
+    """The origins, besides the server's own, whose pages may open the stream."""
+    return frozenset(o.strip().rstrip("/").lower() for o in cors_origins)
+
+
+def origin_ok(ws: WebSocket, allowed: frozenset[str]) -> bool:
+    """Whether the handshake's `Origin` (when it has one) is the server's own or an allowed one."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    scheme = "https" if ws.url.scheme in ("wss", "https") else "http"
+    own = f"{scheme}://{ws.headers.get('host', '').strip().lower()}"
+    return origin == own or origin in allowed
+
+
+async def serve_stream(ws: WebSocket, runtime: Runtime, authorized: Callable[[str | None], bool],
+                       allowed: frozenset[str] = frozenset()) -> None:
+    """Serve one WebSocket until the client goes (refused unless its origin is allowed)."""
     metrics = runtime.metrics
+    if not origin_ok(ws, allowed):
+        metrics.error("forbidden_origin")
+        log.warning("refused a stream from origin %s", ws.headers.get("origin"))
+        body = error_body("forbidden_origin", "this origin may not open the stream (--cors-origin)")
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(JSONResponse(body, 403))
+        else:
+            await ws.close(POLICY_VIOLATION, "forbidden origin")
+        return
+    await ws.accept()
     state: dict[str, Any] = {"options": Options(), "ok": authorized(ws.headers.get("authorization")),
                              "received": 0, "dropped": 0}
     slot = _Slot()

@@ -49,8 +49,8 @@ def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share
         report = run_open(hd_onnx, plans, out, teach_every)
     except ValueError as e:
         raise UserError(str(e)) from e
-    for name, fig in report["heldout_check"].items():
+    for name, fig in report["heldout_check"]["both"].items():
         b, a = fig["before"], fig["after"]
         click.echo(f"{name}: label-free labelled {b['labelled_free']:.3f} -> {a['labelled_free']:.3f}, "
-                   f"recall {b['recall']:.3f} -> {a['recall']:.3f} (held-out photos; thresholds of best F1 over all of them)")
+                   f"recall {b['recall']:.3f} -> {a['recall']:.3f} (held-out photos, thresholds of best F1 over them)")
     click.echo(f"wrote {out / 'onnx'}")

@@ -29,7 +29,7 @@ def read_boxes(set_dir: Path, ids: Sequence[str], classes: Sequence[str]) -> lis
         return out
     row = {p: i for i, p in enumerate(ids)}
     col = {norm_class(c): k for k, c in enumerate(classes)}
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a byte order mark
         for b in csv.DictReader(fh):
             i, k = row.get(b["path"]), col.get(norm_class(b["label"]))
             if i is not None and k is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -193,16 +194,23 @@ class FolderSource(DataSource):
 
 
 def read_labels_csv(csv_path: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """Rows of a `path,labels` CSV: (relative path, label names); `|` separates labels."""
+    """Rows of a `path,labels` CSV: (relative path, label names); `|` separates labels. A UTF-8 byte
+    order mark (Excel's "CSV UTF-8") is skipped; an image listed on two rows (however its path is
+    spelled: `a.jpg`, `./a.jpg`) is refused, naming both lines, since it would count twice."""
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"path", "labels"} <= set(reader.fieldnames):
                 raise DataError(f"{csv_path}: needs the columns 'path,labels', has {reader.fieldnames}")
-            rows = []
+            rows, first = [], {}
             for row in reader:
+                rel = (row["path"] or "").strip()
+                same = first.setdefault(os.path.normpath(rel), reader.line_num)
+                if same != reader.line_num:
+                    raise DataError(f"{csv_path}: line {reader.line_num} lists {rel} again (first on line {same}): "
+                                    "list each image once, its labels '|'-separated")
                 labels = tuple(norm_class(x) for x in (row["labels"] or "").split("|") if x.strip())
-                rows.append((row["path"].strip(), labels))
+                rows.append((rel, labels))
             return rows
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{csv_path}: cannot read labels CSV ({e})") from None
@@ -224,7 +232,7 @@ class CsvSource(DataSource):
         self.declared = vocab.exists()
         if self.declared:
             try:
-                text = vocab.read_text(encoding="utf-8")
+                text = vocab.read_text(encoding="utf-8-sig")  # a byte order mark is no part of a name
             except (OSError, UnicodeDecodeError) as e:
                 raise DataError(f"{vocab}: cannot read ({e})") from None
             classes = [norm_class(x) for x in text.splitlines() if x.strip()]

@@ -62,9 +62,11 @@ def row_groups(ds: LabelledSet) -> list[str | None] | None:
 
 
 def group_table(groups: list[str | None], confident: np.ndarray, guess: np.ndarray,
-                classes: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
-    """Per group: photos, the share labelled (and labelled or guessed) and the top labels with the
-    share of the group's photos given each; sorted by the share labelled, highest first."""
+                classes: list[str] | tuple[str, ...], positive: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per group: photos, the share labelled (and labelled or guessed), the top labels with the share
+    of the group's photos given each and, with `positive` ((N,) bool: the photo holds one of its set's
+    classes), the share of the group's photos that hold none (`label_free`); sorted by the share
+    labelled, highest first."""
     rows: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         if g is not None:
@@ -77,6 +79,8 @@ def group_table(groups: list[str | None], confident: np.ndarray, guess: np.ndarr
         table.append({"group": g, "photos": n, "labelled": float(conf.any(axis=1).mean()),
                       "labelled_or_guessed": float((conf | guess[idx]).any(axis=1).mean()),
                       "top_labels": [{"label": c, "photos": k, "share": k / n} for c, k in top]})
+        if positive is not None:
+            table[-1]["label_free"] = float(1.0 - positive[idx].mean())
     table.sort(key=lambda r: (-r["labelled"], -r["photos"], r["group"]))
     return table
 
@@ -90,5 +94,6 @@ def group_breakdown(ds: LabelledSet, vs: np.ndarray, meta: ModelMeta) -> list[di
     valid = ~np.isnan(vs[:, 0, 0])
     batch = DecisionRule.of(meta).decide_views(vs[valid])  # the runtime's own decision
     kept = [g for g, ok in zip(groups, valid, strict=True) if ok]
-    return group_table(kept, batch.confident, batch.guess_mask, meta.classes)
+    positive = ((ds.targets == 1) & ds.mask).any(axis=1)[valid]
+    return group_table(kept, batch.confident, batch.guess_mask, meta.classes, positive)
 

@@ -4,7 +4,8 @@ run, set aside for reporting only).
 
 Nothing is dropped silently: `load_set` names the listed files that are missing
 or unreadable (and held-out ids the set no longer lists) and the label names that
-are not classes of the set; the command decides what is an error.
+are not classes of the set; the command decides what is an error. Nothing is scored twice either:
+`combine_sets` refuses an image file reached twice (two rows or two sets naming one file).
 """
 
 from __future__ import annotations
@@ -141,11 +142,12 @@ def combine_sets(sets: Sequence[LabelledSet]) -> LabelledSet:
     """Several sets as one: rows in order, a per-row known mask (each row keeps its own set's
     classes), and, with more than one set, ids prefixed by their set's folder (`<folder>/<id>`)
     in records, `missing` and `unknown` so that messages name one file."""
-    if len(sets) == 1:
-        return sets[0]
-
     def tag(ds: LabelledSet, rid: str) -> str:
         return f"{ds.parts[0].path.rstrip('/')}/{rid}"
+
+    _once([(tag(ds, r.id), r.path) for ds in sets for r in ds.records])
+    if len(sets) == 1:
+        return sets[0]
 
     records, boxes, missing, unknown, start = [], [], [], {}, 0
     for ds in sets:
@@ -159,6 +161,21 @@ def combine_sets(sets: Sequence[LabelledSet]) -> LabelledSet:
     return LabelledSet("; ".join(ds.name for ds in sets), records, np.concatenate([ds.targets for ds in sets]),
                        row_known.any(axis=0), boxes, sum(ds.listed for ds in sets), missing, unknown,
                        row_known, [p for ds in sets for p in ds.parts])
+
+
+def _once(files: list[tuple[str, Path | None]]) -> None:
+    """Refuse an image file reached twice (two rows, or two sets, naming one file: the same device and
+    inode through any link), which would be scored twice."""
+    seen: dict[tuple[int, int], tuple[int, str]] = {}
+    for i, (name, path) in enumerate(files):
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:  # missing: already left out and named
+            continue
+        j, first = seen.setdefault((st.st_dev, st.st_ino), (i, name)) if st is not None else (i, name)
+        if j != i:
+            again = "listed twice" if first == name else f"{first} again (one file)"
+            raise DataError(f"{name} is {again}: each image is scored once; list it once, and give each set once")
 
 
 def _box_sides(root: Path, ids: list[str], classes: Sequence[str]) -> list[tuple[int, int, float]]:

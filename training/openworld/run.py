@@ -43,18 +43,27 @@ def _stack(evs: list[SetEvidence], held: list[np.ndarray], part: bool) -> dict[s
     return cat
 
 
-def fit_head(fit: dict[str, np.ndarray], classes: list[str], l2_other: float, l2_gate: float) -> OpenHead:
-    """The head from the fit parts' views (teacher rows for the distillation, all rows for the gate)."""
+# The head and its parts alone (what each adds, in head.json): the distilled other logit, the features'
+# weights (hard negatives), or both (the head that is grafted)
+VARIANTS = {"teacher only": (True, False), "hard negatives only": (False, True), "both": (True, True)}
+
+
+def fit_head(fit: dict[str, np.ndarray], classes: list[str], l2_other: float, l2_gate: float,
+             use: tuple[bool, bool] = (True, True)) -> OpenHead:
+    """The head from the fit parts' views (teacher rows for the distillation, all rows for the gate); `use`
+    says whether the gate sees the distilled other logit and the features."""
     f = fit["features"].reshape(-1, fit["features"].shape[-1])
     t = fit["teacher"].reshape(-1, 1000)
     taught = ~np.isnan(t[:, 0])
     w, b = fit_other(f[taught], other_mass(t[taught], classes), l2_other)
+    if not use[0]:
+        w, b = np.zeros_like(w), 0.0
     other = f.astype(np.float64) @ w + b
     z = fit["logits"].reshape(-1, len(classes))
     targets = fit["targets"].reshape(-1, len(classes))
     sets = np.repeat(fit["set"], fit["logits"].shape[1])
-    a, bb, d, u = fit_gate(z, other, f, targets, sets, l2_gate)
-    return OpenHead(w, b, a, bb, d, u)
+    a, bb, d, u = fit_gate(z, other, f if use[1] else f[:, :0], targets, sets, l2_gate)
+    return OpenHead(w, b, a, bb, d, u if use[1] else np.zeros((f.shape[1], len(classes))))
 
 
 def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) -> dict[str, Any]:
@@ -77,15 +86,16 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
     chosen, held_masks = parts(plans, splits, teach_every, cache=cache)
     evs = evidence(chosen, hd_onnx, list(meta.classes), out, TEACHER, meta.input_size[0], cache)
     held = [held_masks[p.path] for p in plans]
-    head = fit_head(_stack(evs, held, False), list(meta.classes), l2_other, l2_gate)
-    names = [Path(p.path).name for p in plans]
+    fit, names = _stack(evs, held, False), [Path(p.path).name for p in plans]
+    heads = {k: fit_head(fit, list(meta.classes), l2_other, l2_gate, use) for k, use in VARIANTS.items()}
+    head, held_views = heads["both"], _stack(evs, held, True)
     report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "teacher": f"{TEACHER} ImageNet-1k",
               "other_synsets": int(other_mask(list(meta.classes)).sum()), "macs_per_view": head_macs(head),
               "sets": [str(Path(p.path).resolve()) for p in plans], "l2_other": l2_other, "l2_gate": l2_gate,
               "teach_every": teach_every,
               "gate": {c: {"a": round(float(head.a[k]), 4), "b": round(float(head.b[k]), 4),
                            "d": round(float(head.d[k]), 4)} for k, c in enumerate(meta.classes)},
-              "heldout_check": held_check(_stack(evs, held, True), head, names)}
+              "heldout_check": {k: held_check(held_views, h, names) for k, h in heads.items()}}
     with atomic_write(out / "head.json") as fh:
         fh.write(json.dumps({**report, "other_w": head.other_w.tolist(), "other_b": head.other_b}, indent=1))
     prov = {k: report[k] for k in ("teacher", "other_synsets", "macs_per_view", "sets", "gate")}

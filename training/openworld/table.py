@@ -27,7 +27,9 @@ def _pct(x: float | None) -> str:
 def sources(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per set of a report (its folder name): images, mAP, label-free share labelled, precision, recall."""
     out = {}
-    for key, fig in report["roles"][ROLE]["tiling_on"]["per_set"].items():
+    figs = report["roles"][ROLE]["tiling_on"]
+    per_set = figs.get("per_set") or {report["sets"][0]["path"]: {"images": report["roles"][ROLE]["images"], **figs}}
+    for key, fig in per_set.items():
         dec = fig["decision"]
         out[Path(key.split(":")[0]).name] = {
             "images": fig["images"], "mAP": fig["mAP"], "label_free": dec["label_free"],
@@ -56,8 +58,25 @@ def _arrow(b: float | None, a: float | None) -> str:
     return f"{_pct(b)} -> **{_pct(a)}**"
 
 
-def markdown(table: dict[str, Any], worst: int = 5) -> str:
-    """The two tables (sources; groups, most often labelled after first) as Markdown."""
+def _group_rows(rows: list[tuple[str, dict[str, Any]]], min_photos: int) -> list[str]:
+    lines = ["| group | photos | labelled (percent) | called (after) |", "| --- | --- | --- | --- |"]
+    small = [f for _, f in rows if f["after"]["photos"] < min_photos]
+    for g, fig in rows:
+        if fig["after"]["photos"] >= min_photos:
+            top = ", ".join(f"{t['label']} {t['photos']}" for t in fig["after"]["top_labels"]) or "-"
+            lines.append(f"| {g} | {fig['after']['photos']} | "
+                         f"{_arrow(fig['before']['labelled'], fig['after']['labelled'])} | {top} |")
+    if small:
+        n = sum(f["after"]["photos"] for f in small)
+        share = {k: sum(f[k]["labelled"] * f[k]["photos"] for f in small) / n for k in ("before", "after")}
+        lines.append(f"| {len(small)} groups of fewer than {min_photos} photos | {n} | "
+                     f"{_arrow(share['before'], share['after'])} | |")
+    return lines
+
+
+def markdown(table: dict[str, Any], worst: int = 5, min_photos: int = 3) -> str:
+    """The sources table, then the groups (species) that hold none of the classes and those that hold one,
+    each most often labelled after first (groups of fewer than `min_photos` photos summed in one row)."""
     lines = ["| source (photos that chose nothing) | photos | mAP | label-free photos labelled | precision | recall |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, fig in table["sources"].items():
@@ -66,13 +85,16 @@ def markdown(table: dict[str, Any], worst: int = 5) -> str:
                      f"{_arrow(b['label_free_labelled'], a['label_free_labelled'])} (n={a['label_free']}) | "
                      f"{_arrow(b['precision'], a['precision'])} | {_arrow(b['recall'], a['recall'])} |")
     rows = sorted(table["groups"].items(), key=lambda kv: (-kv[1]["after"]["labelled"], -kv[1]["after"]["photos"]))
-    lines += ["", "| group | photos | labelled (percent) | called (after) |", "| --- | --- | --- | --- |"]
-    for g, fig in rows:
-        top = ", ".join(f"{t['label']} {t['photos']}" for t in fig["after"]["top_labels"]) or "-"
-        lines.append(f"| {g} | {fig['after']['photos']} | "
-                     f"{_arrow(fig['before']['labelled'], fig['after']['labelled'])} | {top} |")
-    names = ", ".join(g for g, f in rows[:worst] if f["after"]["labelled"] > 0)
-    lines += ["", f"Most often labelled after: {names or 'none'}."]
+    free = [r for r in rows if r[1]["after"].get("label_free", 1.0) == 1.0]
+    held = [r for r in rows if r[1]["after"].get("label_free", 1.0) < 1.0]
+    if free:
+        lines += ["", "Groups that are none of the classes (every label is a false alarm):", ""]
+        lines += _group_rows(free, min_photos)
+        names = ", ".join(g for g, f in free[:worst] if f["after"]["labelled"] > 0)
+        lines += ["", f"Most often labelled after: {names or 'none'}."]
+    if held:
+        lines += ["", "Groups of the classes (the share labelled is their recall, any label):", ""]
+        lines += _group_rows(sorted(held, key=lambda kv: kv[1]["after"]["labelled"]), min_photos)
     return "\n".join(lines) + "\n"
 
 

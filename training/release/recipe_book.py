@@ -8,6 +8,7 @@ model's open-world head fitted by `sixview openworld` on `OPEN_SETS`).
 
 from __future__ import annotations
 
+
 def _fine_tune(epochs: int, lr: str, warmup: str) -> list[str]:
     """`sixview train` options that fine-tune every layer of a Lite0 Standard checkpoint at 128 px: warm-up over
     `warmup` epochs, then cosine decay from `lr` to 0."""

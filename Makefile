@@ -6,7 +6,8 @@ PIP := $(PY) -m pip
 IMAGES ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-fast test-unit test-integration test-system wheel lint models bench quantize gate clean
+.PHONY: demo test test-fast test-unit test-integration test-system wheel lint models bench quantize gate clean \
+	docker docker-down
 
 # Runtime only (no TensorFlow): what a user of the shipped models needs.
 $(VENV)/.runtime: pyproject.toml setup.py
@@ -62,13 +63,14 @@ models: $(VENV)/.dev
 	$(PY) -m training.release.make_models --ship $(SHIP)
 	$(MAKE) quantize gate
 
-# Latency, pipeline, memory, serving, Ray-scan and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
+# Latency (and per CPU class), pipeline, memory, serving, Ray-scan and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
 # The reference-path comparison needs the Keras checkpoint the HD model came from, and the
 # backbone comparison the runs of every recipe (both from make models).
 BENCH_KERAS ?= runs/$(SHIP)/hd/best.keras
 BACKBONES := $(foreach r,$(sort convnext-edge efficientnet-lite0 efficientnet-lite0-hd192 efficientnet-lite2-hd192 $(SHIP)),$(if $(wildcard runs/$(r)/calibrated/hd.onnx),--recipe $(r)=runs/$(r)/calibrated))
 bench: $(VENV)/.dev
 	$(PY) -m benchmarks.latency
+	$(PY) -m benchmarks.cpu_classes
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.cold_start
 	$(PY) -m benchmarks.memory
@@ -89,6 +91,14 @@ gate: $(VENV)/.dev
 	$(PY) -m benchmarks.precision_gate --models models --roles hd --data ../shared/data/voc07_val --precisions bf16,int8
 	$(PY) -m benchmarks.precision_gate --models models --roles standard --data ../shared/data/cifar10-jpg.tar.gz \
 		--limit 2000 --precisions bf16,int8
+
+# sixview serve from compose.yaml on Docker or podman (no daemon, systemd or registry needed), waited on until
+# its health check passes; docker-down stops it (docs/docker.md, docker/up.sh)
+docker:
+	docker/up.sh up
+
+docker-down:
+	docker/up.sh down
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check edge convert training benchmarks tests docker sixview setup.py

@@ -7,7 +7,9 @@ them) and every --threads value, it reports the session creation (OpenVINO:
 compile) time and the first inference apart, then for each --batches size (1,
 6 = one frame's views, N x 6) runs --warmup untimed and --runs timed
 inferences (or as many as fit in --budget-s) and reports mean, std, p50, p90,
-p95, p99 (no outlier dropped) and throughput in views/s and six-view frames/s.
+p95, p99 (no outlier dropped) and throughput in views/s and six-view frames/s,
+beside the work of a six-view frame (GMAC: multiply-adds, `convert.macs`; an INT8 IR
+has its ONNX file's). The JSON records the machine's CPU class (`edge.providers.cpu_class`).
 The CPU backends of one file are timed interleaved (one call each, in turn, in
 a rotating order), so their ratios (`speedup`: ONNX Runtime's p50 / this p50,
 and the median of the per-round ratios) are measured under the same load. On
@@ -26,6 +28,7 @@ benchmarks/results/<machine>/), and every raw sample to <out>/raw/.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -50,10 +53,10 @@ from benchmarks._common import (
     write_results,
     wrote,
 )
-from benchmarks.latency_report import VIEWS, markdown, plot
+from benchmarks.latency_report import VIEWS, frame_gmac, markdown, plot
 from edge.metadata import MetadataError
 from edge.model import PRECISION_SUFFIX, Model, ModelError, open_model
-from edge.providers import ProviderError
+from edge.providers import ProviderError, cpu_class
 from edge.stats import machine_info, summarize, usable_cores
 
 __all__ = ["available_devices", "cpu_configs", "main", "time_calls"]  # time_calls: imported from here by callers
@@ -198,9 +201,10 @@ def bench_path(path: Path, devices: list[str], configs: list[tuple[str, str]], t
     """One model file on the CPU backends (interleaved, every thread count) and on each GPU provider
     (the largest thread count); its rows, raw samples and skipped configurations go `into` those lists."""
     results, raw, skipped = into
+    gmac = {"gmac_per_frame": frame_gmac(path)}  # the work of a six-view frame, whichever backend runs it
     for t in threads if configs else []:
         rows, samples = bench_cpu(path, configs, t, batches, args, skipped)
-        results += rows
+        results += [r | gmac for r in rows]
         raw += samples
     for device in (d for d in devices if d not in CPU_DEVICES):
         iobs = {"both": [False, True], "on": [True], "off": [False]}[args.io_binding]
@@ -210,7 +214,7 @@ def bench_path(path: Path, devices: list[str], configs: list[tuple[str, str]], t
             except (ModelError, MetadataError, ProviderError) as e:
                 _skip(skipped, path, device, e)
                 break
-            results += rows
+            results += [r | gmac for r in rows]
             raw += samples
 
 
@@ -255,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         return failed(f"no .onnx files in {models_dir} (train and convert models first, or use --quick)")
     devices = args.devices.split(",") if args.devices else available_devices()
     out = out_dir(args.out, args.quick)
-    machine = machine_info()
+    machine = machine_info() | {"cpu_class": cpu_class().name,  # the class `--device auto` chooses by
+                                "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
     log(f"latency on {machine['cpu']} ({machine['cores']} cores), ORT {machine['onnxruntime']}")
     results, raw, skipped = [], [], []
     wanted = {w.strip() for w in args.precisions.split(",")}

@@ -13,6 +13,23 @@ from benchmarks._common import machine_md, md_table
 VIEWS = 6
 
 
+def frame_gmac(path: Path) -> float | None:
+    """Multiply-adds of one six-view frame through an ONNX file, in GMAC (`convert.macs.file_macs` x 6);
+    None without the `onnx` package (a runtime-only install) or for a graph it cannot count."""
+    try:
+        from convert.macs import file_macs
+
+        return file_macs(path) * VIEWS / 1e9
+    except Exception:  # noqa: BLE001 (no onnx, or shape inference failed: the latency still counts)
+        return None
+
+
+def gmac_cell(row: dict[str, Any]) -> str:
+    """A row's GMAC per six-view frame for a table ('' when unknown)."""
+    g = row.get("gmac_per_frame")
+    return "" if g is None else f"{g:.3f}" if g < 10 else f"{g:.1f}"
+
+
 def side_by_side(result: dict[str, Any]) -> str:
     """ONNX Runtime and OpenVINO p50 per file, threads and batch, with OpenVINO's speedups."""
     groups: dict[tuple, dict[str, dict[str, Any]]] = {}
@@ -35,26 +52,32 @@ def side_by_side(result: dict[str, Any]) -> str:
             else:
                 cells.append(f"{r['stats_ms']['p50']:.2f} (x{r.get('speedup', 0):.2f}, paired x"
                              f"{r.get('speedup_paired', 0):.2f})")
-        rows.append([file, threads, batch, *cells])
+        rows.append([file, gmac_cell(next(iter(g.values()))), threads, batch, *cells])
     names = [c.replace("cpu ", "ONNX Runtime ").replace("openvino ", "OpenVINO ") for c in cols]
     return ("\n## Side by side (interleaved in one run; p50 ms per batch; xN: ONNX Runtime's p50 / this p50, "
-            "paired: median of the per-round ratios)\n\n" + md_table(["model", "threads", "batch", *names], rows))
+            "paired: median of the per-round ratios)\n\n"
+            + md_table(["model", "GMAC/frame", "threads", "batch", *names], rows))
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The report: machine, settings, one row per configuration, skipped configurations."""
-    rows = [[r["file"], r["precision"], r["provider"] + (" +iob" if r["io_binding"] else ""), r["threads"],
-             r["batch"], r["session_ms"], r["first_infer_ms"], r["stats_ms"]["mean"], r["stats_ms"]["std"],
-             r["stats_ms"]["p50"], r["stats_ms"]["p90"], r["stats_ms"]["p95"], r["stats_ms"]["p99"],
-             r["stats_ms"]["n"], r["views_per_s"], r["frames_per_s"]] for r in result["results"]]
+    rows = [[r["file"], gmac_cell(r), r["precision"], r["provider"] + (" +iob" if r["io_binding"] else ""),
+             r["threads"], r["batch"], r["session_ms"], r["first_infer_ms"],
+             *(r["stats_ms"][k] for k in ("mean", "std", "p50", "p90", "p95", "p99", "n")),
+             r["views_per_s"], r["frames_per_s"]] for r in result["results"]]
     s = result["settings"]
     timed = f"{s['budget_s']} s of timed runs" if s["budget_s"] else f"{s['runs']} timed runs"
-    text = ["# Model latency\n", machine_md(result["machine"]),
+    m = result["machine"]
+    cls = (f"CPU class `{m['cpu_class']}` (what `--device auto` chooses by; docs/devices.md)"
+           + (f", oneDNN capped at {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "") + ".\n"
+           if m.get("cpu_class") else "")
+    text = ["# Model latency\n", machine_md(m), cls,
             f"\n{s['warmup']} warm-up runs, then {timed} per configuration; times in ms per batch;"
             " session = session creation (OpenVINO: compile, from its cache when it holds the model),"
-            " first = first inference (batch 6). frames/s counts six-view frames.\n\n",
-            md_table(["model", "precision", "provider", "threads", "batch", "session", "first", "mean", "std",
-                      "p50", "p90", "p95", "p99", "n", "views/s", "frames/s"], rows)]
+            " first = first inference (batch 6). frames/s counts six-view frames; GMAC/frame: multiply-adds"
+            " of a six-view frame (convolutions and matrix products; an INT8 IR: its ONNX file's graph).\n\n",
+            md_table(["model", "GMAC/frame", "precision", "provider", "threads", "batch", "session", "first", "mean",
+                      "std", "p50", "p90", "p95", "p99", "n", "views/s", "frames/s"], rows)]
     if result["skipped"]:
         text.append("\nSkipped:\n\n" + "".join(f"- {k['file']} on {k['device']}: {k['reason']}\n"
                                                 for k in result["skipped"]))

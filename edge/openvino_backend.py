@@ -29,7 +29,6 @@ from .stats import cpu_flags
 
 HINT = {"fp32": "f32", "bf16": "bf16"}  # our precision -> INFERENCE_PRECISION_HINT
 FROM_TYPE = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # ov.Type name -> our precision
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INSTALL = "pip install 'sixview[cpu]' (or pip install openvino)"
 IR_SUFFIX = ".int8-ov.xml"  # <role>.int8-ov.xml/.bin: NNCF's INT8 IR of <role>.onnx (convert/int8_ov.py)
 IR_SHA_KEY = ["sixview", "onnx_sha256"]  # rt_info: the SHA-256 of the ONNX file the IR was made from
@@ -61,11 +60,13 @@ def import_openvino() -> Any:
 
 @functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
-    """Whether this CPU computes BF16 natively: avx512_bf16 or amx_bf16 in /proc/cpuinfo, or, where
-    the flags cannot be read, BF16 in OpenVINO's OPTIMIZATION_CAPABILITIES."""
-    flags = cpu_flags()
-    if flags is not None:
-        return any(f in flags for f in NATIVE_BF16_FLAGS)
+    """Whether this CPU computes BF16 natively: its class's (`edge.providers.cpu_class`: avx512_bf16 or
+    amx_bf16 in /proc/cpuinfo, or `$SIXVIEW_CPU_CLASS`), or, where the flags cannot be read, BF16 in
+    OpenVINO's OPTIMIZATION_CAPABILITIES."""
+    from .providers import CPU_CLASS_ENV, cpu_class
+
+    if os.environ.get(CPU_CLASS_ENV) or cpu_flags() is not None:
+        return cpu_class().bf16
     try:
         return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except (ProviderError, RuntimeError):

@@ -5,9 +5,12 @@ for what it is (a named pipe would block the open forever)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from test_camera import jsonl, make_video, models, run_cli  # noqa: F401 (models: a fixture)
 
 from edge.sources import SourceError, parse_source
@@ -50,9 +53,19 @@ def test_a_whole_file_exits_0(models, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("kind,made", [("a named pipe", os.mkfifo), ("a folder", os.mkdir)])
-def test_a_source_that_is_no_file_is_named(tmp_path, models, kind, made):  # noqa: F811
+def test_a_source_that_is_no_file_is_named(tmp_path, kind, made):
     made(tmp_path / "v.avi")
     with pytest.raises(SourceError, match=f"^not a video file: {tmp_path / 'v.avi'} is {kind}$"):
         parse_source(str(tmp_path / "v.avi"))
-    r = run_cli("--source", tmp_path / "v.avi", "--headless", "--models", models)
-    assert r.exit_code == 1 and f"is {kind}" in r.stderr and "no such video file" not in r.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind,made", [("a named pipe", os.mkfifo), ("a folder", os.mkdir)])
+def test_the_camera_refuses_a_source_that_is_no_file_at_once(tmp_path, models, kind, made):  # noqa: F811
+    """In a subprocess with a timeout: opening a named pipe with no writer would block forever."""
+    made(tmp_path / "v.avi")
+    code = "import sys; from edge.cli import main; sys.argv[0] = 'sixview'; main()"
+    r = subprocess.run([sys.executable, "-c", code, "camera", "--source", str(tmp_path / "v.avi"), "--headless",
+                        "--models", str(models)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip() == f"sixview camera: not a video file: {tmp_path / 'v.avi'} is {kind}"

@@ -1,7 +1,6 @@
-"""The memory budgets: what an image costs to decode, read from its header (per format), refused
-before any large allocation; the scan's read-ahead in bytes; the server's image budget and
-`--max-batch` for any request. The fast cases are unit tests; those that measure a child
-process's peak memory are integration tests (each builds its hostile images in tmp_path)."""
+"""The memory budgets: an image's decoding cost from its header (per format), refused before any
+large allocation; the scan's read-ahead in bytes; the server's image budget and `--max-batch`.
+Fast cases: unit; child processes' peak memory and a server: integration (inputs built in tmp_path)."""
 
 from __future__ import annotations
 
@@ -26,8 +25,6 @@ from edge.decode import BYTES_PER_PIXEL, DecodeError, ImageTooLarge, NotImageDat
 from edge.errors import TooLarge
 from edge.headers import SLACK, probe
 from edge.pipeline import Loaded, stream
-from edge.serve.admission import ByteBudget
-from edge.serve.batcher import Batcher
 
 MB = 2**20
 
@@ -86,8 +83,7 @@ def test_palette_with_transparency_and_pillow_formats():
     b = io.BytesIO()
     im.save(b, "GIF")
     gif = probe(b.getvalue())
-    assert (gif.format, gif.width, gif.height, gif.opencv) == ("GIF", 40, 30, False)
-    assert gif.cost() > gif.cost(pillow=False) - 1  # Pillow's path, whatever is asked
+    assert (gif.format, gif.width, gif.height, gif.opencv) == ("GIF", 40, 30, False)  # Pillow decodes it
 
 
 def test_cost_grows_with_depth_alpha_and_orientation():
@@ -151,8 +147,7 @@ def test_the_conversion_to_8_bit_keeps_its_meaning_in_strips():
 
 # -- the scan's read-ahead in bytes (unit) --------------------------------------------------
 def test_read_ahead_holds_at_most_its_budget_and_never_stalls():
-    held, peak, lock = [0], [0], threading.Lock()
-    size = 10 * MB
+    held, peak, lock, size = [0], [0], threading.Lock(), 10 * MB
 
     def load(key: int) -> Loaded[int]:
         with lock:
@@ -179,7 +174,9 @@ def test_read_ahead_holds_at_most_its_budget_and_never_stalls():
 
 # -- the server: --max-batch for any request, the image budget (unit) -------------------------
 def test_a_request_larger_than_max_batch_runs_in_batches_of_max_batch():
-    calls: list[int] = []
+    pytest.importorskip("prometheus_client")  # the serve extra
+    from edge.serve.batcher import Batcher
+    calls = []
 
     def run(jobs):
         calls.append(sum(len(items) for items, _ in jobs))
@@ -198,9 +195,10 @@ def test_a_request_larger_than_max_batch_runs_in_batches_of_max_batch():
 
 
 def test_the_image_budget_is_first_come_first_served():
-    order: list[str] = []
+    from edge.serve.admission import ByteBudget
+    order = []
 
-    async def user(budget: ByteBudget, name: str, n: int, hold_s: float) -> None:
+    async def user(budget, name: str, n: int, hold_s: float) -> None:
         async with budget.hold(n) as held:
             order.append(name)
             assert budget.free >= 0
@@ -273,3 +271,30 @@ def test_an_accepted_float_image_stays_within_its_header_cost(tmp_path, colour_m
     assert r.returncode == 0, r.stderr
     assert peak - base <= cost / MB + 16, (peak, base, cost / MB)  # was ~73 bytes per pixel: ~210 MB
     assert peak < 2048
+
+
+# -- the server (integration) ----------------------------------------------------------------
+@pytest.mark.integration
+def test_the_server_obeys_max_batch_and_refuses_hostile_headers(colour_models):
+    httpx = pytest.importorskip("httpx")
+    from serve_helpers import ThreadServer, assert_json_error, jpeg, metric, require_serve, wait_ready
+    require_serve()
+    from edge.engine import Engine
+    from edge.serve.app import create_app
+    from edge.serve.runtime import ServeSettings
+
+    app = create_app(Engine(colour_models), ServeSettings(max_batch=8, max_images=16, image_memory=8 * MB))
+    with ThreadServer(app) as s:
+        wait_ready(s.url)
+        calls = metric(s.url, "sixview_batch_images_count", engine="hd")
+        photo = jpeg(grey_with_square())
+        r = httpx.post(s.url + "/v1/classify", files=[("image", (f"{i}.jpg", photo)) for i in range(16)], timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["batch_images"] == 8 and [x["labels"] for x in body["results"]] == [["red"]] * 16
+        assert metric(s.url, "sixview_batch_images_count", engine="hd") - calls == 2  # two model calls of 8
+        for data in (hdr_header(30000, 30000), png_header(10000, 10000, 16, 6)):
+            r = httpx.post(s.url + "/v1/classify", content=data, headers={"content-type": "image/png"}, timeout=30)
+            err = assert_json_error(r, 413, "image_too_large")
+            assert "opencv" not in err["error"]["message"].lower()
+        assert app.state.runtime.budget.free == 8 * MB  # every share given back

@@ -90,7 +90,24 @@ def test_one_request_per_thread_gives_the_same_scores(colour_models):
     assert len(got) == 15 and all(np.array_equal(g, want) for g in got)
 
 
-def test_auto_picks_openvino_on_a_cpu(colour_models):
+@pytest.fixture
+def cpu_class_is(monkeypatch):
+    """Run as a CPU of the named class (`$SIXVIEW_CPU_CLASS`), its cached answers cleared before and after."""
+    from edge.providers import CPU_CLASS_ENV, cpu_class
+
+    def set_class(name: str) -> None:
+        monkeypatch.setenv(CPU_CLASS_ENV, name)
+        cpu_class.cache_clear()
+        ovb.native_bf16.cache_clear()
+
+    yield set_class
+    monkeypatch.delenv(CPU_CLASS_ENV, raising=False)
+    cpu_class.cache_clear()
+    ovb.native_bf16.cache_clear()
+
+
+def test_auto_picks_openvino_on_a_cpu(colour_models, cpu_class_is):
+    cpu_class_is("avx512")  # a class whose FP32 runs on OpenVINO (on avx2, ONNX Runtime: below)
     m = Engine(colour_models, device="auto").model("hd")
     assert m.provider == "openvino" and m.precision == "fp32"  # no gate file: FP32
 
@@ -315,6 +332,19 @@ def test_auto_takes_int8_only_when_its_gate_passed(int8_copy, monkeypatch):
     assert open_role(int8_copy, "hd", "openvino").precision == "fp32"
     _int8_gate(int8_copy, "hd", passed=False)
     assert open_role(int8_copy, "hd", "openvino").precision == "fp32"
+
+
+def test_auto_on_an_avx2_cpu_takes_openvino_int8_when_gated_else_onnx_runtime(int8_copy, cpu_class_is):
+    cpu_class_is("avx2")
+    _gate(int8_copy, "hd", passed=True)  # bf16 gated, but not native on the class: never taken
+    m = open_role(int8_copy, "hd", "auto")
+    assert (m.provider, m.precision) == ("cpu", "fp32")
+    assert open_role(int8_copy, "hd", "openvino").precision == "fp32"  # an explicit device wins
+    _int8_gate(int8_copy, "hd", passed=True)
+    m = open_role(int8_copy, "hd", "auto")
+    assert (m.provider, m.precision, m.session.float_parts) == ("openvino", "int8", "fp32")
+    _int8_gate(int8_copy, "hd", passed=False)
+    assert open_role(int8_copy, "hd", "auto").provider == "cpu"
 
 
 @needs_bf16

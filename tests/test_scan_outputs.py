@@ -202,3 +202,14 @@ def test_a_closed_stderr_loses_no_record(tmp_path, colour_models):
     d = photos(tmp_path / "imgs", 2)
     r = run_process(d, "--models", colour_models, "--out", tmp_path / "r.jsonl", shell_suffix="2>&-")
     assert r.returncode == 0 and len((tmp_path / "r.jsonl").read_text().splitlines()) == 2
+
+
+def test_annotating_into_the_scanned_folder_never_replaces_an_image(tmp_path, colour_models):
+    d = photos(tmp_path / "imgs", 2)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    r = run(d, "--models", colour_models, "--annotate", d)
+    assert r.exit_code == 1, r.output
+    errors = [json.loads(line)["error"] for line in r.stdout.splitlines()]
+    assert errors == [f"cannot write the annotated copy {d / n}: it is one of the scanned images"
+                      for n in ("000.png", "001.png")]
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before

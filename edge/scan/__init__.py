@@ -73,6 +73,7 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
     """Classify `paths`, calling `write(record)` once per image, in input order. Annotated copies
     go to `annotate_dir` under `names[path]` (the path relative to its scan root; default: its name)."""
     summary, written = Summary(), set()
+    scanned = _identities(paths) if annotate_dir is not None else set()  # never replaced by a copy
     start = time.perf_counter()
     bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True,
                disable=None if sys.stderr is not None else True)  # no bar on a closed stderr (`2>&-`)
@@ -84,7 +85,7 @@ def scan(paths: list[str], engine: Engine, write: Callable[[dict[str, Any]], Non
                 if verdict is not None and annotate_dir is not None and loaded.prepared.decoded is not None:
                     name = (names or {}).get(loaded.key, os.path.basename(loaded.key))
                     dest = _unique(_annotated_name(annotate_dir / name), written)
-                    _, rec["error"] = per_image(_annotate, loaded.prepared.decoded.bgr, verdict, dest)
+                    _, rec["error"] = per_image(_annotate, loaded.prepared.decoded.bgr, verdict, dest, scanned)
                 write(rec)
                 summary.add(rec)
                 bar.update(1)
@@ -130,7 +131,16 @@ def _unique(dest: Path, written: set[Path]) -> Path:
     return out
 
 
-def _annotate(bgr: np.ndarray, verdict: Verdict, dest: Path) -> None:
+def _identities(paths: list[str]) -> set[tuple[int, int]]:
+    out = set()
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def _annotate(bgr: np.ndarray, verdict: Verdict, dest: Path, scanned: set[tuple[int, int]]) -> None:
     """Write a copy with the verdict drawn on it into a new file that then takes the name: never
     opened for writing where it stands (a named pipe there would block), never half-written."""
     ok, buf = cv2.imencode(dest.suffix, draw_verdict(bgr.copy(), verdict))
@@ -138,9 +148,12 @@ def _annotate(bgr: np.ndarray, verdict: Verdict, dest: Path) -> None:
         raise AnnotationFailed(f"cannot write the annotated copy {dest}: OpenCV cannot encode {dest.suffix}")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        kind = file_kind(os.stat(dest).st_mode) if os.path.exists(dest) else None
-        if kind is not None:
-            raise AnnotationFailed(f"cannot write the annotated copy {dest}: it is {kind}, not a regular file")
+        st = os.stat(dest) if os.path.exists(dest) else None
+        if st is not None and file_kind(st.st_mode) is not None:
+            raise AnnotationFailed(f"cannot write the annotated copy {dest}: it is {file_kind(st.st_mode)}, "
+                                   "not a regular file")
+        if st is not None and (st.st_dev, st.st_ino) in scanned:  # --annotate into the scanned folder
+            raise AnnotationFailed(f"cannot write the annotated copy {dest}: it is one of the scanned images")
         atomic_write(dest, buf.tobytes())  # Python's open, not OpenCV's: any file name the system allows
     except AnnotationFailed:
         raise

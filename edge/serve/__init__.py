@@ -3,6 +3,7 @@
 - `app.py`: the FastAPI app factory and the HTTP routes;
 - `runtime.py`: what the routes share: the engine, decoding threads, the batcher, readiness;
 - `batcher.py`: micro-batching of concurrent requests into one `Engine.classify` call;
+- `admission.py`: the bytes the requests' images hold at once (`--image-memory-mb`);
 - `engines.py`: the model calls of a batch, per-request thresholds;
 - `uploads.py`: reading a request's images and options;
 - `stream.py`: the WebSocket live stream (newest frame only);

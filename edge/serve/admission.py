@@ -1,11 +1,13 @@
-"""The server's memory budget for images: what one image costs before it is decoded (from its
-header), and the bytes every request's images may hold at once (decoding, waiting for the model,
-running), shared first come, first served.
+"""The server's memory budget for images: the bytes every request's loaded images may hold at
+once (their views' pixels, waiting for the model and running), shared first come, first served.
+Decoding is bounded apart: each image's decoding by the decoding budget, from its header
+(`edge/decode.py`), and only `--workers` images are decoded at once.
 
-A request's images are loaded in groups of at most `--max-batch`: a group waits until its cost
-fits (`ByteBudget.hold`), is decoded, keeps only its views' pixels (`Held.keep`) while its
-batch runs, and gives its share back before the next group is loaded. A group alone larger than
-the whole budget runs when nothing else holds any of it, so every request goes through.
+A request's images are loaded in groups of at most `--max-batch`: a group waits until its share
+fits (`ByteBudget.hold`), is decoded, holds its views' pixels (`Held.keep`: what they really
+take) while its batch runs, and gives its share back before the next group is loaded. A group
+alone larger than the whole budget runs when nothing else holds any of it, so every request goes
+through.
 """
 
 from __future__ import annotations
@@ -18,34 +20,18 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from ..decode import plan
-from ..engine import Renderer, route
-from ..errors import PerInputError
-from ..headers import SLACK
+from ..engine import Renderer, reachable
 from ..tiling import view_count
 
 FLOAT_RGB = 3 * 4  # bytes per pixel of a model input: float32 RGB
 
 
-def image_cost(renderer: Renderer, data: bytes, routing: str | None, tiling: bool | None) -> int:
-    """The bytes loading `data` holds at its peak: its decoding (at the size its model needs, from
-    the header) and its views' pixels. An image that will fail (no image, over a limit) costs its views."""
-    roles: list[str] = []
-
-    def target(w: int, h: int) -> tuple[float, tuple[int, int]]:
-        roles.append(route(w, h, routing or renderer.routing))
-        meta = renderer.meta(roles[0])
-        return meta.view_fraction, meta.input_size
-
-    try:
-        _, _, decoding = plan(data, target, renderer.max_pixels)
-    except PerInputError:
-        decoding = 0
-    decoding = max(0, decoding - SLACK)  # the decoders' own buffers: counted once per decoding thread
-    role = roles[0] if roles else route(1024, 1024, routing or renderer.routing)
-    h, w = renderer.meta(role).input_size
+def views_bytes(renderer: Renderer, tiling: bool | None) -> int:
+    """The bytes one loaded image holds until its batch has run: its views' float pixels (for the
+    largest model input the routing can reach; decoding itself is bounded per decoding thread by
+    `edge.decode.decode_budget`, and only `--workers` images are decoded at once)."""
     views = view_count(renderer.tiling if tiling is None else tiling)
-    return decoding + views * h * w * FLOAT_RGB
+    return max(views * h * w * FLOAT_RGB for h, w in (renderer.meta(r).input_size for r in reachable(renderer.routing)))
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ..engine import Engine, Verdict
 from ..errors import SETUP_ERRORS
 from ..pipeline import Loaded, match
 from ..records import record
-from .admission import ByteBudget, image_cost, return_freed_memory
+from .admission import ByteBudget, return_freed_memory, views_bytes
 from .batcher import Batcher, BatchInfo
 from .engines import Classifier
 from .guard import Limits
@@ -151,8 +151,7 @@ class Runtime:
         its batch runs), its loaded images (without their pixels), their verdicts, batch and load time."""
         loop = asyncio.get_running_loop()
         renderer = self.engine.renderer
-        cost = await loop.run_in_executor(self.decoders, lambda: sum(
-            image_cost(renderer, u.data, options.routing, options.tiling) for u in uploads))
+        cost = len(uploads) * views_bytes(renderer, options.tiling)
         verdicts: list[Verdict] = []
         info = BatchInfo(0.0, 0.0, 0)
         async with self.budget.hold(cost) as held:

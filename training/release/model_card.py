@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from convert.macs import file_macs
 from edge.atomic import atomic_write
 from training.eval.report import pct
 from training.release.recipes import compare_rows, load_json, onnx_meta, portable, recipe_section
@@ -68,6 +69,11 @@ def _open_world_section(evals: Path) -> list[str]:
             table.read_text().strip(), ""]
 
 
+def _frame_gmac(path: Path) -> str:
+    """Multiply-adds of one six-view frame through an ONNX file (an INT8 IR: its ONNX file's), in GMAC."""
+    return f"{file_macs(path) * 6 / 1e9:.3g}" if path.is_file() else ""
+
+
 def _same_file(a: Path, b: Path) -> bool:
     return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
 
@@ -84,21 +90,23 @@ def card(runs: Path, models: Path, bench: Path | None, backbones: Path | None = 
            "writes (`runs/<backbone>/*/metrics.json`, `models/eval/<backbone>/*/report.json`, `make bench`, "
            "`benchmarks/backbones.py`); this card is regenerated with `python -m training.release.model_card`.", "",
            "## The shipped models", "",
-           "| file | role | what |", "| --- | --- | --- |"]
+           "| file | role | what | GMAC/frame |", "| --- | --- | --- | --- |"]
     for f in sorted(models.glob("*.onnx")):
         role = "hd" if f.name.startswith("hd") else "standard"
         prec = "FP16 (GPU)" if ".fp16." in f.name else "INT8 (CPU)" if ".int8." in f.name else "FP32 (CPU)"
-        out.append(f"| `{f.name}` | {role} | {prec}, {f.stat().st_size / 1e6:.1f} MB |")
+        out.append(f"| `{f.name}` | {role} | {prec}, {f.stat().st_size / 1e6:.1f} MB | {_frame_gmac(f)} |")
     for f in sorted(models.glob("*.int8-ov.xml")):  # OpenVINO IRs quantized from the ONNX file beside them
         role = "hd" if f.name.startswith("hd") else "standard"
         size = (f.stat().st_size + f.with_suffix(".bin").stat().st_size) / 1e6 if f.with_suffix(".bin").is_file() else 0
         out.append(f"| `{f.stem}.xml/.bin` | {role} | INT8 OpenVINO IR of `{role}.onnx` (NNCF, `python -m "
-                   f"convert.int8_ov`; gated in `{role}.gates.json`), {size:.1f} MB |")
+                   f"convert.int8_ov`; gated in `{role}.gates.json`), {size:.1f} MB "
+                   f"| {_frame_gmac(models / f'{role}.onnx')} |")
     if shipped:
         out += ["", f"Backbone: **`{shipped}`** (`runs/{shipped}/calibrated/`); its evaluations are also in "
                 "`models/eval/voc07_val` and `models/eval/cifar10_test`."]
     cal = _onnx_calibration(models / "hd.onnx")
-    out += ["", "- **Thresholds**: Standard calibrated (per-class max F1) on the CIFAR-10 training images its run "
+    out += ["", "- **GMAC/frame**: multiply-adds of one six-view frame (`convert.macs`), at any precision."]
+    out += ["- **Thresholds**: Standard calibrated (per-class max F1) on the CIFAR-10 training images its run "
             f"held out; HD on {cal or 'voc07_val (figures at thresholds on voc07_val are then optimistic)'}.", ""]
     out += _trust_section(models / "eval") + _open_world_section(models / "eval")
     bb = load_json(backbones) if backbones else {}

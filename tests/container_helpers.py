@@ -250,11 +250,20 @@ case "$1" in --version) echo "Docker version 28.2.2, build e6534b4" ;;
 """
 
 
-def fake_engine(tmp: Path, compose_version: str = "1.6.0", rlimit: bool = True, health_after: int = 3) -> dict:
+# Docker whose daemon answers: the fake podman's answers, `docker compose` v2 inside
+FAKE_DOCKER_UP = FAKE_PODMAN.replace('echo "podman $*', 'echo "docker $*').replace(
+    'echo "podman version 4.3.1"', 'echo "Docker version 28.2.2"').replace('case "$1 $2" in', """case "$1 $2" in
+  "compose version") echo "Docker Compose version v2.29.7" ;;
+  "compose "*) ;;""")
+
+
+def fake_engine(tmp: Path, compose_version: str = "1.6.0", rlimit: bool = True, health_after: int = 3,
+                docker_daemon: bool = False) -> dict:
     """A PATH with the fake podman, podman-compose and docker first; the environment docker/up.sh runs with."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
-    for name, text in (("podman", FAKE_PODMAN), ("podman-compose", FAKE_COMPOSE), ("docker", FAKE_DOCKER)):
+    docker = FAKE_DOCKER_UP if docker_daemon else FAKE_DOCKER
+    for name, text in (("podman", FAKE_PODMAN), ("podman-compose", FAKE_COMPOSE), ("docker", docker)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "TMPDIR")}

@@ -115,6 +115,27 @@ def _openvino_cache(tmp_path_factory: pytest.TempPathFactory):
     yield
 
 
+@pytest.fixture
+def cpu_class_is(monkeypatch):
+    """Run as a CPU of the named class (`$SIXVIEW_CPU_CLASS`; None: unset), its cached answers cleared
+    before and after."""
+    from edge import openvino_backend as ovb
+    from edge.providers import CPU_CLASS_ENV, cpu_class
+
+    def set_class(name: str | None) -> None:
+        if name is None:
+            monkeypatch.delenv(CPU_CLASS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(CPU_CLASS_ENV, name)
+        cpu_class.cache_clear()
+        ovb.native_bf16.cache_clear()
+
+    yield set_class
+    monkeypatch.delenv(CPU_CLASS_ENV, raising=False)
+    cpu_class.cache_clear()
+    ovb.native_bf16.cache_clear()
+
+
 @pytest.fixture()
 def colour_set(tmp_path):
     """Photos with small/large red and blue squares; labels.csv, boxes.csv; 'green' is not labelled."""

@@ -9,30 +9,13 @@ from onnx import TensorProto, helper
 
 from edge import openvino_backend as ovb
 from edge import providers
-from edge.providers import CPU_CLASS_ENV, ProviderError, auto_cpu_choice, classify_cpu, cpu_class
+from edge.providers import ProviderError, auto_cpu_choice, classify_cpu, cpu_class
 
 ZEN4 = {"fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
 SAPPHIRE_RAPIDS = ZEN4 | {"amx_tile", "amx_bf16", "amx_int8"}
 CASCADE_LAKE = {"fma", "avx2", "avx512f", "avx512_vnni"}
 SKYLAKE_SP = {"fma", "avx2", "avx512f"}
 ZEN3 = {"fma", "avx2", "sse4_2"}
-
-
-@pytest.fixture
-def cls(monkeypatch):
-    """Set `$SIXVIEW_CPU_CLASS` (None: unset) with the cached answers cleared, before and after."""
-    def set_class(name: str | None) -> None:
-        if name is None:
-            monkeypatch.delenv(CPU_CLASS_ENV, raising=False)
-        else:
-            monkeypatch.setenv(CPU_CLASS_ENV, name)
-        cpu_class.cache_clear()
-        ovb.native_bf16.cache_clear()
-
-    yield set_class
-    monkeypatch.delenv(CPU_CLASS_ENV, raising=False)
-    cpu_class.cache_clear()
-    ovb.native_bf16.cache_clear()
 
 
 @pytest.mark.parametrize("flags,name", [(SAPPHIRE_RAPIDS, "amx"), (ZEN4, "avx512_bf16"),
@@ -61,29 +44,29 @@ def test_only_classes_with_native_bf16_take_bf16():
     assert {c.fp32_backend for c in providers.CPU_CLASSES} <= {"openvino", "cpu"}
 
 
-def test_the_environment_names_the_class(cls, monkeypatch):
+def test_the_environment_names_the_class(cpu_class_is, monkeypatch):
     monkeypatch.setattr(providers, "cpu_flags", lambda: set(ZEN4))
-    cls(None)
+    cpu_class_is(None)
     assert cpu_class().name == "avx512_bf16"
-    cls("avx2")
+    cpu_class_is("avx2")
     assert cpu_class().name == "avx2" and not ovb.native_bf16()  # BF16 follows the class: never emulated
-    cls("amx")
+    cpu_class_is("amx")
     assert ovb.native_bf16()
-    cls("pentium")
+    cpu_class_is("pentium")
     with pytest.raises(ProviderError, match="not a CPU class.*avx2"):
         cpu_class()
 
 
-def test_auto_opens_onnx_runtime_for_fp32_on_avx2(cls, colour_models):
+def test_auto_opens_onnx_runtime_for_fp32_on_avx2(cpu_class_is, colour_models):
     from edge.model import auto_cpu_backend, open_role
 
-    cls("avx2")
+    cpu_class_is("avx2")
     assert auto_cpu_backend(colour_models / "hd.onnx", "auto") == "cpu"  # no gate: FP32, ONNX Runtime's
     assert auto_cpu_backend(colour_models / "hd.onnx", "int8") == "openvino"
     m = open_role(colour_models, "hd", "auto")
     assert (m.provider, m.precision) == ("cpu", "fp32")
     assert open_role(colour_models, "hd", "auto", "fp32").provider == "cpu"
-    cls("avx512")
+    cpu_class_is("avx512")
     assert auto_cpu_backend(colour_models / "hd.onnx", "auto") == "openvino"
 
 

@@ -90,22 +90,6 @@ def test_one_request_per_thread_gives_the_same_scores(colour_models):
     assert len(got) == 15 and all(np.array_equal(g, want) for g in got)
 
 
-@pytest.fixture
-def cpu_class_is(monkeypatch):
-    """Run as a CPU of the named class (`$SIXVIEW_CPU_CLASS`), its cached answers cleared before and after."""
-    from edge.providers import CPU_CLASS_ENV, cpu_class
-
-    def set_class(name: str) -> None:
-        monkeypatch.setenv(CPU_CLASS_ENV, name)
-        cpu_class.cache_clear()
-        ovb.native_bf16.cache_clear()
-
-    yield set_class
-    monkeypatch.delenv(CPU_CLASS_ENV, raising=False)
-    cpu_class.cache_clear()
-    ovb.native_bf16.cache_clear()
-
-
 def test_auto_picks_openvino_on_a_cpu(colour_models, cpu_class_is):
     cpu_class_is("avx512")  # a class whose FP32 runs on OpenVINO (on avx2, ONNX Runtime: below)
     m = Engine(colour_models, device="auto").model("hd")

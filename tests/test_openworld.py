@@ -9,10 +9,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from training.eval.sets import ids_sha256
 from training.openworld import check
 from training.openworld.graft import graft, head_macs, head_tensors
 from training.openworld.head import OpenHead, fit_gate, fit_other
-from training.openworld.splits import check_reproduced, ids_sha256
+from training.openworld.splits import check_reproduced
 from training.openworld.synsets import AMBIGUOUS, other_mask, other_mass
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from training.eval.groups import group_breakdown
 from training.eval.merge_fit import fit_logit_linear, own_bias
 from training.eval.report import merge_text, pct, summary_lines, write_report
 from training.eval.scoring import decisions, evaluate_role
-from training.eval.sets import LabelledSet, combine_sets, load_set, run_part
+from training.eval.sets import LabelledSet, combine_sets, ids_sha256, load_set, run_part
 
 
 @click.command("eval")
@@ -248,7 +247,7 @@ def calibration_sets(ds: LabelledSet, valid: np.ndarray) -> list[dict]:
     for part, rows in zip(ds.parts, ds.part_rows(), strict=True):
         ids = [i for i, ok in zip(part.ids, valid[rows], strict=True) if ok]
         out.append({"path": part.path, "split": part.split, "heldout": part.heldout, "images": len(ids),
-                    "ids_sha256": hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(), "ids": ids})
+                    "ids_sha256": ids_sha256(ids), "ids": ids})
     return out
 
 

@@ -11,6 +11,7 @@ are not classes of the set; the command decides what is an error. Nothing is sco
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import stat
@@ -39,6 +40,11 @@ class SetPart:
     @property
     def name(self) -> str:
         return f"{self.path}:{self.split}"
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """The digest `sixview eval` records for a set of image ids (sorted, one per line)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
 @dataclass

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.merge import sigmoid
 from training.data.photos import UNKNOWN
-
-
-def _best_f1_threshold(s: np.ndarray, y: np.ndarray) -> float:
-    order = np.argsort(-s)
-    tp = np.cumsum(y[order])
-    f1 = 2 * tp / (np.arange(1, len(s) + 1) + y.sum())
-    return float(s[order][int(np.argmax(f1))]) if y.any() else 1.0
+from training.eval.metrics import best_f1_thresholds
 
 
 def thresholds(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(K,) per class the threshold of best F1 over the photos whose target for it is known."""
+    """(K,) per class the threshold of best F1 over the photos whose target for it is known
+    (`training.eval.metrics.best_f1_thresholds`, as calibration chooses them)."""
     known = targets != UNKNOWN
-    return np.array([_best_f1_threshold(scores[known[:, c], c], targets[known[:, c], c] == 1)
-                     for c in range(scores.shape[1])])
+    return np.array(best_f1_thresholds(targets == 1, scores, [1.0] * scores.shape[1], known))
 
 
 def figures(scores: np.ndarray, targets: np.ndarray, thr: np.ndarray | None = None) -> dict[str, float]:
@@ -43,4 +38,4 @@ def figures(scores: np.ndarray, targets: np.ndarray, thr: np.ndarray | None = No
 
 def photo_scores(view_logits: np.ndarray) -> np.ndarray:
     """(P, K) max over the views of (P, 6, K) logits, as probabilities."""
-    return 1 / (1 + np.exp(-view_logits.max(axis=1)))
+    return sigmoid(view_logits.max(axis=1))

@@ -25,6 +25,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from edge.atomic import atomic_write
+from edge.inputs import file_sha256
 from edge.tiling import view_boxes
 from training.data.boxes import read_boxes
 from training.data.cache import load_split
@@ -125,12 +126,8 @@ def extract_set(path: str, rows: np.ndarray, teach: np.ndarray, classes: list[st
 
 
 def file_hash(path: Path) -> str:
-    """The first 12 hex digits of a file's sha256 (names the cache of what it computed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    """The first 12 hex digits of a file's SHA-256 (names the cache of what it computed)."""
+    return file_sha256(path)[:12]
 
 
 def evidence(parts: dict[str, tuple[np.ndarray, np.ndarray]], hd_onnx: Path, classes: list[str], out: Path,

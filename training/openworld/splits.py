@@ -11,7 +11,6 @@ same generator, with their own fractions. `splits.json` lists the result in the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,12 +18,8 @@ import numpy as np
 
 from training.data.cache import load_split
 from training.data.datasets import open_source
+from training.eval.sets import ids_sha256
 from training.fit.adapt import split_indices
-
-
-def ids_sha256(ids: list[str]) -> str:
-    """The digest `sixview eval` records for a set of image ids (sorted, one per line)."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
 def make_splits(sets: list[tuple[str, float, float]], seed: int = 0, cache: Path | None = None) -> dict:

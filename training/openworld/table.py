@@ -16,12 +16,9 @@ from typing import Any
 import click
 
 from edge.atomic import atomic_write
+from training.eval.report import pct
 
 ROLE = "hd"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def sources(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -55,7 +52,7 @@ def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
 
 
 def _arrow(b: float | None, a: float | None) -> str:
-    return f"{_pct(b)} -> **{_pct(a)}**"
+    return f"{pct(b)} -> **{pct(a)}**"
 
 
 def _group_rows(rows: list[tuple[str, dict[str, Any]]], min_photos: int) -> list[str]:

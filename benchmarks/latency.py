@@ -106,12 +106,13 @@ def _precision(path: Path) -> str:
 def _row(path: Path, model: Model, threads: int, batch: int, iob: bool, opened: dict[str, Any],
          samples: list[float], args: argparse.Namespace) -> dict[str, Any]:
     s = summarize(samples)
+    views = batch * VIEWS // model.meta.frame_inputs  # a one-pass graph's input is a frame of six views
     return {"file": path.name, "role": model.meta.role, "precision": model.precision,
             "file_precision": model.meta.precision, "input_size": list(model.meta.input_size),
             "provider": model.provider, "threads": threads, "batch": batch, "io_binding": iob, **opened,
             "warmup": args.warmup, "stats_ms": s,
-            "ms_per_view": s["mean"] / batch, "ms_per_frame": s["mean"] * VIEWS / batch,
-            "views_per_s": batch * 1e3 / s["mean"], "frames_per_s": batch * 1e3 / s["mean"] / VIEWS}
+            "ms_per_view": s["mean"] / views, "ms_per_frame": s["mean"] * VIEWS / views,
+            "views_per_s": views * 1e3 / s["mean"], "frames_per_s": views * 1e3 / s["mean"] / VIEWS}
 
 
 def _keep(row: dict[str, Any], samples: list[float], rows: list[dict], raw: list[dict]) -> None:

@@ -14,12 +14,12 @@ VIEWS = 6
 
 
 def frame_gmac(path: Path) -> float | None:
-    """Multiply-adds of one six-view frame through an ONNX file, in GMAC (`convert.macs.file_macs` x 6);
+    """Multiply-adds of one six-view frame through an ONNX file, in GMAC (`convert.macs.frame_macs`);
     None without the `onnx` package (a runtime-only install) or for a graph it cannot count."""
     try:
-        from convert.macs import file_macs
+        from convert.macs import frame_macs
 
-        return file_macs(path) * VIEWS / 1e9
+        return frame_macs(path) / 1e9
     except Exception:  # noqa: BLE001 (no onnx, or shape inference failed: the latency still counts)
         return None
 
@@ -96,7 +96,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         rs = sorted(rs, key=lambda r: r["batch"])
         b = [r["batch"] for r in rs]
         per_frame = np.array([r["ms_per_frame"] for r in rs])
-        p90 = np.array([r["stats_ms"]["p90"] * VIEWS / r["batch"] for r in rs])
+        p90 = np.array([r["stats_ms"]["p90"] * r["ms_per_frame"] / r["stats_ms"]["mean"] for r in rs])
         ax1.errorbar(b, per_frame, yerr=[np.zeros_like(p90), np.maximum(p90 - per_frame, 0)],
                      marker="o", capsize=3, label=key)
         ax2.plot(b, [r["views_per_s"] for r in rs], marker="o", label=key)

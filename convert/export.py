@@ -26,8 +26,8 @@ import tf2onnx
 from convert.keras3_fixes import UNSUPPORTED_OPS, keras3_fixes
 from convert.optimize import optimize
 from edge.errors import FatalError
+from edge.metadata import INPUT_NAME
 
-INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
 BATCH_DIM = "N"
 OPSETS = range(13, 19)  # tf2onnx 1.17 refuses opsets above 18

@@ -101,7 +101,7 @@ class Prepared:
     height: int
     views: tuple[View, ...]
     view_names: tuple[str, ...]
-    pixels: np.ndarray  # (views, h, w, 3) float32 RGB 0..255: the model's input
+    pixels: np.ndarray  # (views, h, w, 3) float32 RGB 0..255: the model's input (one-pass graphs: the whole view)
     timings_ms: dict[str, float]
     decoded: Decoded | None = None  # kept only when asked for (to draw on it)
 
@@ -148,8 +148,8 @@ class Renderer:
             roles.append(route(w, h, routing or self.routing))
             if full:
                 return None
-            meta = self.meta(roles[0])
-            return meta.view_fraction, meta.input_size
+            meta = self.meta(roles[0])  # a one-pass graph sees the whole frame at its input size
+            return (1.0 if meta.views_in_graph else meta.view_fraction), meta.input_size
 
         decoded = decode(data, target, self.max_pixels)
         return decoded, roles[0] if roles else route(decoded.width, decoded.height, routing or self.routing)
@@ -183,7 +183,7 @@ class Renderer:
         meta = self.meta(role)
         h, w = decoded.bgr.shape[:2]
         views, names = _views(w, h, meta.view_fraction, tiling)
-        pixels = model_input(render_views(decoded.bgr, views, meta.input_size))
+        pixels = model_input(render_views(decoded.bgr, views[:1] if meta.views_in_graph else views, meta.input_size))
         timings = dict(timings_ms or {})
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return Prepared(role, tiling, decoded.width, decoded.height, views, names, pixels, timings)
@@ -210,7 +210,8 @@ class Runner:
 
     def view_scores(self, items: list[Prepared]) -> tuple[list[np.ndarray], list[float]]:
         """Raw per-view scores (views, classes) for each item, one model call per role,
-        and each item's share of its call's inference time in ms."""
+        and each item's share of its call's inference time in ms. A one-pass graph returns all six
+        views' rows for each frame; an item rendered without tiling keeps the first (the whole view)."""
         scores: list[np.ndarray] = [np.empty(0)] * len(items)
         infer_ms = [0.0] * len(items)
         groups: dict[str, list[int]] = {}
@@ -225,10 +226,10 @@ class Runner:
             t0 = time.perf_counter()
             out = model(batch)
             ms = (time.perf_counter() - t0) * 1e3 / len(idx)
-            start = 0
+            rows, start = (view_count() if model.meta.views_in_graph else 1), 0  # output rows per input
             for i in idx:
-                n = len(items[i].pixels)
-                scores[i], infer_ms[i] = out[start:start + n], ms
+                n = len(items[i].pixels) * rows
+                scores[i], infer_ms[i] = out[start:start + n][:len(items[i].views)], ms
                 start += n
         return scores, infer_ms
 

@@ -14,6 +14,9 @@ from typing import Any
 from .errors import ModelInvalid
 
 FORMAT_VERSION = 1
+INPUT_NAME = "images"  # the graph's one input, NHWC float32 (convert.export names it)
+VIEWS_PER_FRAME = 6  # edge.tiling.VIEW_NAMES
+ONE_PASS_FORMAT = 2  # a graph that computes the six views itself (tiling.in_graph): older runtimes must refuse it
 ROLES = ("standard", "hd")
 PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED = (
@@ -66,6 +69,17 @@ class ModelMeta:
         return float(self.tiling["view_fraction"])
 
     @property
+    def views_in_graph(self) -> bool:
+        """The graph takes the whole frame and returns the six views' scores (one backbone pass, pooled
+        windows: `convert.onepass`); else it takes each view as its own input."""
+        return bool(self.tiling.get("in_graph", False))
+
+    @property
+    def frame_inputs(self) -> int:
+        """Model inputs per six-view frame: the six views, or the frame itself for a one-pass graph."""
+        return 1 if self.views_in_graph else VIEWS_PER_FRAME
+
+    @property
     def fallback_min_score(self) -> float:
         """When no class passes its threshold, the top class is the guess if it scores above this."""
         return float(self.fallback["min_score"])
@@ -77,7 +91,8 @@ class ModelMeta:
     def to_props(self) -> dict[str, str]:
         """The `metadata_props` key/value strings (JSON values)."""
         d = asdict(self)
-        d["sixview.format"] = d.pop("format")
+        d.pop("format")
+        d["sixview.format"] = ONE_PASS_FORMAT if self.views_in_graph else FORMAT_VERSION
         d["classes"] = list(self.classes)
         d["input_size"] = list(self.input_size)
         keys = [*REQUIRED, *(["presence_threshold"] if self.presence_threshold else []),  # defaults: not written
@@ -98,8 +113,9 @@ class ModelMeta:
         def bad(key: str, why: str) -> MetadataError:
             return MetadataError(f"{source}: metadata '{key}' {why}")
 
-        if type(v["sixview.format"]) is not int or v["sixview.format"] != FORMAT_VERSION:
-            raise bad("sixview.format", f"is {v['sixview.format']!r}, this runtime reads {FORMAT_VERSION}")
+        fmt = v["sixview.format"]
+        if type(fmt) is not int or fmt not in (FORMAT_VERSION, ONE_PASS_FORMAT):
+            raise bad("sixview.format", f"is {fmt!r}, this runtime reads {FORMAT_VERSION} and {ONE_PASS_FORMAT}")
         classes = v["classes"]
         if (not isinstance(classes, list) or not classes
                 or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes)):
@@ -119,9 +135,7 @@ class ModelMeta:
         if not all(_unit(t) for t in th.values()):
             raise bad("thresholds", "must be numbers in [0, 1]")
         fallback = _fallback(v["fallback"], bad)
-        tl = v["tiling"]
-        if not (isinstance(tl, dict) and _unit(tl.get("view_fraction")) and tl["view_fraction"] > 0.0):
-            raise bad("tiling", "must be an object with 'view_fraction' in (0, 1]")
+        tl = _tiling(v["tiling"], fmt, bad)
         if v["precision"] not in PRECISIONS:
             raise bad("precision", f"must be one of {PRECISIONS}")
         if not isinstance(v["provenance"], dict):
@@ -141,6 +155,7 @@ class ModelMeta:
             provenance=v["provenance"],
             presence_threshold=float(pt),
             merge=merge,
+            format=fmt,
         )
 
 
@@ -151,6 +166,17 @@ def _number(x: Any) -> bool:
 def _unit(x: Any) -> bool:
     """A finite number (not a boolean) in [0, 1]."""
     return _number(x) and 0.0 <= x <= 1.0
+
+
+def _tiling(tl: Any, fmt: int, bad) -> dict[str, Any]:
+    """The validated `tiling`: the view fraction, and `in_graph` (true only in a format-2 file)."""
+    if not (isinstance(tl, dict) and _unit(tl.get("view_fraction")) and tl["view_fraction"] > 0.0):
+        raise bad("tiling", "must be an object with 'view_fraction' in (0, 1]")
+    if set(tl) - {"view_fraction", "in_graph"} or not isinstance(tl.get("in_graph", False), bool):
+        raise bad("tiling", "may hold only 'view_fraction' and 'in_graph' (true or false)")
+    if tl.get("in_graph", False) != (fmt == ONE_PASS_FORMAT):
+        raise bad("tiling", f"'in_graph' is true exactly in sixview.format {ONE_PASS_FORMAT} files")
+    return {"view_fraction": float(tl["view_fraction"]), **({"in_graph": True} if tl.get("in_graph") else {})}
 
 
 def _fallback(fb: Any, bad) -> dict[str, Any]:

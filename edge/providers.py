@@ -11,6 +11,11 @@ fastest among those the model's accuracy gates allow (`CPU_CLASSES`,
 ONNX Runtime falls back to the CPU silently when a GPU provider cannot start
 (onnxruntime-gpu lists CUDA and TensorRT as available even on a machine
 without a GPU), so the session's active providers are always checked.
+
+TensorRT gets one optimisation profile for the model's dynamic batch
+(`trt_profile_shapes`): from one image's rows to `$SIXVIEW_TRT_MAX_IMAGES`
+images' (default 8, `serve --max-batch` and `scan --batch`'s default), so that
+a new batch size does not build a new engine during a request.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 import onnxruntime as ort
 
 from .errors import FatalError
+from .metadata import INPUT_NAME, ModelMeta
+from .onnx_props import PropsError, read_props
 from .stats import cpu_flags
 
 DEVICES = ("auto", "cpu", "openvino", "cuda", "tensorrt")
@@ -102,8 +109,37 @@ def default_trt_cache() -> Path:
     return Path(root)
 
 
-def provider_chain(device: str, trt_cache: Path | None = None) -> list:
-    """The providers (with options) to try, best first, for a `--device` value."""
+TRT_MAX_IMAGES_ENV = "SIXVIEW_TRT_MAX_IMAGES"  # images per model call that TensorRT's profile covers
+TRT_MAX_IMAGES = 8  # `serve --max-batch` and `scan --batch` (Ray's too) default to 8 images per call
+def trt_max_images() -> int:
+    """Images per model call that TensorRT's profile covers: `$SIXVIEW_TRT_MAX_IMAGES`, else 8."""
+    raw = os.environ.get(TRT_MAX_IMAGES_ENV, "").strip()
+    if not raw:
+        return TRT_MAX_IMAGES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ProviderError(f"${TRT_MAX_IMAGES_ENV}={raw!r} is not a positive number of images")
+    return int(raw)
+
+
+def trt_profile_shapes(model: Path | str | bytes, max_images: int | None = None) -> dict[str, str]:
+    """TensorRT EP options for one optimisation profile over a sixview model's batch, from its metadata
+    (`INPUT_NAME:NxHxWx3`): min one input, opt one frame's inputs (6 views, or 1 for a graph that computes
+    its views), max `max_images` frames'. Empty (ONNX Runtime's own shapes) for bytes or a file without
+    sixview metadata."""
+    if isinstance(model, bytes):
+        return {}
+    try:
+        meta = ModelMeta.from_props(read_props(model), str(model))
+    except (OSError, PropsError, ValueError):
+        return {}
+    h, w = meta.input_size
+    rows = {"min": 1, "opt": meta.frame_inputs, "max": meta.frame_inputs * (max_images or trt_max_images())}
+    return {f"trt_profile_{k}_shapes": f"{INPUT_NAME}:{n}x{h}x{w}x3" for k, n in rows.items()}
+
+
+def provider_chain(device: str, trt_cache: Path | None = None, model: Path | str | bytes | None = None) -> list:
+    """The providers (with options) to try, best first, for a `--device` value; `model` (its path or bytes):
+    TensorRT's optimisation profile from its input (`trt_profile_shapes`)."""
     if device not in ORT_DEVICES:
         if device in DEVICES:
             raise ProviderError(f"{device} is not an ONNX Runtime provider (open it with edge.model.open_model)")
@@ -125,7 +161,8 @@ def provider_chain(device: str, trt_cache: Path | None = None) -> list:
             cache.mkdir(parents=True, exist_ok=True)
             chain.append((prov, {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
                                  "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
-                                 "trt_timing_cache_path": str(cache)}))
+                                 "trt_timing_cache_path": str(cache),
+                                 **(trt_profile_shapes(model) if model is not None else {})}))
         else:
             chain.append(prov)
     return chain
@@ -143,7 +180,7 @@ def create_session(path: Path | str | bytes, device: str = "auto", threads: int 
                    trt_cache: Path | None = None) -> tuple[ort.InferenceSession, str]:
     """An InferenceSession on the best provider that starts; returns it and the short
     name of the provider really used. An explicit GPU request that does not start fails."""
-    chain = provider_chain(device, trt_cache)
+    chain = provider_chain(device, trt_cache, path)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:

@@ -31,6 +31,7 @@ MODULE_TIERS = {
     "test_bench_scripts": "integration",  # the benchmarks as subprocesses (TensorFlow for the reference path)
     "test_frame_budget": "integration",  # a benchmark as a subprocess, Keras models converted
     "test_convert_fixes": "integration",  # Keras -> tf2onnx -> ONNX Runtime (TensorFlow's import: ~20 s)
+    "test_onepass_keras": "integration",  # Keras -> tf2onnx -> the one-pass graph (TensorFlow)
     "test_training_shared": "integration",  # the real data sets
     "test_training_pipeline": "integration",  # tf.data and MixUp in TensorFlow (no training; the import: ~10 s)
 }

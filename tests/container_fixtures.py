@@ -3,6 +3,7 @@ compose.yaml brought up by `make docker` (docker/up.sh)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -102,18 +103,20 @@ def server(podman: Podman, image: str) -> Iterator[tuple[str, str]]:
         podman("rm", "--force", name, check=False, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def made_docker(podman: Podman, base: str, image: str, tmp_path_factory) -> Iterator[dict]:
+@contextlib.contextmanager
+def compose_up(podman: Podman, base: str, tmp: Path, api_key: str | None) -> Iterator[dict]:
     """`make docker` as a user runs it: docker/up.sh finds podman (no daemon, systemd or registry), writes its
     containers.conf itself (CONTAINERS_CONF unset), builds compose.yaml's image, creates ./data and waits for
-    the health check. The tests' storage and build cache are shared (the image fixture built the layers)."""
-    tmp = tmp_path_factory.mktemp("make-docker")
-    env = {k: v for k, v in podman.env.items() if k not in ("CONTAINERS_CONF", "BUILDAH_FORMAT")}
+    the health check; `api_key` None: SIXVIEW_API_KEY unset. The tests' storage and build cache are shared
+    (the image fixture built the layers); each call is its own compose project on its own port."""
+    env = {k: v for k, v in podman.env.items() if k not in ("CONTAINERS_CONF", "BUILDAH_FORMAT", "SIXVIEW_API_KEY")}
     port = free_port()
     env.update({"BASE": base, "SIXVIEW_PORT": f"127.0.0.1:{port}", "SIXVIEW_DATA": str(tmp / "data"),
-                "SIXVIEW_API_KEY": API_KEY, "COMPOSE_PROJECT_NAME": f"sixviewtest{os.getpid()}",
+                "COMPOSE_PROJECT_NAME": f"sixviewtest{os.getpid()}{'k' if api_key else 'n'}",
                 "SIXVIEW_STATE_DIR": str(tmp / "state"), "SIXVIEW_KEEP_BUILD_STAGES": "1",
                 "SIXVIEW_HEALTH_INTERVAL": "5", "SIXVIEW_WAIT": "240", "CA_BUNDLE": str(ca_secret())})
+    if api_key:
+        env["SIXVIEW_API_KEY"] = api_key
     t0 = time.monotonic()
     up = up_sh(env, "up", timeout=1500)
     took = time.monotonic() - t0
@@ -128,3 +131,17 @@ def made_docker(podman: Podman, base: str, image: str, tmp_path_factory) -> Iter
         down = up_sh(env, "down", timeout=300)
         assert down.returncode == 0, down.stderr[-3000:]
         assert not (tmp / "state" / f"health-{env['COMPOSE_PROJECT_NAME']}.pid").exists()
+
+
+@pytest.fixture(scope="module")
+def made_docker(podman: Podman, base: str, image: str, tmp_path_factory) -> Iterator[dict]:
+    """compose.yaml brought up by `make docker` with SIXVIEW_API_KEY set."""
+    with compose_up(podman, base, tmp_path_factory.mktemp("make-docker"), API_KEY) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def made_docker_without_key(podman: Podman, base: str, image: str, tmp_path_factory) -> Iterator[dict]:
+    """compose.yaml brought up by `make docker` with SIXVIEW_API_KEY unset (the default)."""
+    with compose_up(podman, base, tmp_path_factory.mktemp("make-docker-no-key"), None) as made:
+        yield made

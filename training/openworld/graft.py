@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 
 from convert.fp16 import to_fp16
 from convert.metadata import attach, read_meta, resolve_thresholds
+from convert.onepass import FEATURES
 from edge.atomic import atomic_path
 from training.openworld.head import OpenHead
 
@@ -33,11 +34,14 @@ GAP_OP = "GlobalAveragePool"
 
 
 def head_tensors(model: onnx.ModelProto) -> tuple[str, str]:
-    """The names of the pooled-features tensor (the head's input, after the global average pool)
-    and of the logits (the input of the final Sigmoid, the graph's output) in an HD graph."""
+    """The names of the pooled-features tensor (the head's input, after the global average pool, or a
+    one-pass graph's window means) and of the logits (the input of the final Sigmoid, the graph's output)
+    in an HD graph."""
     nodes = list(model.graph.node)
     outputs = {o.name for o in model.graph.output}
     sig = next(n for n in reversed(nodes) if n.op_type == "Sigmoid" and n.output[0] in outputs)
+    if any(FEATURES in n.input for n in nodes):  # a one-pass graph: its views' pooled rows
+        return FEATURES, sig.input[0]
     gap = next(n for n in reversed(nodes) if n.op_type == GAP_OP)
     pooled = gap.output[0]
     squeeze = next((n for n in nodes if n.op_type in ("Squeeze", "Flatten", "Reshape") and n.input[0] == pooled), None)

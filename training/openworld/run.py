@@ -8,6 +8,9 @@
 4. `onnx/hd.onnx`, `onnx/hd.fp16.onnx`: the HD graph with the head grafted in, thresholds reset
    (then `sixview eval RUN/onnx --heldout-of RUN --calibrate --fit-merge` chooses them).
 
+With `one_pass` (a grid), the HD graph is first rewritten to see each frame once (`convert.onepass`,
+`onepass/hd.onnx`), and the head is fitted on that graph's window features and grafted onto it.
+
 Steps 1-2 are cached in the folder, so an interrupted run redoes only what it had not finished.
 """
 
@@ -22,6 +25,7 @@ import numpy as np
 import onnx
 
 from convert.metadata import read_meta
+from convert.onepass import write_one_pass
 from edge.atomic import atomic_write
 from training.openworld import check
 from training.openworld.extract import SetEvidence, evidence, file_hash
@@ -77,19 +81,22 @@ def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) ->
 
 
 def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 3, l2_other: float = 1.0,
-             l2_gate: float = 3e-3, cache: Path | None = None) -> dict[str, Any]:
+             l2_gate: float = 3e-3, cache: Path | None = None, one_pass: int | None = None) -> dict[str, Any]:
     """Fit the head for `hd_onnx` on `plans` (the HD adaptation's sets first, in its order) into `out`."""
     meta = read_meta(onnx.load(str(hd_onnx), load_external_data=False), str(hd_onnx))
     splits = make_splits([(p.path, p.holdout, p.report) for p in plans], cache=cache)
     check_reproduced(splits, heldout_digests(meta.merge))
     write_splits(splits, out)
     chosen, held_masks = parts(plans, splits, teach_every, cache=cache)
-    evs = evidence(chosen, hd_onnx, list(meta.classes), out, TEACHER, meta.input_size[0], cache)
+    view_size = meta.input_size[0]  # the teacher sees the views at the per-view model's size
+    graph = write_one_pass(hd_onnx, one_pass, out / "onepass")[0] if one_pass else hd_onnx
+    evs = evidence(chosen, graph, list(meta.classes), out, TEACHER, view_size, cache)
     held = [held_masks[p.path] for p in plans]
     fit, names = _stack(evs, held, False), [Path(p.path).name for p in plans]
     heads = {k: fit_head(fit, list(meta.classes), l2_other, l2_gate, use) for k, use in VARIANTS.items()}
     head, held_views = heads["both"], _stack(evs, held, True)
-    report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "teacher": f"{TEACHER} ImageNet-1k",
+    report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "one_pass_grid": one_pass,
+              "teacher": f"{TEACHER} ImageNet-1k",
               "other_synsets": int(other_mask(list(meta.classes)).sum()), "macs_per_view": head_macs(head),
               "sets": [str(Path(p.path).resolve()) for p in plans], "l2_other": l2_other, "l2_gate": l2_gate,
               "teach_every": teach_every,
@@ -99,7 +106,7 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
     with atomic_write(out / "head.json") as fh:
         fh.write(json.dumps({**report, "other_w": head.other_w.tolist(), "other_b": head.other_b}, indent=1))
     prov = {k: report[k] for k in ("teacher", "other_synsets", "macs_per_view", "sets", "gate")}
-    write_models(hd_onnx, head, {**prov, "fitted_on": "fit parts of splits.json"}, out / "onnx")
+    write_models(graph, head, {**prov, "fitted_on": "fit parts of splits.json"}, out / "onnx")
     for f in hd_onnx.parent.glob("standard*.onnx"):  # the Standard model is unchanged: the pair stays whole
         shutil.copy2(f, out / "onnx" / f.name)
     return report

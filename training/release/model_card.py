@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from convert.macs import file_macs
+from convert.macs import frame_macs
 from edge.atomic import atomic_write
 from training.eval.report import pct
 from training.release.recipes import compare_rows, load_json, onnx_meta, portable, recipe_section
@@ -71,7 +71,7 @@ def _open_world_section(evals: Path) -> list[str]:
 
 def _frame_gmac(path: Path) -> str:
     """Multiply-adds of one six-view frame through an ONNX file (an INT8 IR: its ONNX file's), in GMAC."""
-    return f"{file_macs(path) * 6 / 1e9:.3g}" if path.is_file() else ""
+    return f"{frame_macs(path) / 1e9:.3g}" if path.is_file() else ""
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -63,7 +63,8 @@ models: $(VENV)/.dev
 	$(PY) -m training.release.make_models --ship $(SHIP)
 	$(MAKE) quantize gate
 
-# Latency (and per CPU class), pipeline, memory, serving, Ray-scan and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/
+# Latency (and per CPU class), pipeline, memory, serving, Ray-scan and reference-path benchmarks on the shipped models -> benchmarks/results/<machine>/;
+# the one-pass graph of the shipped HD (convert.onepass; INT8 quantized here) against it, frame for frame
 # The reference-path comparison needs the Keras checkpoint the HD model came from, and the
 # backbone comparison the runs of every recipe (both from make models).
 BENCH_KERAS ?= runs/$(SHIP)/hd/best.keras
@@ -76,6 +77,9 @@ bench: $(VENV)/.dev
 	$(PY) -m benchmarks.memory
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.ray_scan
+	$(PY) -m convert.onepass models --out runs/bench-onepass
+	$(PY) -m convert.int8_ov --models runs/bench-onepass --roles hd --limit 300
+	$(PY) -m benchmarks.one_pass --before models --after runs/bench-onepass --caps native,AVX2
 	$(if $(wildcard $(BENCH_KERAS)),$(PY) -m benchmarks.reference --keras $(BENCH_KERAS) --onnx models/hd.onnx,\
 	@echo "bench: reference path skipped: no $(BENCH_KERAS) (run make models, or BENCH_KERAS=path.keras)")
 	$(if $(BACKBONES),$(PY) -m benchmarks.backbones $(BACKBONES),@echo "bench: backbones skipped: no runs/<backbone>/calibrated (run make models)")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check (never run in CI): on a machine with an NVIDIA GPU and `pip install '.[gpu]'`, in under
 # 5 minutes: CUDA FP32, CUDA FP16 and TensorRT FP16 scores against ONNX Runtime CPU FP32 on a few
-# real photos (through `sixview scan`, both models), then model latency on CUDA and TensorRT
-# (`python -m benchmarks.latency`, with and without I/O binding). Exit 1 if a device did not start,
+# real photos (through `sixview scan`, both models and the one-pass graph of the HD model that
+# `python -m convert.onepass` writes), then model latency on CUDA and TensorRT (`python -m
+# benchmarks.latency`, with and without I/O binding; the one-pass graph: a frame per input). Exit 1 if a device did not start,
 # ran on another provider, or moved scores past the tolerances below.
 #
 #   benchmarks/gpu_check.sh                        # photos from ../shared/data/voc07_val/images
@@ -39,16 +40,20 @@ count=$(find "$OUT/photos" -type f | wc -l)
 [ "$count" -gt 0 ] || { echo "gpu_check: no JPEGs in $PHOTOS" >&2; exit 2; }
 echo "gpu_check: $count photos from $PHOTOS"
 
-scan() {  # scan ENGINE NAME DEVICE PRECISION
-    local t0=$SECONDS
-    timeout 120 "$PY" -c 'import sys; from edge.cli import main; sys.argv[0] = "sixview"; main()' scan "$OUT/photos" --engine "$1" --device "$3" --precision "$4" \
+"$PY" -m convert.onepass models --out "$OUT/onepass" > /dev/null  # the HD graph that sees a frame once
+rm -f "$OUT"/onepass/standard*.onnx
+
+scan() {  # scan ENGINE NAME DEVICE PRECISION (ENGINE onepass: HD's one-pass graph)
+    local t0=$SECONDS models=models role=$1
+    [ "$1" = onepass ] && models="$OUT/onepass" role=hd
+    timeout 120 "$PY" -c 'import sys; from edge.cli import main; sys.argv[0] = "sixview"; main()' scan "$OUT/photos" --models "$models" --engine "$role" --device "$3" --precision "$4" \
         --batch "$BATCH" --out "$OUT/scan/$1.$2.jsonl" 2> "$OUT/scan/$1.$2.log" \
         || { echo "gpu_check: scan $1 on $3 $4 failed:"; tail -3 "$OUT/scan/$1.$2.log"; return 1; }
     echo "  scan $1 $2: $((SECONDS - t0)) s (first run includes session creation / TensorRT engine build)"
 }
 
 status=0
-for engine in hd standard; do
+for engine in hd standard onepass; do
     scan "$engine" cpu-fp32 cpu fp32
     runs=()
     for d in $DEVICES; do
@@ -92,5 +97,9 @@ timeout 150 "$PY" -m benchmarks.latency --models "$OUT/models" --devices "$(echo
     --batches 6,48 --runs 50 --warmup 10 --out "$OUT/latency" 2> "$OUT/latency.log" || {
     echo "gpu_check: latency failed or ran out of time:"; tail -5 "$OUT/latency.log"; status=1; }
 [ -f "$OUT/latency/latency.md" ] && grep -E '^\| hd' "$OUT/latency/latency.md" | cut -d'|' -f2-6,9,11,13
+timeout 120 "$PY" -m benchmarks.latency --models "$OUT/onepass" --devices "$(echo "$DEVICES" | tr ' ' ',')" \
+    --batches 1,8 --runs 50 --warmup 10 --out "$OUT/latency-onepass" 2> "$OUT/latency-onepass.log" || {
+    echo "gpu_check: one-pass latency failed or ran out of time:"; tail -5 "$OUT/latency-onepass.log"; status=1; }
+[ -f "$OUT/latency-onepass/latency.md" ] && grep -E '^\| hd' "$OUT/latency-onepass/latency.md" | cut -d'|' -f2-6,9,11,13
 echo "gpu_check: $([ $status = 0 ] && echo passed || echo FAILED); records in $OUT/scan, latency in $OUT/latency"
 exit $status

@@ -87,7 +87,8 @@ def infer_alone(engines: dict[str, Engine], role: str, runs: int, warmup: int,
     for label, engine in engines.items():
         model = engine.model(role)
         h, w = model.meta.input_size
-        x = np.random.default_rng(0).uniform(0, 255, (6 * images, h, w, 3)).astype(np.float32)
+        n = model.meta.frame_inputs * images  # six views a frame, or the frame itself for a one-pass graph
+        x = np.random.default_rng(0).uniform(0, 255, (n, h, w, 3)).astype(np.float32)
         fns[label] = lambda m=model, x=x: m(x)
     return {k: summarize(v) for k, v in time_interleaved(fns, warmup, runs).items()}
 

@@ -72,9 +72,9 @@ def view_scores(engine: Engine, role: str, records: list, models: dict[str, Mode
 
     def run(items: list) -> list[dict[str, np.ndarray]]:
         pixels = np.concatenate([p.pixels for p in items])
-        cuts = np.cumsum([len(p.pixels) for p in items])[:-1]
-        views = {name: np.split(model(pixels), cuts) for name, model in models.items()}
-        return [{name: v[j] for name, v in views.items()} for j in range(len(items))]
+        views = {name: np.split(model(pixels), np.cumsum([len(p.pixels) * model.meta.rows_per_input
+                                                          for p in items])[:-1]) for name, model in models.items()}
+        return [{name: v[j][:len(items[j].views)] for name, v in views.items()} for j in range(len(items))]
 
     load = functools.partial(load_one, read=lambda key: key[1].read(), renderer=engine.renderer, routing=role)
     with contextlib.closing(stream(enumerate(records), load, run, batch, workers)) as results:

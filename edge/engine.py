@@ -226,7 +226,7 @@ class Runner:
             t0 = time.perf_counter()
             out = model(batch)
             ms = (time.perf_counter() - t0) * 1e3 / len(idx)
-            rows, start = (view_count() if model.meta.views_in_graph else 1), 0  # output rows per input
+            rows, start = model.meta.rows_per_input, 0
             for i in idx:
                 n = len(items[i].pixels) * rows
                 scores[i], infer_ms[i] = out[start:start + n][:len(items[i].views)], ms

@@ -80,6 +80,11 @@ class ModelMeta:
         return 1 if self.views_in_graph else VIEWS_PER_FRAME
 
     @property
+    def rows_per_input(self) -> int:
+        """Score rows the graph returns per input: the six views of a one-pass graph's frame, else one."""
+        return VIEWS_PER_FRAME if self.views_in_graph else 1
+
+    @property
     def fallback_min_score(self) -> float:
         """When no class passes its threshold, the top class is the guess if it scores above this."""
         return float(self.fallback["min_score"])

@@ -32,6 +32,7 @@ MODULE_TIERS = {
     "test_frame_budget": "integration",  # a benchmark as a subprocess, Keras models converted
     "test_convert_fixes": "integration",  # Keras -> tf2onnx -> ONNX Runtime (TensorFlow's import: ~20 s)
     "test_onepass_keras": "integration",  # Keras -> tf2onnx -> the one-pass graph (TensorFlow)
+    "test_openworld_tune": "integration",  # the HD head fine-tuned in Keras (TensorFlow)
     "test_training_shared": "integration",  # the real data sets
     "test_training_pipeline": "integration",  # tf.data and MixUp in TensorFlow (no training; the import: ~10 s)
 }
@@ -39,6 +40,7 @@ TEST_TIERS = {  # tests of a unit module that are not unit tests (modules owned 
     "test_scan::test_runtime_never_imports_tensorflow": "integration",  # a subprocess
     "test_scan::test_scan_voc07_val": "integration",  # 669 real photos
     "test_eval::test_eval_does_not_import_tensorflow": "integration",
+    "test_onepass::test_benchmark_compares_both_graphs_frame_for_frame": "integration",  # a child process
     "test_faults::test_a_second_writer_is_refused_not_interleaved": "integration",
     "test_faults::test_camera_counts_add_up_after_sigterm": "integration",
     "test_atomic::test_a_write_killed_midway_keeps_the_old_file": "integration",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -111,3 +113,22 @@ def test_metadata_says_one_pass_and_older_formats_cannot_misread_it(tmp_path):
         ModelMeta.from_props({**props, "sixview.format": "1"})
     with pytest.raises(ValueError, match="already"):
         write_one_pass(fp32, 10, tmp_path / "again")
+
+
+def test_benchmark_compares_both_graphs_frame_for_frame(tmp_path):
+    """`benchmarks.one_pass` (a smoke run): the per-view and the one-pass file timed in one run, with their
+    multiply-adds per frame (the one-pass frame is one 320-px pass against six 224-px views)."""
+    from benchmarks.one_pass import main
+
+    before = tmp_path / "before"
+    before.mkdir()
+    onnx.save(cell_model(), str(before / "hd.onnx"))
+    write_one_pass(before / "hd.onnx", 10, tmp_path / "after")
+    assert main(["--before", str(before), "--after", str(tmp_path / "after"), "--quick", "--out",
+                 str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "one_pass.json").read_text())
+    g = result["gmac_per_frame"]
+    assert g["after"] / g["before"] == pytest.approx((320 / 224) ** 2 / 6, rel=0.01)
+    ort_row = result["caps"]["native"]["ONNX Runtime fp32"]
+    assert ort_row["runs"] == 3 and ort_row["p50_ms"]["after"] > 0
+    assert "| native | ONNX Runtime fp32 |" in (tmp_path / "out" / "one_pass.md").read_text()

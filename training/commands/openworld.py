@@ -23,10 +23,13 @@ from training.errors import UserError
 @click.option("--one-pass", type=click.IntRange(1), default=None, metavar="GRID",
               help="Fit the head for the HD graph rewritten to see a frame once (input GRID x 32 px, the views "
                    "pooled from its feature map: convert.onepass; 10 fits the 60% views).")
+@click.option("--tune-head", is_flag=True,
+              help="First fine-tune the HD head (LayerNorm, Dense, GELU, Dense) on the fit parts' views, stopped on "
+                   "the held-out photos' loss (for a --one-pass graph, whose views' features are not those it learnt).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: splits.json, evidence cache, head.json, onnx/.")
 def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share: tuple[str, ...],
-              teach_every: int, one_pass: int | None, out: Path) -> None:
+              teach_every: int, one_pass: int | None, tune_head: bool, out: Path) -> None:
     """Fit an open-world head on the HD model's frozen features: a per-view "this is something else" logit
     distilled from the backbone's ImageNet classifier (foxes, whales, starfish are none of the classes), and
     a per-class gate that lowers a class's score where it fires, fitted with photos of other animals as hard
@@ -49,7 +52,7 @@ def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share
     plans = [SetPlan(p, 0.2, 0.1 if Path(p).name in seen else new_report, shares.get(Path(p).name, 1.0))
              for p in data]
     try:
-        report = run_open(hd_onnx, plans, out, teach_every, one_pass=one_pass)
+        report = run_open(hd_onnx, plans, out, teach_every, one_pass=one_pass, tune=tune_head)
     except ValueError as e:
         raise UserError(str(e)) from e
     for name, fig in report["heldout_check"]["both"].items():

@@ -9,7 +9,8 @@
    (then `sixview eval RUN/onnx --heldout-of RUN --calibrate --fit-merge` chooses them).
 
 With `one_pass` (a grid), the HD graph is first rewritten to see each frame once (`convert.onepass`,
-`onepass/hd.onnx`), and the head is fitted on that graph's window features and grafted onto it.
+`onepass/hd.onnx`), and the head is fitted on that graph's window features and grafted onto it. With
+`tune`, the HD head itself is first fine-tuned on the evidence (`tune.tune_head`, `tuned/hd.onnx`).
 
 Steps 1-2 are cached in the folder, so an interrupted run redoes only what it had not finished.
 """
@@ -34,6 +35,7 @@ from training.openworld.head import OpenHead, fit_gate, fit_other
 from training.openworld.plan import SetPlan, parts
 from training.openworld.splits import check_reproduced, heldout_digests, make_splits, write_splits
 from training.openworld.synsets import other_mask, other_mass
+from training.openworld.tune import tune_head
 
 TEACHER = "efficientnet-lite2"
 
@@ -81,7 +83,8 @@ def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) ->
 
 
 def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 3, l2_other: float = 1.0,
-             l2_gate: float = 3e-3, cache: Path | None = None, one_pass: int | None = None) -> dict[str, Any]:
+             l2_gate: float = 3e-3, cache: Path | None = None, one_pass: int | None = None,
+             tune: bool = False) -> dict[str, Any]:
     """Fit the head for `hd_onnx` on `plans` (the HD adaptation's sets first, in its order) into `out`."""
     meta = read_meta(onnx.load(str(hd_onnx), load_external_data=False), str(hd_onnx))
     splits = make_splits([(p.path, p.holdout, p.report) for p in plans], cache=cache)
@@ -92,10 +95,16 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
     graph = write_one_pass(hd_onnx, one_pass, out / "onepass")[0] if one_pass else hd_onnx
     evs = evidence(chosen, graph, list(meta.classes), out, TEACHER, view_size, cache)
     held = [held_masks[p.path] for p in plans]
+    tuned = None
+    if tune:  # the head fine-tuned on the fit parts' views, stopped on the held-out ones', then the gate on it
+        tuned, logits = tune_head(graph, _stack(evs, held, False), _stack(evs, held, True), out / "tuned" / "hd.onnx")
+        graph = out / "tuned" / "hd.onnx"
+        for e in evs:
+            e.logits = logits(e.features.reshape(-1, e.features.shape[-1])).reshape(e.logits.shape)
     fit, names = _stack(evs, held, False), [Path(p.path).name for p in plans]
     heads = {k: fit_head(fit, list(meta.classes), l2_other, l2_gate, use) for k, use in VARIANTS.items()}
     head, held_views = heads["both"], _stack(evs, held, True)
-    report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "one_pass_grid": one_pass,
+    report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "one_pass_grid": one_pass, "tuned_head": tuned,
               "teacher": f"{TEACHER} ImageNet-1k",
               "other_synsets": int(other_mask(list(meta.classes)).sum()), "macs_per_view": head_macs(head),
               "sets": [str(Path(p.path).resolve()) for p in plans], "l2_other": l2_other, "l2_gate": l2_gate,

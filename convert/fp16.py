@@ -19,10 +19,16 @@ CPU by `verify.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from pathlib import Path
 
 import onnx
 from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+from convert.metadata import attach
+from edge.atomic import atomic_path
+from edge.metadata import ModelMeta
 
 KEEP_FP32 = (
     "LayerNormalization",
@@ -59,3 +65,17 @@ def input_normalisation_nodes(model: onnx.ModelProto) -> list[str]:
             break
         names.append(node.name)
     return names
+
+
+def write_pair(model: onnx.ModelProto, meta: ModelMeta, out: Path) -> list[Path]:
+    """`out/<role>.onnx` (`model` with `meta`) and `out/<role>.fp16.onnx` (its FP16 copy), each written
+    atomically; returns both paths."""
+    fp32 = attach(model, meta)
+    fp16 = attach(to_fp16(fp32), dataclasses.replace(meta, precision="fp16"))
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, m in ((f"{meta.role}.onnx", fp32), (f"{meta.role}.fp16.onnx", fp16)):
+        with atomic_path(out / name) as tmp:
+            onnx.save(m, str(tmp))
+        files.append(out / name)
+    return files

@@ -7,6 +7,7 @@ ONNX model's `metadata_props`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -107,3 +108,12 @@ def attach(model: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:
 def read_meta(model: onnx.ModelProto, source: str = "model") -> ModelMeta:
     """The sixview metadata of an ONNX model (raises MetadataError when missing/invalid)."""
     return ModelMeta.from_props({p.key: p.value for p in model.metadata_props}, source)
+
+
+def fresh_decision(meta: ModelMeta, provenance: dict[str, Any], **changes: Any) -> ModelMeta:
+    """`meta` for a graph whose scores changed: thresholds, presence threshold and merge back to the defaults
+    (they were chosen for the old scores: `sixview eval --calibrate --fit-merge` chooses them again), the old
+    calibration dropped from `provenance`, and `changes` (other fields) applied."""
+    prov = {k: v for k, v in provenance.items() if k != "calibration"}
+    return dataclasses.replace(meta, thresholds=resolve_thresholds(meta.classes, meta.role), presence_threshold=0.0,
+                               merge={"kind": "max"}, provenance=prov, **changes)

@@ -20,7 +20,6 @@ them again on held-out photos.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -29,9 +28,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from convert.fp16 import to_fp16
-from convert.metadata import attach, read_meta, resolve_thresholds
-from edge.atomic import atomic_path
+from convert.fp16 import write_pair
+from convert.metadata import fresh_decision, read_meta
 from edge.inputs import file_sha256
 from edge.tiling import view_boxes
 
@@ -121,19 +119,8 @@ def write_one_pass(src: Path, grid: int, out: Path) -> list[Path]:
         raise ValueError(f"{src} already computes its views in one pass")
     size = grid * STRIDE
     prov = {**meta.provenance, "one_pass": {"grid": grid, "input_px": size, "source_sha256": file_sha256(src)}}
-    prov.pop("calibration", None)
-    fresh = dataclasses.replace(meta, input_size=(size, size), tiling={**meta.tiling, "in_graph": True},
-                                thresholds=resolve_thresholds(meta.classes, meta.role), presence_threshold=0.0,
-                                merge={"kind": "max"}, provenance=prov)
-    fp32 = attach(one_pass(model, grid, meta.view_fraction), fresh)
-    fp16 = attach(to_fp16(fp32), dataclasses.replace(fresh, precision="fp16"))
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, m in (("hd.onnx", fp32), ("hd.fp16.onnx", fp16)):
-        with atomic_path(out / name) as tmp:
-            onnx.save(m, str(tmp))
-        files.append(out / name)
-    return files
+    fresh = fresh_decision(meta, prov, input_size=(size, size), tiling={**meta.tiling, "in_graph": True})
+    return write_pair(one_pass(model, grid, meta.view_fraction), fresh, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,10 @@ ONNX Runtime falls back to the CPU silently when a GPU provider cannot start
 without a GPU), so the session's active providers are always checked.
 
 TensorRT gets one optimisation profile for the model's dynamic batch
-(`trt_profile_shapes`): from one image's rows to `$SIXVIEW_TRT_MAX_IMAGES`
-images' (default 8, `serve --max-batch` and `scan --batch`'s default), so that
-a new batch size does not build a new engine during a request.
+(`trt_profile_shapes`, from the model's metadata): from one input to
+`$SIXVIEW_TRT_MAX_IMAGES` frames' inputs (default 8, `serve --max-batch` and
+`scan --batch`'s default), so that a new batch size does not build a new engine
+during a request.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def default_trt_cache() -> Path:
 
 TRT_MAX_IMAGES_ENV = "SIXVIEW_TRT_MAX_IMAGES"  # images per model call that TensorRT's profile covers
 TRT_MAX_IMAGES = 8  # `serve --max-batch` and `scan --batch` (Ray's too) default to 8 images per call
+
+
 def trt_max_images() -> int:
     """Images per model call that TensorRT's profile covers: `$SIXVIEW_TRT_MAX_IMAGES`, else 8."""
     raw = os.environ.get(TRT_MAX_IMAGES_ENV, "").strip()
@@ -138,8 +141,8 @@ def trt_profile_shapes(model: Path | str | bytes, max_images: int | None = None)
 
 
 def provider_chain(device: str, trt_cache: Path | None = None, model: Path | str | bytes | None = None) -> list:
-    """The providers (with options) to try, best first, for a `--device` value; `model` (its path or bytes):
-    TensorRT's optimisation profile from its input (`trt_profile_shapes`)."""
+    """The providers (with options) to try, best first, for a `--device` value; `model` (its path):
+    TensorRT's optimisation profile from its metadata (`trt_profile_shapes`)."""
     if device not in ORT_DEVICES:
         if device in DEVICES:
             raise ProviderError(f"{device} is not an ONNX Runtime provider (open it with edge.model.open_model)")

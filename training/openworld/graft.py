@@ -15,7 +15,6 @@ scores, and `sixview eval --calibrate --fit-merge` chooses them again on held-ou
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from convert.fp16 import to_fp16
-from convert.metadata import attach, read_meta, resolve_thresholds
+from convert.fp16 import write_pair
+from convert.metadata import fresh_decision, read_meta
 from convert.onepass import FEATURES
-from edge.atomic import atomic_path
 from training.openworld.head import OpenHead
 
 PREFIX = "sixview_open/"
@@ -86,16 +84,4 @@ def write_models(hd_onnx: Path, head: OpenHead, provenance: dict[str, Any], out:
     meta = read_meta(model, str(hd_onnx))
     prov = {**meta.provenance, "open_world": provenance}
     prov["training_data"] = sorted({*prov.get("training_data", []), *provenance.get("sets", [])})
-    prov.pop("calibration", None)
-    fresh = dataclasses.replace(meta, thresholds=resolve_thresholds(meta.classes, meta.role), presence_threshold=0.0,
-                                merge={"kind": "max"},
-                                provenance=prov)
-    fp32 = attach(graft(model, head), fresh)
-    fp16 = attach(to_fp16(fp32), dataclasses.replace(fresh, precision="fp16"))
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, m in (("hd.onnx", fp32), ("hd.fp16.onnx", fp16)):
-        with atomic_path(out / name) as tmp:
-            onnx.save(m, str(tmp))
-        files.append(out / name)
-    return files
+    return write_pair(graft(model, head), fresh_decision(meta, prov), out)

@@ -189,3 +189,40 @@ def test_an_open_world_recipe_fits_its_head_on_another_recipes_models(tmp_path, 
     ran.clear()
     mm.build_recipe("base-open", ["sixview"], data, runs, runs / "log")  # everything exists: nothing runs
     assert [n for n, _ in ran if n not in ("eval_voc07_val", "eval_cifar10_test", "eval_report")] == []
+
+
+def _table(**after) -> dict:
+    """A `training.openworld.table` comparison of one source: the shipped recipe's figures, then `after`'s."""
+    before = {"mAP": 0.965, "label_free_labelled": 0.067, "precision": 0.936, "recall": 0.832}
+    return {"sources": {"voc07_val": {"before": before, "after": {**before, **after}}}, "groups": {}}
+
+
+def test_ship_rule_lets_through_only_what_is_as_accurate():
+    from training.release.ship_rule import misses
+
+    assert misses(_table()) == [] and misses(_table(mAP=0.961, precision=0.95)) == []  # within 0.5 point
+    assert misses(_table(mAP=0.957)) == ["voc07_val: mAP 96.5 -> 95.7 (0.3 point past the 0.5 allowed)"]
+    assert misses(_table(recall=0.816, label_free_labelled=0.08)) == [
+        "voc07_val: label-free photos labelled 6.7 -> 8.0", "voc07_val: recall 83.2 -> 81.6"]
+    assert misses(_table(label_free_labelled=None)) == []  # a set without label-free photos: not judged
+
+
+@pytest.mark.parametrize(("after", "shipped"), [({}, "fast"), ({"recall": 0.80}, "base")])
+def test_make_models_ships_a_faster_recipe_only_when_it_is_as_accurate(tmp_path, monkeypatch, after, shipped):
+    ran: list[tuple[str, list[str]]] = []
+
+    def fake_run(cmd, log, stages, name, run=None):
+        ran.append((name, cmd))
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(_table(**after)))
+
+    monkeypatch.setattr(mm, "_run", fake_run)
+    monkeypatch.setitem(mm.RECIPES, "base", {})
+    monkeypatch.setitem(mm.RECIPES, "fast", {"faster_than": ["base"]})
+    runs = tmp_path / "runs"
+    built = {"base": runs / "base" / "calibrated", "fast": runs / "fast" / "calibrated"}
+    assert mm.faster_ship("base", built, runs, runs / "log") == shipped
+    (name, cmd), = ran
+    assert name == "vs_shipped" and cmd[cmd.index("--pair") + 1] == str(runs / "base" / "eval" / "report")
+    assert mm.faster_ship("fast", built, runs, runs / "log") == "fast"  # nothing is faster than it

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from training.release.recipe_book import ADAPT_SETS, DEFAULT_SHIP, OPEN_SETS, RECIPES
+from training.release.ship_rule import misses
 
 
 def _shown(cmd: list[str]) -> str:
@@ -185,6 +186,26 @@ def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) ->
     return cal
 
 
+def faster_ship(ship: str, built: dict[str, Path], runs: Path, log: Path) -> str:
+    """The recipe to ship: a built recipe `faster_than` `ship` whose comparison with it on photos that chose
+    nothing (`runs/<recipe>/eval/vs_shipped.md`) misses nothing (`ship_rule.misses`), else `ship`."""
+    for name in built:
+        if RECIPES[name].get("faster_than") != [ship]:
+            continue
+        ours, theirs, table = runs / name / "eval", runs / ship / "eval", runs / name / "eval" / "vs_shipped.md"
+        if not table.exists():
+            _run([sys.executable, "-m", "training.openworld.table", "--pair", str(theirs / "report"),
+                  str(ours / "report"), "--pair", str(theirs / "voc07_val"), str(ours / "voc07_val"),
+                  "--out", str(table)], log, runs / name / "stages.json", "vs_shipped")
+        missed = misses(json.loads(table.with_suffix(".json").read_text()))
+        if not missed:
+            click.echo(f"[make models] {name} is as accurate as {ship} on photos that chose nothing: shipping it",
+                       err=True)
+            return name
+        click.echo(f"[make models] {name} not shipped, against {ship}: {'; '.join(missed)}", err=True)
+    return ship
+
+
 @click.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("../shared/data"))
 @click.option("--runs", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"))
@@ -193,7 +214,8 @@ def build_recipe(name: str, sv: list[str], data: Path, runs: Path, log: Path) ->
               help="Comma-separated recipes to build (each in runs/<name>/).")
 @click.option("--ship", type=click.Choice(list(RECIPES)), default=DEFAULT_SHIP, show_default=True,
               help="Whose models go into MODELS (each model chosen on the images its run held out, within the "
-                   "six-view frame budget; the model card compares them).")
+                   "six-view frame budget; the model card compares them); a built recipe faster than it replaces it "
+                   "only if it is as accurate on photos that chose nothing (training/release/ship_rule.py).")
 def main(data: Path, runs: Path, models: Path, recipes: str, ship: str) -> None:
     """Per recipe (a backbone and how its models are made): train Standard on CIFAR-10, adapt HD on the
     real-photo sets, convert, calibrate on held-out photos, evaluate on voc07_val and CIFAR-10 test; then
@@ -207,6 +229,7 @@ def main(data: Path, runs: Path, models: Path, recipes: str, ship: str) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     log = runs / "make_models.log"
     built = {name: build_recipe(name, sv, data, runs, log) for name in dict.fromkeys([*names, ship])}
+    ship = faster_ship(ship, built, runs, log)
     models.mkdir(parents=True, exist_ok=True)
     # the IRs quantized from the old files and the gates measured on them go too (`make quantize`, `make gate`)
     for old in [*models.glob("*.onnx"), *models.glob("*.int8-ov.*"), *models.glob("*.gates.json")]:

@@ -3,7 +3,8 @@
 A recipe names its commands' options (`train`, `adapt`, `convert_<role>`) or reuses another recipe's
 parts: `std_from` (its Standard run), `init_from` (train from its Standard checkpoint), `hd_from` (its
 HD run), `hd_init_from` (continue its adaptation), `open_from` (its calibrated models, with the HD
-model's open-world head fitted by `sixview openworld` on `OPEN_SETS`).
+model's open-world head fitted by `sixview openworld` on `OPEN_SETS`). `faster_than` names the recipe
+it would replace: `make models` ships it instead only if it is as accurate (`ship_rule.py`).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ RECIPES: dict[str, dict[str, list[str]]] = {
     # and pool each view's window of the feature map (`convert.onepass`, a third of the multiply-adds), the open-
     # world head fitted on those windows' features
     "efficientnet-lite0-ft24-onepass": {
-        "open_from": ["efficientnet-lite0-ft24"],
+        "open_from": ["efficientnet-lite0-ft24"], "faster_than": ["efficientnet-lite0-ft24-open"],
         "openworld": ["--fit-share", "imagenette_train=0.5", "--one-pass", "10"]},
 }
 # The real-photo sets HD adapts on, all at once; a fifth of each is held out to choose the epoch

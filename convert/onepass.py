@@ -81,8 +81,11 @@ def one_pass(model: onnx.ModelProto, grid: int = 10, fraction: float = 0.6) -> o
     out.CopyFrom(model)
     g = out.graph
     nodes = list(g.node)
-    gap = next(n for n in reversed(nodes) if n.op_type == "GlobalAveragePool")
-    flat = next(n for n in nodes if n.op_type in ("Squeeze", "Flatten", "Reshape") and n.input[0] == gap.output[0])
+    gap = next((n for n in reversed(nodes) if n.op_type == "GlobalAveragePool"), None)
+    flat = gap and next((n for n in nodes if n.op_type in ("Squeeze", "Flatten", "Reshape")
+                         and n.input[0] == gap.output[0]), None)
+    if flat is None:
+        raise ValueError("no global average pool and flatten before the head: not a per-view backbone graph")
     pooled = flat.output[0]
     dims = g.input[0].type.tensor_type.shape.dim
     dims[1].dim_value = dims[2].dim_value = grid * STRIDE

@@ -115,6 +115,19 @@ def test_metadata_says_one_pass_and_older_formats_cannot_misread_it(tmp_path):
         write_one_pass(fp32, 10, tmp_path / "again")
 
 
+def test_a_graph_without_a_pooled_head_is_refused_in_one_line(tmp_path, capsys):
+    """The CLI on a model it cannot rewrite (the toy colour detector has no backbone) or a missing folder."""
+    from convert.onepass import main
+    from convert.toy import save_colour_model
+
+    save_colour_model(tmp_path / "m" / "hd.onnx", role="hd", input_size=(64, 64))
+    assert main([str(tmp_path / "m"), "--out", str(tmp_path / "out")]) == 2
+    assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "global average pool" in err[0] and "error:" in err[1]
+    assert not (tmp_path / "out" / "hd.onnx").exists()
+
+
 def test_benchmark_compares_both_graphs_frame_for_frame(tmp_path):
     """`benchmarks.one_pass` (a smoke run): the per-view and the one-pass file timed in one run, with their
     multiply-adds per frame (the one-pass frame is one 320-px pass against six 224-px views)."""

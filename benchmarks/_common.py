@@ -239,6 +239,14 @@ def parse_ints(text: str) -> list[int]:
     return vals
 
 
+def frame_input(model, frames: int = 1) -> np.ndarray:
+    """`frames` six-view frames of random 0..255 pixels in a model's own input (`edge.model.Model`): six
+    views a frame, or the frame itself for a one-pass graph (`ModelMeta.frame_inputs`)."""
+    h, w = model.meta.input_size
+    n = model.meta.frame_inputs * frames
+    return np.random.default_rng(0).uniform(0, 255, (n, h, w, 3)).astype(np.float32)
+
+
 def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, runs: int,
                      budget_s: float | None = None) -> dict[str, list[float]]:
     """`time_calls` for several functions at once: warm each up, then rounds of one timed call each,

@@ -39,12 +39,11 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._cli import add_models, add_out_quick, failed, log, parser
-from benchmarks._common import md_table, out_dir, scratch_dir, shown, write_results, wrote
+from benchmarks._common import REPO, md_table, out_dir, scratch_dir, shown, write_results, wrote
 from edge.gates import gate_status
 from edge.providers import CPU_CLASS_ENV, CPU_CLASSES, auto_cpu_choice, classify_cpu, cpu_class
 from edge.stats import cpu_flags, machine_info, usable_cores
 
-REPO = Path(__file__).resolve().parent.parent
 CAP_CLASS = {"AVX512_CORE_AMX": "amx", "AVX512_CORE_BF16": "avx512_bf16", "AVX512_CORE_VNNI": "avx512_vnni",
              "AVX512_CORE": "avx512", "AVX2": "avx2"}  # ONEDNN_MAX_CPU_ISA -> the class it stands for
 BACKENDS = ("ONNX Runtime fp32", "OpenVINO fp32", "OpenVINO bf16", "OpenVINO int8")
@@ -71,7 +70,33 @@ def child_env(cap: str, cls: str, cache: Path) -> dict[str, str]:
     return env
 
 
-def run_cap(cap: str, cls: str, args: Any, work: Path) -> dict[str, Any]:
+def parse_caps(text: str) -> list[str]:
+    """The caps of a comma-separated --caps; a ValueError naming any that is neither native nor in CAP_CLASS."""
+    caps = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in caps if c != "native" and c not in CAP_CLASS]
+    if unknown or not caps:
+        raise ValueError(f"unknown caps {unknown}: choose native or {', '.join(CAP_CLASS)}")
+    return caps
+
+
+def run_capped(cap: str, cmd: list[str], cache: Path, timeout_s: float) -> subprocess.CompletedProcess | str:
+    """`cmd` in a child process under one cap (`child_env`, its own OpenVINO cache): the finished process,
+    or why it failed (ran past `timeout_s`, or exited non-zero: the tail of its output)."""
+    log(f"cap {cap} (class {cap_class(cap)}): {' '.join(cmd[1:])}")
+    try:
+        proc = subprocess.run(cmd, env=child_env(cap, cap_class(cap), cache), cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        log(f"  cap {cap} ran past {timeout_s} s")
+        return f"ran past {timeout_s} s"
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        log(f"  cap {cap} failed (exit {proc.returncode}): {' | '.join(tail)}")
+        return f"exit {proc.returncode}: {' | '.join(tail)}"
+    return proc
+
+
+def run_cap(cap: str, args: Any, work: Path) -> dict[str, Any]:
     """`benchmarks.latency` under one cap, in a child process; its latency.json (or the failure)."""
     out = work / cap
     cmd = [sys.executable, "-m", "benchmarks.latency", "--models", str(args.models), "--precisions", "fp32",
@@ -79,17 +104,11 @@ def run_cap(cap: str, cls: str, args: Any, work: Path) -> dict[str, Any]:
            "--batches", "6", "--warmup", str(args.warmup), "--runs", str(args.runs), "--out", str(out)]
     if args.quick:
         cmd.append("--quick")
-    log(f"cap {cap} (class {cls}): {' '.join(cmd[1:])}")
-    try:
-        proc = subprocess.run(cmd, env=child_env(cap, cls, out / "ov-cache"), cwd=REPO, capture_output=True,
-                              text=True, timeout=args.timeout_s)
-    except subprocess.TimeoutExpired:
-        log(f"  cap {cap} ran past {args.timeout_s} s")
-        return {"failed": f"ran past {args.timeout_s} s"}
-    if proc.returncode != 0 or not (out / "latency.json").is_file():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        log(f"  cap {cap} failed (exit {proc.returncode}): {' | '.join(tail)}")
-        return {"failed": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    proc = run_capped(cap, cmd, out / "ov-cache", args.timeout_s)
+    if isinstance(proc, str):
+        return {"failed": proc}
+    if not (out / "latency.json").is_file():
+        return {"failed": "exit 0 but no latency.json"}
     return json.loads((out / "latency.json").read_text(encoding="utf-8"))
 
 
@@ -192,10 +211,10 @@ def parse_args(argv: list[str] | None) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Run every cap's child, then write the report; the exit code."""
     args = parse_args(argv)
-    caps = [c.strip() for c in args.caps.split(",") if c.strip()]
-    unknown = [c for c in caps if c != "native" and c not in CAP_CLASS]
-    if unknown or not caps:
-        return failed(f"unknown caps {unknown}: choose native or {', '.join(CAP_CLASS)}")
+    try:
+        caps = parse_caps(args.caps)
+    except ValueError as e:
+        return failed(e)
     if not args.quick and not sorted(args.models.glob("*.onnx")):
         return failed(f"no .onnx files in {args.models} (train and convert models first, or use --quick)")
     work, out = scratch_dir("sixview-cpu-classes-"), out_dir(args.out, args.quick)
@@ -203,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {cap: [] for cap in caps}
     for i in range(args.repeats):
         for cap in caps:
-            runs[cap].append(run_cap(cap, classes[cap], args, work / str(i)))
+            runs[cap].append(run_cap(cap, args, work / str(i)))
     models = Path(runs[caps[0]][0].get("settings", {}).get("models", args.models))
     result = {"benchmark": "cpu_classes", "quick": args.quick,
               "machine": machine_info() | {"cpu_class": cpu_class().name},

@@ -42,13 +42,13 @@ import onnx
 
 from benchmarks._cli import add_out_quick, command_line, failed, log, parser
 from benchmarks._common import (
-    REPO,
     machine_md,
     md_table,
     onnx_params,
     out_dir,
     parse_ints,
     scratch_dir,
+    shown,
     synthetic_photo,
     time_interleaved,
     write_results,
@@ -117,8 +117,7 @@ def int8_reference(out: Path, threads: int) -> str:
         ort, int8 = p50[("cpu", "fp32")], p50[("openvino", "int8")]
     except (OSError, ValueError, KeyError, TypeError):
         return "OpenVINO INT8 not timed here (add --int8)."
-    where = f.with_suffix(".md").resolve()
-    where = where.relative_to(REPO) if where.is_relative_to(REPO) else where
+    where = shown(f.with_suffix(".md"))
     return (f"OpenVINO INT8 not timed here (add --int8); for the shipped Lite0 HD model (hd.onnx) `{where}` has"
             f" INT8 at {int8 / ort:.2f}x ONNX Runtime FP32's p50 ({int8:.2f} / {ort:.2f} ms, batch {BATCH},"
             f" {threads} threads, interleaved).")

@@ -106,7 +106,7 @@ def _precision(path: Path) -> str:
 def _row(path: Path, model: Model, threads: int, batch: int, iob: bool, opened: dict[str, Any],
          samples: list[float], args: argparse.Namespace) -> dict[str, Any]:
     s = summarize(samples)
-    views = batch * VIEWS // model.meta.frame_inputs  # a one-pass graph's input is a frame of six views
+    views = batch * model.meta.rows_per_input  # a one-pass graph's input is a frame of six views
     return {"file": path.name, "role": model.meta.role, "precision": model.precision,
             "file_precision": model.meta.precision, "input_size": list(model.meta.input_size),
             "provider": model.provider, "threads": threads, "batch": batch, "io_binding": iob, **opened,

@@ -9,8 +9,9 @@ import numpy as np
 
 from benchmarks._charts import save_figure, subplots
 from benchmarks._common import machine_md, md_table
+from edge.metadata import VIEWS_PER_FRAME
 
-VIEWS = 6
+VIEWS = VIEWS_PER_FRAME
 
 
 def frame_gmac(path: Path) -> float | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,20 +30,23 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._cli import add_out_quick, failed, log, parser
-from benchmarks._common import machine_md, md_table, out_dir, scratch_dir, time_interleaved, write_results, wrote
-from benchmarks.cpu_classes import REPO, cap_class, child_env
+from benchmarks._common import (
+    frame_input,
+    machine_md,
+    md_table,
+    out_dir,
+    scratch_dir,
+    time_interleaved,
+    write_results,
+    wrote,
+)
+from benchmarks.cpu_classes import parse_caps, run_capped
 from edge.errors import SixviewError
 from edge.model import open_model
 from edge.stats import machine_info, summarize
 
 BACKENDS = {"ONNX Runtime fp32": ("cpu", "fp32"), "OpenVINO fp32": ("openvino", "fp32"),
             "OpenVINO int8": ("openvino", "int8")}
-
-
-def frame_input(model) -> np.ndarray:
-    """One six-view frame of random pixels in the model's own input: six views, or the frame."""
-    h, w = model.meta.input_size
-    return np.random.default_rng(0).uniform(0, 255, (model.meta.frame_inputs, h, w, 3)).astype(np.float32)
 
 
 def measure(before: Path, after: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
@@ -70,14 +72,11 @@ def measure(before: Path, after: Path, threads: int, warmup: int, runs: int) -> 
 
 
 def run_child(cap: str, args: Any) -> dict[str, Any]:
-    """`measure` under one oneDNN cap, in a child process (its JSON on stdout)."""
+    """`measure` under one oneDNN cap, in a child process (its JSON on stdout), or the failure."""
     cmd = [sys.executable, "-m", "benchmarks.one_pass", "--before", str(args.before), "--after", str(args.after),
            "--threads", str(args.threads), "--warmup", str(args.warmup), "--runs", str(args.runs), "--child"]
-    proc = subprocess.run(cmd, env=child_env(cap, cap_class(cap), scratch_dir("sixview-ov-")), cwd=REPO,
-                          capture_output=True, text=True, timeout=args.timeout_s)
-    if proc.returncode != 0:
-        return {"failed": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
-    return json.loads(proc.stdout)
+    proc = run_capped(cap, cmd, scratch_dir("sixview-ov-"), args.timeout_s)
+    return {"failed": proc} if isinstance(proc, str) else json.loads(proc.stdout)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -122,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from convert.macs import frame_macs
 
-    caps = [c.strip() for c in args.caps.split(",") if c.strip()]
+    try:
+        caps = parse_caps(args.caps)
+    except ValueError as e:
+        return failed(e)
     result = {"machine": machine_info(), "settings": {k: getattr(args, k) for k in ("threads", "warmup", "runs")},
               "before": str(args.before), "after": str(args.after),
               "gmac_per_frame": {k: frame_macs(d / "hd.onnx") / 1e9 for k, d in
                                  (("before", args.before), ("after", args.after))}, "caps": {}}
     for cap in caps:
-        log(f"cap {cap}")
         result["caps"][cap] = run_child(cap, args)
     out = out_dir(args.out, args.quick)
     write_results(out, "one_pass", result, markdown(result))

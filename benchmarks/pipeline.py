@@ -48,6 +48,7 @@ from benchmarks._cli import SetupError, add_models, add_out_quick, failed, log, 
 from benchmarks._common import (
     VOC_IMAGES,
     bench_frames,
+    frame_input,
     out_dir,
     scratch_dir,
     time_interleaved,
@@ -85,10 +86,7 @@ def infer_alone(engines: dict[str, Engine], role: str, runs: int, warmup: int,
     the ideal cost per call."""
     fns = {}
     for label, engine in engines.items():
-        model = engine.model(role)
-        h, w = model.meta.input_size
-        n = model.meta.frame_inputs * images  # six views a frame, or the frame itself for a one-pass graph
-        x = np.random.default_rng(0).uniform(0, 255, (n, h, w, 3)).astype(np.float32)
+        model, x = engine.model(role), frame_input(engine.model(role), images)
         fns[label] = lambda m=model, x=x: m(x)
     return {k: summarize(v) for k, v in time_interleaved(fns, warmup, runs).items()}
 

@@ -31,9 +31,7 @@ the file says when that is the case.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import functools
 import json
 import sys
 from pathlib import Path
@@ -45,48 +43,33 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 
 from benchmarks._common import DEFAULT_MODELS, REPO
-from edge.engine import Engine
+from edge.engine import Engine, item_scores
 from edge.errors import SETUP_ERRORS
 from edge.gates import MAX_MAP_DROP, passes, write_gate
 from edge.inputs import file_sha256
 from edge.metadata import ROLES
 from edge.model import Model, model_file, open_model
 from edge.openvino_backend import ir_path, native_bf16, version
-from edge.pipeline import load_one, stream
 from edge.rule import Decisions
 from edge.stats import cpu_model, machine_info
-from edge.tiling import view_count
+from training.eval.scoring import scores_of
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "voc07_val"
 RULE = f"mAP (six views, classes the set labels) at most {MAX_MAP_DROP * 100:g} point below ONNX Runtime FP32's"
 
 
 def view_scores(engine: Engine, role: str, records: list, models: dict[str, Model], batch: int = 8,
-                workers: int = 2, log=print) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(name -> (N, views, K) view scores, valid rows): each image loaded once by the runtime's
-    pipeline (`edge.pipeline.stream`), then run by every model on the same pixels. Images that
-    fail to load are invalid rows."""
-    k = len(next(iter(models.values())).meta.classes)
-    out = {name: np.full((len(records), view_count(engine.tiling), k), np.nan, np.float32) for name in models}
-    valid = np.zeros(len(records), bool)
+                workers: int = 2) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(name -> (N, views, K) view scores, valid rows): each image loaded once by the runtime's pipeline
+    (`training.eval.scoring.scores_of`, as `sixview eval` scores), then run by every model on the same
+    pixels. Images that fail to load are invalid rows."""
 
     def run(items: list) -> list[dict[str, np.ndarray]]:
         pixels = np.concatenate([p.pixels for p in items])
-        views = {name: np.split(model(pixels), np.cumsum([len(p.pixels) * model.meta.rows_per_input
-                                                          for p in items])[:-1]) for name, model in models.items()}
-        return [{name: v[j][:len(items[j].views)] for name, v in views.items()} for j in range(len(items))]
+        views = {name: item_scores(model(pixels), items, model.meta.rows_per_input) for name, model in models.items()}
+        return [{name: v[j] for name, v in views.items()} for j in range(len(items))]
 
-    load = functools.partial(load_one, read=lambda key: key[1].read(), renderer=engine.renderer, routing=role)
-    with contextlib.closing(stream(enumerate(records), load, run, batch, workers)) as results:
-        for n, (loaded, per_model) in enumerate(results, 1):
-            i = loaded.key[0]
-            if per_model is not None:
-                for name, vs in per_model.items():
-                    out[name][i, : len(vs)] = vs
-                valid[i] = True
-            if n % (20 * batch) == 0 or n == len(records):
-                log(f"  {role}: {n}/{len(records)} images")
-    return out, valid
+    return scores_of(engine, role, records, run, list(models), batch, workers)
 
 
 def compare(y: np.ndarray, mask: np.ndarray, classes: list[str], ref: Decisions, low: Decisions) -> dict[str, Any]:
@@ -122,7 +105,7 @@ def gate_role(models_dir: Path, role: str, data: Any, precisions: list[str], arg
     source, split = data
     ds = load_set(source, split, ref.meta.classes, args.limit)
     log(f"{path.name}: {len(ds.records)} images of {ds.name}")
-    scores, valid = view_scores(engine, role, ds.records, models, args.batch, args.workers, log)
+    scores, valid = view_scores(engine, role, ds.records, models, args.batch, args.workers)
     y, mask, classes = ds.targets[valid], ds.mask[valid], list(ref.meta.classes)
     rule = engine.rule(role)  # the model's own merge, thresholds, fallback and presence threshold
     decided = {name: rule.decide_views(vs[valid]) for name, vs in scores.items()}

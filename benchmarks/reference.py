@@ -54,7 +54,6 @@ from benchmarks.reference_keras import (
     keras_from_provenance,
     load_keras,
     quick_models,
-    reference_views,
     time_reference,
 )
 from edge.engine import Engine
@@ -62,7 +61,7 @@ from edge.metadata import MetadataError, ModelMeta
 from edge.model import ModelError, open_model
 from edge.stats import machine_info, summarize
 
-__all__ = ["main", "reference_views", "time_reference"]
+__all__ = ["main", "time_reference"]
 
 GOAL = 5.0
 REFERENCE = "reference (Keras)"

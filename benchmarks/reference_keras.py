@@ -55,11 +55,6 @@ def _views(im: Image.Image, input_size: tuple[int, int], fraction: float) -> np.
     return np.stack([np.asarray(c, dtype=np.float32) for c in crops])
 
 
-def reference_views(data: bytes, input_size: tuple[int, int], fraction: float) -> np.ndarray:
-    """The reference preprocessing: PIL decode, six crops, bicubic resize, float32 batch."""
-    return _views(Image.open(io.BytesIO(data)).convert("RGB"), input_size, fraction)
-
-
 def time_reference(model: Any, data: bytes, input_size: tuple[int, int], fraction: float
                    ) -> tuple[dict[str, float], np.ndarray]:
     """One frame the reference way; ms per stage and the merged scores."""

@@ -29,6 +29,7 @@ from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to
 from convert.metadata import attach
 from edge.atomic import atomic_path
 from edge.metadata import ModelMeta
+from edge.model import PRECISION_SUFFIX
 
 KEEP_FP32 = (
     "LayerNormalization",
@@ -74,7 +75,7 @@ def write_pair(model: onnx.ModelProto, meta: ModelMeta, out: Path) -> list[Path]
     fp16 = attach(to_fp16(fp32), dataclasses.replace(meta, precision="fp16"))
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for name, m in ((f"{meta.role}.onnx", fp32), (f"{meta.role}.fp16.onnx", fp16)):
+    for name, m in ((f"{meta.role}{PRECISION_SUFFIX['fp32']}", fp32), (f"{meta.role}{PRECISION_SUFFIX['fp16']}", fp16)):
         with atomic_path(out / name) as tmp:
             onnx.save(m, str(tmp))
         files.append(out / name)

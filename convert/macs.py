@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
-from edge.metadata import VIEWS_PER_FRAME, ModelMeta
+from convert.metadata import read_meta
+from edge.metadata import VIEWS_PER_FRAME
 
 
 def _fixed(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -58,15 +59,9 @@ def _trans_b(node: onnx.NodeProto) -> bool:
     return any(a.name == "transB" and a.i for a in node.attribute)
 
 
-def file_macs(path: str | Path) -> int:
-    """`graph_macs` of an ONNX file."""
-    return graph_macs(onnx.load(str(path)))
-
-
 def frame_macs(path: str | Path) -> int:
     """Multiply-adds of one six-view frame through a sixview ONNX file: its input's, times the inputs a frame
     takes (six views; one frame for a one-pass graph, whose metadata says so)."""
     model = onnx.load(str(path))
-    props = {p.key: p.value for p in model.metadata_props}
-    inputs = ModelMeta.from_props(props, str(path)).frame_inputs if props else VIEWS_PER_FRAME
+    inputs = read_meta(model, str(path)).frame_inputs if model.metadata_props else VIEWS_PER_FRAME
     return graph_macs(model) * inputs

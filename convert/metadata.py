@@ -18,7 +18,7 @@ from typing import Any
 import onnx
 
 from edge.inputs import file_sha256
-from edge.metadata import DEFAULT_THRESHOLD, KEYS, MetadataError, ModelMeta
+from edge.metadata import DEFAULT_MERGE, DEFAULT_THRESHOLD, KEYS, MetadataError, ModelMeta
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -116,4 +116,4 @@ def fresh_decision(meta: ModelMeta, provenance: dict[str, Any], **changes: Any) 
     calibration dropped from `provenance`, and `changes` (other fields) applied."""
     prov = {k: v for k, v in provenance.items() if k != "calibration"}
     return dataclasses.replace(meta, thresholds=resolve_thresholds(meta.classes, meta.role), presence_threshold=0.0,
-                               merge={"kind": "max"}, provenance=prov, **changes)
+                               merge=dict(DEFAULT_MERGE), provenance=prov, **changes)

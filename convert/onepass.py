@@ -73,6 +73,17 @@ def _pool_nodes(fmap: str, cells: list[tuple[int, int, int, int]], channels: int
     return nodes, consts
 
 
+def pooled_head(nodes: list[onnx.NodeProto]) -> tuple[onnx.NodeProto, onnx.NodeProto]:
+    """The backbone's last global average pool and the node that flattens it (its output: the pooled
+    features the head reads); a ValueError for a graph without them."""
+    gap = next((n for n in reversed(nodes) if n.op_type == "GlobalAveragePool"), None)
+    flat = gap and next((n for n in nodes if n.op_type in ("Squeeze", "Flatten", "Reshape")
+                         and n.input[0] == gap.output[0]), None)
+    if flat is None:
+        raise ValueError("no global average pool and flatten before the head: not a per-view backbone graph")
+    return gap, flat
+
+
 def one_pass(model: onnx.ModelProto, grid: int = 10, fraction: float = 0.6) -> onnx.ModelProto:
     """A copy of a per-view HD graph (input (N, h, w, 3), a global average pool before its head) that takes
     frames of grid x STRIDE pixels and returns their six views' scores, (N * 6, K)."""
@@ -81,11 +92,7 @@ def one_pass(model: onnx.ModelProto, grid: int = 10, fraction: float = 0.6) -> o
     out.CopyFrom(model)
     g = out.graph
     nodes = list(g.node)
-    gap = next((n for n in reversed(nodes) if n.op_type == "GlobalAveragePool"), None)
-    flat = gap and next((n for n in nodes if n.op_type in ("Squeeze", "Flatten", "Reshape")
-                         and n.input[0] == gap.output[0]), None)
-    if flat is None:
-        raise ValueError("no global average pool and flatten before the head: not a per-view backbone graph")
+    gap, flat = pooled_head(nodes)
     pooled = flat.output[0]
     dims = g.input[0].type.tensor_type.shape.dim
     dims[1].dim_value = dims[2].dim_value = grid * STRIDE

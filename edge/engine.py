@@ -6,15 +6,14 @@ Standard sees thumbnails, HD real photos. Two halves, composed by `Engine`:
   `load(data)` (`decode`, JPEGs at a reduced size chosen for the model the image routes to,
   then the views: a `Prepared` item) and `prepare(decoded)` (pixels already decoded: camera
   frames). Ray's decoding tasks run a `Renderer` on metadata read on the driver.
-- `Runner`: the model sessions (each opened on first use) and one model call per role
-  (`view_scores`).
+- `Runner`: the model sessions (each opened on first use), one model call per role (`view_scores`).
 - `Engine`: both, plus each role's `DecisionRule` (`edge/rule.py`, resolved once): `classify(items)`
   gives one `Verdict` per item (merge, optional per-stream score hook, decision).
 
-Loading is separate from classifying so that a scan can load in worker threads while
-the main thread runs the model. An image is routed once, in `load` or `prepare`; its
-`Prepared` item carries the role and the tiling it was rendered with, so per-call
-settings (a camera's keys, a request's options) never change the engine itself.
+Loading is separate from classifying so that a scan can load in worker threads while the main thread
+runs the model. An image is routed once, in `load` or `prepare`; its `Prepared` item carries the role
+and the tiling it was rendered with, so per-call settings (a camera's keys, a request's options) never
+change the engine itself.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from .model import Model, check_request, model_file, open_role
 from .onnx_props import PropsError, read_props
 from .preprocess import BatchBuffer, model_input, render_views
 from .rule import DecisionRule
-from .tiling import View, view_boxes, view_count
+from .tiling import View, view_boxes
 
 ROUTINGS = ("auto", *ROLES)
 THUMBNAIL_MAX_SIDE = 64  # short side <= this: a CIFAR-like thumbnail -> Standard
@@ -170,8 +169,7 @@ class Renderer:
 
     def prepare(self, decoded: Decoded, *, routing: str | None = None, tiling: bool | None = None,
                 timings_ms: dict[str, float] | None = None) -> Prepared:
-        """Route decoded pixels (`routing` overrides the default: a role sends the image to that
-        model) and render their views for that model."""
+        """Route decoded pixels (`routing` overrides the default) and render their views for that model."""
         t0 = time.perf_counter()
         role = route(decoded.width, decoded.height, routing or self.routing)
         return self._render(decoded, role, tiling, timings_ms, t0)
@@ -187,6 +185,13 @@ class Renderer:
         timings = dict(timings_ms or {})
         timings["preprocess"] = (time.perf_counter() - t0) * 1e3
         return Prepared(role, tiling, decoded.width, decoded.height, views, names, pixels, timings)
+
+
+def item_scores(out: np.ndarray, items: list[Prepared], rows: int) -> list[np.ndarray]:
+    """Each item's (views, classes) rows of one model call on their packed pixels (`rows` per input: 1, or a
+    one-pass frame's six), cut to the views it was rendered with (without tiling: the whole view)."""
+    ends = np.cumsum([len(p.pixels) * rows for p in items])
+    return [out[e - len(p.pixels) * rows:e][:len(p.views)] for p, e in zip(items, ends, strict=True)]
 
 
 class Runner:
@@ -209,9 +214,7 @@ class Runner:
             return self._models[role]
 
     def view_scores(self, items: list[Prepared]) -> tuple[list[np.ndarray], list[float]]:
-        """Raw per-view scores (views, classes) for each item, one model call per role,
-        and each item's share of its call's inference time in ms. A one-pass graph returns all six
-        views' rows for each frame; an item rendered without tiling keeps the first (the whole view)."""
+        """Each item's raw (views, classes) scores, one model call per role, and its share of the call's ms."""
         scores: list[np.ndarray] = [np.empty(0)] * len(items)
         infer_ms = [0.0] * len(items)
         groups: dict[str, list[int]] = {}
@@ -221,16 +224,13 @@ class Runner:
             idx = groups[role]
             model = self.model(role)
             if role not in self._buffers:
-                self._buffers[role] = BatchBuffer(view_count() * len(idx), model.meta.input_size)
+                self._buffers[role] = BatchBuffer(model.meta.frame_inputs * len(idx), model.meta.input_size)
             batch = self._buffers[role].pack([items[i].pixels for i in idx])
             t0 = time.perf_counter()
             out = model(batch)
             ms = (time.perf_counter() - t0) * 1e3 / len(idx)
-            rows, start = model.meta.rows_per_input, 0
-            for i in idx:
-                n = len(items[i].pixels) * rows
-                scores[i], infer_ms[i] = out[start:start + n][:len(items[i].views)], ms
-                start += n
+            for i, s in zip(idx, item_scores(out, [items[i] for i in idx], model.meta.rows_per_input), strict=True):
+                scores[i], infer_ms[i] = s, ms
         return scores, infer_ms
 
 
@@ -248,9 +248,8 @@ class Engine:
                  guess_in_labels: bool = False):
         self.runner = Runner(models_dir, device, precision, threads)
         self.renderer = Renderer(lambda role: self.runner.model(role).meta, routing, tiling, max_pixels)
-        self.models_dir, self.routing, self.device, self.precision = Path(models_dir), routing, device, precision
-        self.threads, self.tiling, self.threshold, self.max_pixels = threads, tiling, threshold, max_pixels
-        self.guess_in_labels = guess_in_labels
+        self.models_dir, self.routing, self.tiling, self.max_pixels = Path(models_dir), routing, tiling, max_pixels
+        self.threshold, self.guess_in_labels = threshold, guess_in_labels
         self.load, self.prepare, self.decode = self.renderer.load, self.renderer.prepare, self.renderer.decode
         self.model, self.view_scores = self.runner.model, self.runner.view_scores
         self._rules: dict[str, DecisionRule] = {}

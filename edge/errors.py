@@ -88,11 +88,6 @@ class NotFound(PerInputError):
 SETUP_ERRORS: tuple[type[BaseException], ...] = (FatalError,)  # what `except` clauses that stop a run catch
 
 
-def setup_errors() -> tuple[type[BaseException], ...]:
-    """Every class that stops a run: `SETUP_ERRORS`."""
-    return SETUP_ERRORS
-
-
 def is_fatal(e: BaseException) -> bool:
     """Whether `e` stops the run (a setup error) rather than being one input's error."""
     return isinstance(e, SETUP_ERRORS)

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ModelInvalid
+from .tiling import view_count
 
 FORMAT_VERSION = 1
 INPUT_NAME = "images"  # the graph's one input, NHWC float32 (convert.export names it)
-VIEWS_PER_FRAME = 6  # edge.tiling.VIEW_NAMES
+VIEWS_PER_FRAME = view_count()  # edge.tiling.VIEW_NAMES
 ONE_PASS_FORMAT = 2  # a graph that computes the six views itself (tiling.in_graph): older runtimes must refuse it
 ROLES = ("standard", "hd")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -59,7 +60,6 @@ class ModelMeta:
     provenance: dict[str, Any] = field(default_factory=dict)
     input_layout: str = "NHWC"
     input_range: str = "0..255 RGB"
-    format: int = FORMAT_VERSION
     presence_threshold: float = 0.0  # presence (P(any class)) below this: none of the classes
     merge: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MERGE))  # edge.merge.merged_scores
 
@@ -67,6 +67,11 @@ class ModelMeta:
     def view_fraction(self) -> float:
         """Side of a corner/centre view as a fraction of the image side."""
         return float(self.tiling["view_fraction"])
+
+    @property
+    def format(self) -> int:
+        """`sixview.format`: 2 for a graph that computes the views itself, else 1."""
+        return ONE_PASS_FORMAT if self.views_in_graph else FORMAT_VERSION
 
     @property
     def views_in_graph(self) -> bool:
@@ -96,8 +101,7 @@ class ModelMeta:
     def to_props(self) -> dict[str, str]:
         """The `metadata_props` key/value strings (JSON values)."""
         d = asdict(self)
-        d.pop("format")
-        d["sixview.format"] = ONE_PASS_FORMAT if self.views_in_graph else FORMAT_VERSION
+        d["sixview.format"] = self.format
         d["classes"] = list(self.classes)
         d["input_size"] = list(self.input_size)
         keys = [*REQUIRED, *(["presence_threshold"] if self.presence_threshold else []),  # defaults: not written
@@ -160,7 +164,6 @@ class ModelMeta:
             provenance=v["provenance"],
             presence_threshold=float(pt),
             merge=merge,
-            format=fmt,
         )
 
 

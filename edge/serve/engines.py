@@ -32,8 +32,8 @@ class Classifier:
             scores, infer_ms = self.engine.view_scores(items)
             start = 0
             for job, threshold in jobs:
-                n = len(job)
-                results.append([self.engine.verdict(p, s, ms, rule=self.engine.rule(p.role, threshold))
+                n, rules = len(job), {p.role: self.engine.rule(p.role, threshold) for p in job}  # once per role
+                results.append([self.engine.verdict(p, s, ms, rule=rules[p.role])
                                 for p, s, ms in zip(job, scores[start:start + n], infer_ms[start:start + n],
                                                     strict=True)])
                 start += n

@@ -12,27 +12,21 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-from PIL import Image
-
+from ..headers import probe
 from .batcher import Busy
 
 
 def declared_pixels(data: bytes) -> int:
-    """The pixels an image's header declares (0 when the header cannot be read); nothing is decoded."""
+    """The pixels an image's header declares (`edge.headers.probe`, as decoding reads it; 0 when the header
+    cannot be read); nothing is decoded."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
+        return probe(data).pixels
     except Exception:  # noqa: BLE001 (not an image: decoding will say so, in the ordinary lane)
         return 0
-    return int(w) * int(h)
 
 
 class Places:

@@ -24,7 +24,7 @@ from training.eval.calibrate import role_files, write_thresholds
 from training.eval.groups import group_breakdown
 from training.eval.merge_fit import fit_logit_linear, own_bias
 from training.eval.report import merge_text, pct, summary_lines, write_report
-from training.eval.scoring import decisions, evaluate_role
+from training.eval.scoring import evaluate_role
 from training.eval.sets import LabelledSet, combine_sets, ids_sha256, load_set, run_part
 
 
@@ -156,11 +156,12 @@ def score_role(engine: Engine, role: str, ds: LabelledSet, batch: int, report: d
     valid = ~np.isnan(vs[:, 0, 0])
     res["calibration_overlap"] = calibration_overlap(meta.provenance, ds, valid)
     report["roles"][role] = res
-    if groups := group_breakdown(ds, vs, meta):  # the set's groups.csv or species.csv
+    on = engine.rule(role).decide_views(vs[valid])  # the runtime's decisions, tiling on
+    if groups := group_breakdown(ds, valid, on, meta.classes):  # the set's groups.csv or species.csv
         report.setdefault("groups", {})[role] = groups
     cols = ds.known
     names = [c for c, k in zip(meta.classes, cols, strict=True) if k]
-    s_on = decisions(vs[valid], engine.rule(role))["on"].scores  # the runtime's merged scores
+    s_on = on.scores  # the runtime's merged scores
     y, mask = ds.targets[valid], ds.mask[valid]
     curve = (y[:, cols], s_on[:, cols], names, mask[:, cols])
     report["inputs"]["no_positives"] = [c for c, n in zip(names, (y[:, cols] * mask[:, cols]).sum(axis=0),

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.metadata import ModelMeta
-from edge.rule import DecisionRule
+from edge.rule import Decisions
 from training.errors import DataError
 from training.eval.sets import LabelledSet
 
@@ -85,15 +85,13 @@ def group_table(groups: list[str | None], confident: np.ndarray, guess: np.ndarr
     return table
 
 
-def group_breakdown(ds: LabelledSet, vs: np.ndarray, meta: ModelMeta) -> list[dict[str, Any]] | None:
-    """The group table of one model on `ds` from its (N, views, K) view scores (NaN rows: images
-    that failed, left out) at the model's own merge and decision; None when the set names no groups."""
+def group_breakdown(ds: LabelledSet, valid: np.ndarray, decided: Decisions,
+                    classes: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The group table of one model on `ds` from its decisions on the `valid` rows (the runtime's rule,
+    tiling on; the images that failed left out); None when the set names no groups."""
     groups = row_groups(ds)
     if groups is None:
         return None
-    valid = ~np.isnan(vs[:, 0, 0])
-    batch = DecisionRule.of(meta).decide_views(vs[valid])  # the runtime's own decision
     kept = [g for g, ok in zip(groups, valid, strict=True) if ok]
     positive = ((ds.targets == 1) & ds.mask).any(axis=1)[valid]
-    return group_table(kept, batch.confident, batch.guess_mask, meta.classes, positive)
-
+    return group_table(kept, decided.confident, decided.guess_mask, classes, positive)

@@ -112,9 +112,9 @@ def group_lines(report: dict[str, Any]) -> list[str]:
              "| --- | --- | --- | --- | --- | --- |"]
     for role, table in groups.items():
         for r in table:
-            top = ", ".join(f"{t['label']} {100 * t['share']:.1f}" for t in r["top_labels"]) or "-"
-            lines.append(f"| {role} | {r['group']} | {r['photos']} | {100 * r['labelled']:.1f} "
-                         f"| {100 * r['labelled_or_guessed']:.1f} | {top} |")
+            top = ", ".join(f"{t['label']} {pct(t['share'])}" for t in r["top_labels"]) or "-"
+            lines.append(f"| {role} | {r['group']} | {r['photos']} | {pct(r['labelled'])} "
+                         f"| {pct(r['labelled_or_guessed'])} | {top} |")
     return lines
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,19 +39,34 @@ def view_scores(engine: Engine, role: str, data: LabelledSet, batch: int = 8,
                 workers: int = 2, errors: list[tuple[str, str]] | None = None) -> np.ndarray:
     """(N, views, K) per-view scores of `role` on every image, through the runtime's pipeline (every
     image sent to `role`; NaN rows for undecodable ones, whose (id, error) go into `errors` when given)."""
+    run = lambda items: [{"": s} for s in engine.view_scores(items)[0]]  # noqa: E731
+    scores, _ = scores_of(engine, role, data.records, run, [""], batch, workers, errors)
+    return scores[""]
+
+
+def scores_of(engine: Engine, role: str, records: Sequence[Record], run: Callable[[list], list[dict[str, np.ndarray]]],
+              names: Sequence[str], batch: int = 8, workers: int = 2,
+              errors: list[tuple[str, str]] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per name, (N, views, K) scores of `records`, each image loaded once by the runtime's pipeline
+    (`edge.pipeline.stream`, sent to `role`) and `run(items)` giving each item its {name: (views, K)} scores;
+    and which rows loaded (NaN rows for the others, whose (id, error) go into `errors` when given)."""
     k = len(engine.model(role).meta.classes)
-    out = np.full((len(data.records), view_count(engine.tiling), k), np.nan, np.float32)
+    out = {n: np.full((len(records), view_count(engine.tiling), k), np.nan, np.float32) for n in names}
+    valid = np.zeros(len(records), bool)
     load = functools.partial(load_one, read=_read, renderer=engine.renderer, routing=role)
-    results = stream(enumerate(data.records), load, lambda items: engine.view_scores(items)[0], batch, workers)
-    with contextlib.closing(results), tqdm(total=len(out), desc=role, unit="img", disable=None, leave=False) as bar:
-        for loaded, scores in results:
+    results = stream(enumerate(records), load, run, batch, workers)
+    with contextlib.closing(results), tqdm(total=len(records), desc=role, unit="img", disable=None,
+                                           leave=False) as bar:
+        for loaded, per_name in results:
             i, rec = loaded.key
-            if scores is not None:
-                out[i, : len(scores)] = scores
+            if per_name is not None:
+                for n, vs in per_name.items():
+                    out[n][i, : len(vs)] = vs
+                valid[i] = True
             elif errors is not None:
                 errors.append((rec.id, loaded.error))
             bar.update(1)
-    return out
+    return out, valid
 
 
 def _read(key: tuple[int, Record]) -> bytes | np.ndarray:

@@ -12,14 +12,14 @@ import numpy as np
 
 from edge.merge import sigmoid
 from training.data.photos import UNKNOWN
-from training.eval.metrics import best_f1_thresholds
+from training.eval import metrics as M
 
 
 def thresholds(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """(K,) per class the threshold of best F1 over the photos whose target for it is known
     (`training.eval.metrics.best_f1_thresholds`, as calibration chooses them)."""
     known = targets != UNKNOWN
-    return np.array(best_f1_thresholds(targets == 1, scores, [1.0] * scores.shape[1], known))
+    return np.array(M.best_f1_thresholds(targets == 1, scores, [1.0] * scores.shape[1], known))
 
 
 def figures(scores: np.ndarray, targets: np.ndarray, thr: np.ndarray | None = None) -> dict[str, float]:
@@ -27,13 +27,10 @@ def figures(scores: np.ndarray, targets: np.ndarray, thr: np.ndarray | None = No
     thresholds `thr` (default: `thresholds` of these photos). Label-free: no known class present."""
     known = targets != UNKNOWN
     thr = thresholds(scores, targets) if thr is None else thr
-    pred = (scores >= thr) & known
-    pos = (targets == 1) & known
-    free = ~pos.any(axis=1)
-    tp = (pred & pos).sum()
-    return {"labelled_free": float(pred[free].any(axis=1).mean()) if free.any() else float("nan"),
-            "precision": float(tp / max(pred.sum(), 1)), "recall": float(tp / max(pos.sum(), 1)),
-            "n_free": int(free.sum())}
+    pred = scores >= thr
+    pr = M.micro_pr(targets, pred, known)
+    return {"labelled_free": M.share_with_label(targets, pred, known), "precision": pr["precision"],
+            "recall": pr["recall"], "n_free": int(M.label_free(targets, known).sum())}
 
 
 def photo_scores(view_logits: np.ndarray) -> np.ndarray:

@@ -24,11 +24,10 @@ from onnx import helper, numpy_helper
 
 from convert.fp16 import write_pair
 from convert.metadata import fresh_decision, read_meta
-from convert.onepass import FEATURES
+from convert.onepass import FEATURES, pooled_head
 from training.openworld.head import OpenHead
 
 PREFIX = "sixview_open/"
-GAP_OP = "GlobalAveragePool"
 
 
 def head_tensors(model: onnx.ModelProto) -> tuple[str, str]:
@@ -40,10 +39,7 @@ def head_tensors(model: onnx.ModelProto) -> tuple[str, str]:
     sig = next(n for n in reversed(nodes) if n.op_type == "Sigmoid" and n.output[0] in outputs)
     if any(FEATURES in n.input for n in nodes):  # a one-pass graph: its views' pooled rows
         return FEATURES, sig.input[0]
-    gap = next(n for n in reversed(nodes) if n.op_type == GAP_OP)
-    pooled = gap.output[0]
-    squeeze = next((n for n in nodes if n.op_type in ("Squeeze", "Flatten", "Reshape") and n.input[0] == pooled), None)
-    return (squeeze.output[0] if squeeze else pooled), sig.input[0]
+    return pooled_head(nodes)[1].output[0], sig.input[0]
 
 
 def graft(model: onnx.ModelProto, head: OpenHead) -> onnx.ModelProto:

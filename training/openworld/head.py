@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from edge.merge import sigmoid
 from training.data.photos import UNKNOWN
 
 
@@ -52,7 +53,7 @@ def _logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray,
         s = x @ theta
         ls = np.logaddexp(0, s)
         value = np.sum(w * (ls - y * s)) + 0.5 * np.sum(pen * theta ** 2)
-        p = 1 / (1 + np.exp(-s))
+        p = sigmoid(s)
         return value, x.T @ (w * (p - y)) + pen * theta
 
     start = np.zeros(x.shape[1]) if x0 is None else x0

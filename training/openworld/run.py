@@ -88,7 +88,7 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
     """Fit the head for `hd_onnx` on `plans` (the HD adaptation's sets first, in its order) into `out`."""
     meta = read_meta(onnx.load(str(hd_onnx), load_external_data=False), str(hd_onnx))
     splits = make_splits([(p.path, p.holdout, p.report) for p in plans], cache=cache)
-    check_reproduced(splits, heldout_digests(meta.merge))
+    check_reproduced(splits, heldout_digests(meta.provenance))
     write_splits(splits, out)
     chosen, held_masks = parts(plans, splits, teach_every, cache=cache)
     view_size = meta.input_size[0]  # the teacher sees the views at the per-view model's size

@@ -36,10 +36,10 @@ def make_splits(sets: list[tuple[str, float, float]], seed: int = 0, cache: Path
     return {"sets": out}
 
 
-def heldout_digests(hd_meta_merge: dict) -> list[str]:
-    """The held-out ids digests a calibrated HD model names (its fitted merge's `fitted_on`)."""
-    text = hd_meta_merge.get("fitted_on", "")
-    return [part.split("ids sha256 ")[1][:64] for part in text.split("; ") if "ids sha256 " in part]
+def heldout_digests(provenance: dict) -> list[str]:
+    """The ids digests of the held-out photos a calibrated HD model was calibrated on (its provenance's
+    `calibration.sets`, written by `sixview eval --calibrate`)."""
+    return [s["ids_sha256"] for s in provenance.get("calibration", {}).get("sets", []) if s.get("heldout")]
 
 
 def check_reproduced(splits: dict, digests: list[str]) -> None:

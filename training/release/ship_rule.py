@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.eval.report import pct
+
 MAX_MAP_DROP = 0.005  # 0.5 point of mAP
 TRUST = (("label_free_labelled", "label-free photos labelled", -1), ("precision", "precision", 1),
          ("recall", "recall", 1))  # (key, name, +1: higher is better / -1: lower is better)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
 
 
 def misses(table: dict[str, Any]) -> list[str]:
@@ -30,10 +28,10 @@ def misses(table: dict[str, Any]) -> list[str]:
         if before.get("mAP") is not None and after.get("mAP") is not None:
             drop = before["mAP"] - after["mAP"]
             if drop > MAX_MAP_DROP + 1e-12:
-                out.append(f"{source}: mAP {_pct(before['mAP'])} -> {_pct(after['mAP'])} "
+                out.append(f"{source}: mAP {pct(before['mAP'])} -> {pct(after['mAP'])} "
                            f"({100 * (drop - MAX_MAP_DROP):.1f} point past the {100 * MAX_MAP_DROP:g} allowed)")
         for key, name, sign in TRUST:
             b, a = before.get(key), after.get(key)
             if b is not None and a is not None and sign * (a - b) < -1e-12:
-                out.append(f"{source}: {name} {_pct(b)} -> {_pct(a)}")
+                out.append(f"{source}: {name} {pct(b)} -> {pct(a)}")
     return out

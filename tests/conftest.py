@@ -33,6 +33,7 @@ MODULE_TIERS = {
     "test_convert_fixes": "integration",  # Keras -> tf2onnx -> ONNX Runtime (TensorFlow's import: ~20 s)
     "test_onepass_keras": "integration",  # Keras -> tf2onnx -> the one-pass graph (TensorFlow)
     "test_openworld_tune": "integration",  # the HD head fine-tuned in Keras (TensorFlow)
+    "test_distill": "integration",  # a Lite0 exported, read back and distilled for one pass (TensorFlow)
     "test_training_shared": "integration",  # the real data sets
     "test_training_pipeline": "integration",  # tf.data and MixUp in TensorFlow (no training; the import: ~10 s)
 }

@@ -26,10 +26,14 @@ from training.errors import UserError
 @click.option("--tune-head", is_flag=True,
               help="First fine-tune the HD head (LayerNorm, Dense, GELU, Dense) on the fit parts' views, stopped on "
                    "the held-out photos' loss (for a --one-pass graph, whose views' features are not those it learnt).")
+@click.option("--distill", "distill_epochs", type=click.IntRange(0), default=0, show_default=True, metavar="EPOCHS",
+              help="With --one-pass: first train the backbone's convolutions for EPOCHS so that each window of the "
+                   "frame's feature map gives the features and logits the per-view graph gives the view alone (the "
+                   "fit photos teach, the held-out photos choose the epoch; resumes from RUN/distill/).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: splits.json, evidence cache, head.json, onnx/.")
 def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share: tuple[str, ...],
-              teach_every: int, one_pass: int | None, tune_head: bool, out: Path) -> None:
+              teach_every: int, one_pass: int | None, tune_head: bool, distill_epochs: int, out: Path) -> None:
     """Fit an open-world head on the HD model's frozen features: a per-view "this is something else" logit
     distilled from the backbone's ImageNet classifier (foxes, whales, starfish are none of the classes), and
     a per-class gate that lowers a class's score where it fires, fitted with photos of other animals as hard
@@ -51,8 +55,11 @@ def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share
     seen = {Path(p).name for p in meta.provenance.get("training_data", [])}
     plans = [SetPlan(p, 0.2, 0.1 if Path(p).name in seen else new_report, shares.get(Path(p).name, 1.0))
              for p in data]
+    if distill_epochs and not one_pass:
+        raise click.BadParameter("distils for a one-pass graph: give --one-pass GRID too", param_hint="--distill")
     try:
-        report = run_open(hd_onnx, plans, out, teach_every, one_pass=one_pass, tune=tune_head)
+        report = run_open(hd_onnx, plans, out, teach_every, one_pass=one_pass, tune=tune_head,
+                          distill_epochs=distill_epochs)
     except ValueError as e:
         raise UserError(str(e)) from e
     for name, fig in report["heldout_check"]["both"].items():

@@ -26,9 +26,10 @@ import numpy as np
 import onnx
 
 from convert.metadata import read_meta
-from convert.onepass import write_one_pass
+from convert.onepass import STRIDE, write_one_pass
 from edge.atomic import atomic_write
 from training.openworld import check
+from training.openworld.distill import distil, distil_rows
 from training.openworld.extract import SetEvidence, evidence, file_hash
 from training.openworld.graft import head_macs, write_models
 from training.openworld.head import OpenHead, fit_gate, fit_other
@@ -82,9 +83,20 @@ def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) ->
             for i, name in enumerate(names)}
 
 
+def _distilled(hd_onnx: Path, meta, plans: list[SetPlan], chosen: dict, held: list[np.ndarray], out: Path,
+               grid: int, epochs: int, cache: Path | None) -> tuple[Path, dict[str, Any]]:
+    """The per-view graph with the kernels of its backbone distilled for one pass (`distill.distil`)."""
+    classes = list(meta.classes)
+    evs = evidence(chosen, hd_onnx, classes, out, TEACHER, meta.input_size[0], cache)
+    fit, held_rows = distil_rows([p.path for p in plans], [chosen[p.path][0] for p in plans], evs, held,
+                                 grid * STRIDE, classes, cache)
+    return distil(hd_onnx, fit, held_rows, out / "distill", meta.provenance.get("arch", TEACHER), grid,
+                  meta.view_fraction, epochs)
+
+
 def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 3, l2_other: float = 1.0,
              l2_gate: float = 3e-3, cache: Path | None = None, one_pass: int | None = None,
-             tune: bool = False) -> dict[str, Any]:
+             tune: bool = False, distill_epochs: int = 0) -> dict[str, Any]:
     """Fit the head for `hd_onnx` on `plans` (the HD adaptation's sets first, in its order) into `out`."""
     meta = read_meta(onnx.load(str(hd_onnx), load_external_data=False), str(hd_onnx))
     splits = make_splits([(p.path, p.holdout, p.report) for p in plans], cache=cache)
@@ -92,9 +104,12 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
     write_splits(splits, out)
     chosen, held_masks = parts(plans, splits, teach_every, cache=cache)
     view_size = meta.input_size[0]  # the teacher sees the views at the per-view model's size
-    graph = write_one_pass(hd_onnx, one_pass, out / "onepass")[0] if one_pass else hd_onnx
-    evs = evidence(chosen, graph, list(meta.classes), out, TEACHER, view_size, cache)
     held = [held_masks[p.path] for p in plans]
+    source, distilled = hd_onnx, None
+    if one_pass and distill_epochs:
+        source, distilled = _distilled(hd_onnx, meta, plans, chosen, held, out, one_pass, distill_epochs, cache)
+    graph = write_one_pass(source, one_pass, out / "onepass")[0] if one_pass else hd_onnx
+    evs = evidence(chosen, graph, list(meta.classes), out, TEACHER, view_size, cache)
     tuned = None
     if tune:  # the head fine-tuned on the fit parts' views, stopped on the held-out ones', then the gate on it
         tuned, logits = tune_head(graph, _stack(evs, held, False), _stack(evs, held, True), out / "tuned" / "hd.onnx")
@@ -104,7 +119,9 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
     fit, names = _stack(evs, held, False), [Path(p.path).name for p in plans]
     heads = {k: fit_head(fit, list(meta.classes), l2_other, l2_gate, use) for k, use in VARIANTS.items()}
     head, held_views = heads["both"], _stack(evs, held, True)
-    report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "one_pass_grid": one_pass, "tuned_head": tuned,
+    report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "one_pass_grid": one_pass,
+              "distilled": distilled and {k: distilled[k] for k in ("held", "best_epoch", "epochs", "lr")},
+              "tuned_head": tuned,
               "teacher": f"{TEACHER} ImageNet-1k",
               "other_synsets": int(other_mask(list(meta.classes)).sum()), "macs_per_view": head_macs(head),
               "sets": [str(Path(p.path).resolve()) for p in plans], "l2_other": l2_other, "l2_gate": l2_gate,

@@ -51,7 +51,7 @@ def head_weights(model: onnx.ModelProto) -> tuple[list[str], float]:
     return [ln.input[1], ln.input[2], mm1.input[1], b1, mm2.input[1], b2], eps
 
 
-def _keras_head(weights: list[np.ndarray], eps: float):
+def keras_head(weights: list[np.ndarray], eps: float):
     import keras
 
     f = keras.Input((weights[0].shape[0],))
@@ -88,7 +88,7 @@ def tune_head(graph: Path, fit: dict[str, np.ndarray], held: dict[str, np.ndarra
     model = onnx.load(str(graph))
     names, eps = head_weights(model)
     inits = {t.name: t for t in model.graph.initializer}
-    head = _keras_head([numpy_helper.to_array(inits[n]) for n in names], eps)
+    head = keras_head([numpy_helper.to_array(inits[n]) for n in names], eps)
     keras.utils.set_random_seed(seed)
     head.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=1e-4),
                  loss=lambda y, z: tf.nn.sigmoid_cross_entropy_with_logits(y, z))

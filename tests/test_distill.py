@@ -1,0 +1,124 @@
+"""The backbone read back from its exported graph (`training.models.from_onnx`) and distilled for one pass
+(`training.openworld.distill`): a real EfficientNet-Lite0 with random batch-norm statistics, exported as the
+shipped HD file is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("tf2onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import keras  # noqa: E402
+import onnx  # noqa: E402
+
+from convert.export import export_onnx  # noqa: E402
+from convert.metadata import attach, build_meta  # noqa: E402
+from convert.onepass import one_pass  # noqa: E402
+from training.models.factory import build_model  # noqa: E402
+from training.models.from_onnx import load_backbone, write_kernels  # noqa: E402
+
+ARCH, K, SIZE = "efficientnet-lite0", 3, 64
+
+
+def _run(model, images: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: images})[0]
+
+
+@pytest.fixture(scope="module")
+def exported():
+    """(Keras model with random weights and batch-norm statistics, its exported ONNX graph)."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_model(ARCH, K, SIZE)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c),
+                               rng.uniform(0.5, 2.0, c)])
+    for name in ("head_dense", "predictions"):  # biases that are not zero, which tf2onnx would drop
+        w, b = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([w, rng.normal(0, 0.1, b.shape)])
+    return model, export_onnx(model, (SIZE, SIZE))
+
+
+def test_the_backbone_read_back_computes_what_the_graph_does(exported):
+    model, graph = exported
+    fresh = build_model(ARCH, K, SIZE)
+    fresh.get_layer("head_layernorm").set_weights(model.get_layer("head_layernorm").get_weights())
+    for name in ("head_dense", "predictions"):
+        fresh.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    assert load_backbone(fresh, graph) == sum(isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D |
+                                                         keras.layers.BatchNormalization) for layer in fresh.layers)
+    images = np.random.default_rng(1).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    want = _run(graph, images)
+    np.testing.assert_allclose(np.asarray(fresh(images)), want, atol=2e-5)
+    assert np.ptp(want) > 0.05  # the comparison is not between constant outputs
+
+
+def _perturbed(graph, seed: int):
+    """(Keras model read back from `graph` with every kernel scaled by U(0.7, 1.3), a copy of `graph` holding
+    those kernels)."""
+    fresh = build_model(ARCH, K, SIZE)
+    load_backbone(fresh, graph)
+    rng = np.random.default_rng(seed)
+    for layer in fresh.layers:  # what training changes: the kernels
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
+            w = layer.get_weights()[0]
+            layer.set_weights([w * rng.uniform(0.7, 1.3, w.shape).astype(np.float32)])
+    copy = onnx.ModelProto()
+    copy.CopyFrom(graph)
+    assert write_kernels(fresh, copy) == sum(isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D)
+                                             for layer in fresh.layers)
+    return fresh, copy
+
+
+def test_kernels_written_back_are_the_graphs(exported):
+    model, graph = exported
+    fresh, copy = _perturbed(graph, 2)
+    feats = keras.Model(fresh.input, fresh.get_layer("head_gap").output)
+    images = np.random.default_rng(3).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    assert not np.allclose(_run(graph, images), _run(copy, images), atol=1e-4)  # the kernels changed the graph
+    again = build_model(ARCH, K, SIZE)
+    load_backbone(again, copy)  # and reading the rewritten graph gives the changed network back
+    np.testing.assert_allclose(np.asarray(keras.Model(again.input, again.get_layer("head_gap").output)(images)),
+                               np.asarray(feats(images)), atol=2e-5)
+
+
+def test_distillation_learns_the_views_features_and_the_one_pass_graph_computes_the_student(exported, tmp_path):
+    from edge.preprocess import render_views
+    from edge.tiling import view_boxes
+    from training.openworld.distill import Rows, distil, student
+    from training.openworld.graft import head_tensors
+
+    model, graph = exported
+    graph = attach(graph, build_meta(["a", "b", "c"], "hd", (SIZE, SIZE), "fp32"))
+    src = tmp_path / "hd.onnx"  # the student starts away from the teacher (`graph`), which it can match
+    src.write_bytes(attach(_perturbed(graph, 5)[1], build_meta(["a", "b", "c"], "hd", (SIZE, SIZE), "fp32"))
+                    .SerializeToString())
+    rng = np.random.default_rng(4)
+    frames = rng.uniform(0, 255, (6, 320, 320, 3)).astype(np.uint8)  # fine detail: seen whole, not in the views
+    views = np.empty((6 * 6, SIZE, SIZE, 3), np.uint8)  # each frame's six views, as the per-view model sees them
+    for n, f in enumerate(frames):
+        render_views(f, view_boxes(320, 320), (SIZE, SIZE), views[6 * n:6 * n + 6])
+    probe = onnx.ModelProto()
+    probe.CopyFrom(graph)
+    probe.graph.output.extend([onnx.helper.make_empty_tensor_value_info(n) for n in head_tensors(probe)])
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    f, z = sess.run(list(head_tensors(probe)), {"images": views.astype(np.float32)})
+    rows = Rows(frames, f.reshape(6, 6, -1), z.reshape(6, 6, -1))
+    first = distil(src, rows, rows, tmp_path / "distill", ARCH, 10, 0.6, epochs=1, lr=1e-4, batch=3)[1]
+    out, state = distil(src, rows, rows, tmp_path / "distill", ARCH, 10, 0.6, epochs=2, lr=1e-4, batch=3)
+    assert state["held"][:2] == first["held"] and len(state["held"]) == 3  # resumed after the saved epoch
+    held = [h["total"] for h in state["held"]]
+    assert state["best_epoch"] > 0 and held[state["best_epoch"]] < 0.8 * held[0]  # it learnt the views' features
+    rewritten = one_pass(onnx.load(str(out)), grid=10)
+    net = student(onnx.load(str(out)), ARCH, K, 10, 0.6)
+    got = _run(rewritten, frames.astype(np.float32))  # (N * 6, K): the head on the student's window means
+    pooled = np.asarray(net(frames.astype(np.float32))).reshape(-1, f.shape[-1])
+    head = keras.Model(model.get_layer("head_layernorm").input, model.get_layer("predictions").output)
+    np.testing.assert_allclose(got, np.asarray(head(pooled)), atol=1e-4)
+

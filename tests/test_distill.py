@@ -122,3 +122,19 @@ def test_distillation_learns_the_views_features_and_the_one_pass_graph_computes_
     head = keras.Model(model.get_layer("head_layernorm").input, model.get_layer("predictions").output)
     np.testing.assert_allclose(got, np.asarray(head(pooled)), atol=1e-4)
 
+
+
+def test_a_graph_that_names_no_keras_layers_is_refused_in_one_line():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from training.models.from_onnx import conv_map
+
+    w = numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv0")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    with pytest.raises(ValueError, match="names no Keras layer"):
+        conv_map(helper.make_model(graph))
+    fresh = build_model(ARCH, K, SIZE)
+    with pytest.raises(ValueError, match="no weights for the Keras layer"):
+        load_backbone(fresh, helper.make_model(helper.make_graph([], "empty", [], [])))

@@ -113,6 +113,7 @@ def test_distillation_learns_the_views_features_and_the_one_pass_graph_computes_
     first = distil(src, rows, rows, tmp_path / "distill", ARCH, 10, 0.6, epochs=1, lr=1e-4, batch=3)[1]
     out, state = distil(src, rows, rows, tmp_path / "distill", ARCH, 10, 0.6, epochs=2, lr=1e-4, batch=3)
     assert state["held"][:2] == first["held"] and len(state["held"]) == 3  # resumed after the saved epoch
+    assert int(np.load(tmp_path / "distill" / "last_optimizer.npz")["arr_0"]) == 2 * 2  # Adam's step: 2 epochs x 2
     held = [h["total"] for h in state["held"]]
     assert state["best_epoch"] > 0 and held[state["best_epoch"]] < 0.8 * held[0]  # it learnt the views' features
     rewritten = one_pass(onnx.load(str(out)), grid=10)

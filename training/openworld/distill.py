@@ -12,7 +12,8 @@ unchanged head:
 on the fit photos' cached per-view evidence (`extract.SetEvidence`: no labels are used, so every photo
 teaches), batch norms frozen, only convolution kernels trained; the epoch with the least loss on the
 held-out photos is kept and its kernels are written into a copy of the per-view graph, which
-`convert.onepass` then rewrites. Each epoch is saved, so `run_open` resumes an interrupted distillation.
+`convert.onepass` then rewrites. Each epoch is saved with the optimizer's state, so `run_open` resumes an
+interrupted distillation (and a longer one continues a shorter one, its cosine schedule stretched).
 """
 
 from __future__ import annotations
@@ -106,15 +107,15 @@ def held_loss(net, head, rows: Rows, scale: float, batch: int = 32) -> dict[str,
     return {"features": round(feat, 5), "logits": round(logit, 5), "total": round(feat + logit, 5)}
 
 
-def _save(net, file: Path) -> None:
+def _save(values: list, file: Path) -> None:
     buf = io.BytesIO()
-    np.savez(buf, *net.get_weights())
+    np.savez(buf, *[np.asarray(v) for v in values])
     atomic_write(file, buf.getvalue(), binary=True)
 
 
-def _load(net, file: Path) -> None:
+def _load(file: Path) -> list[np.ndarray]:
     z = np.load(file)
-    net.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
+    return [z[f"arr_{i}"] for i in range(len(z.files))]
 
 
 def distil(hd_onnx: Path, fit: Rows, held: Rows, out: Path, arch: str, grid: int, fraction: float,
@@ -138,13 +139,16 @@ def distil(hd_onnx: Path, fit: Rows, held: Rows, out: Path, arch: str, grid: int
     state_file = out / "state.json"
     if state_file.exists():
         state = {**json.loads(state_file.read_text()), "epochs": epochs}
-        _load(net, out / "last.npz")
+        net.set_weights(_load(out / "last.npz"))
     else:
         state = {"held": [held_loss(net, head, held, scale)], "best_epoch": 0, "epochs": epochs, "lr": lr,
                  "batch": batch, "fit_photos": len(fit.frames), "held_photos": len(held.frames)}
     steps = -(-len(fit.frames) // batch)
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps * epochs))
-    opt.iterations.assign(steps * (len(state["held"]) - 1))
+    opt.build(net.trainable_variables)
+    if (out / "last_optimizer.npz").exists():  # Adam's moments and step count, as the last epoch left them
+        for var, value in zip(opt.variables, _load(out / "last_optimizer.npz"), strict=True):
+            var.assign(value)
 
     @tf.function(reduce_retracing=True)
     def step(x, ft, zt):
@@ -162,14 +166,15 @@ def distil(hd_onnx: Path, fit: Rows, held: Rows, out: Path, arch: str, grid: int
             feat, logit = step(*_batch(fit, np.sort(idx)))
             bar.set_postfix(features=f"{float(feat):.4f}", logits=f"{float(logit):.4f}")
         state["held"].append(held_loss(net, head, held, scale))
-        _save(net, out / "last.npz")
+        _save(net.get_weights(), out / "last.npz")
+        _save([v.numpy() for v in opt.variables], out / "last_optimizer.npz")
         if state["held"][-1]["total"] < state["held"][state["best_epoch"]]["total"]:
             state["best_epoch"] = epoch
-            _save(net, out / "best.npz")
+            _save(net.get_weights(), out / "best.npz")
         atomic_write(state_file, json.dumps(state, indent=1))
     net = student(hd, arch, head.output.shape[-1], grid, fraction)
     if state["best_epoch"]:
-        _load(net, out / "best.npz")
+        net.set_weights(_load(out / "best.npz"))
     write_kernels(net, hd)
     meta = read_meta(hd, str(hd_onnx))
     done = {"from_sha256": file_sha256(hd_onnx), "grid": grid, **state}

@@ -144,11 +144,7 @@ def distil(hd_onnx: Path, fit: Rows, held: Rows, out: Path, arch: str, grid: int
         state = {"held": [held_loss(net, head, held, scale)], "best_epoch": 0, "epochs": epochs, "lr": lr,
                  "batch": batch, "fit_photos": len(fit.frames), "held_photos": len(held.frames)}
     steps = -(-len(fit.frames) // batch)
-    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps * epochs))
-    opt.build(net.trainable_variables)
-    if (out / "last_optimizer.npz").exists():  # Adam's moments and step count, as the last epoch left them
-        for var, value in zip(opt.variables, _load(out / "last_optimizer.npz"), strict=True):
-            var.assign(value)
+    opt = _optimizer(net, lr, steps * epochs, out / "last_optimizer.npz")
 
     @tf.function(reduce_retracing=True)
     def step(x, ft, zt):
@@ -182,3 +178,15 @@ def distil(hd_onnx: Path, fit: Rows, held: Rows, out: Path, arch: str, grid: int
     with atomic_path(out / "hd.onnx") as tmp:
         onnx.save(hd, str(tmp))
     return out / "hd.onnx", state
+
+
+def _optimizer(net, lr: float, total_steps: int, saved: Path):
+    """Adam on a cosine schedule over `total_steps`, with the moments and step count of `saved` if it exists."""
+    import keras
+
+    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, total_steps))
+    opt.build(net.trainable_variables)
+    if saved.exists():
+        for var, value in zip(opt.variables, _load(saved), strict=True):
+            var.assign(value)
+    return opt

@@ -9,7 +9,8 @@
    (then `sixview eval RUN/onnx --heldout-of RUN --calibrate --fit-merge` chooses them).
 
 With `one_pass` (a grid), the HD graph is first rewritten to see each frame once (`convert.onepass`,
-`onepass/hd.onnx`), and the head is fitted on that graph's window features and grafted onto it. With
+`onepass/hd.onnx`), and the head is fitted on that graph's window features and grafted onto it; with
+`distill_epochs`, its backbone is first trained for that pass (`distill.distil`, `distill/`). With
 `tune`, the HD head itself is first fine-tuned on the evidence (`tune.tune_head`, `tuned/hd.onnx`).
 
 Steps 1-2 are cached in the folder, so an interrupted run redoes only what it had not finished.

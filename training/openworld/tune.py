@@ -52,6 +52,7 @@ def head_weights(model: onnx.ModelProto) -> tuple[list[str], float]:
 
 
 def keras_head(weights: list[np.ndarray], eps: float):
+    """The head as a Keras model from its weights (`head_weights`' order): pooled features -> logits."""
     import keras
 
     f = keras.Input((weights[0].shape[0],))

@@ -7,7 +7,7 @@ convolution's batch norm became a Mul (scale) and an Add (bias). So each Keras c
 Conv's kernel (OIHW -> HWIO, depthwise (C, 1, h, w) -> (h, w, C, 1)) and each Keras BatchNormalization
 becomes the affine map it folded into: mean 0, variance 1 - eps (so x / sqrt(var + eps) = x), gamma
 the scale (1 where the Conv absorbed it), beta the bias. The network then computes what the graph does
-(`tests/test_from_onnx.py`), and with its batch norms frozen, training changes only convolution
+(`tests/test_distill.py`), and with its batch norms frozen, training changes only convolution
 kernels, which `write_kernels` puts back into the graph's own initializers.
 """
 

@@ -52,7 +52,13 @@ def conv_map(model: onnx.ModelProto) -> dict[str, dict[str, str]]:
 
 
 def _kernel(value: np.ndarray, depthwise: bool) -> np.ndarray:
+    """An ONNX kernel in Keras' layout: OIHW -> HWIO, depthwise (C, 1, h, w) -> (h, w, C, 1)."""
     return value.transpose(2, 3, 0, 1) if depthwise else value.transpose(2, 3, 1, 0)
+
+
+def _onnx_kernel(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
+    """The inverse of `_kernel`."""
+    return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(3, 2, 0, 1))
 
 
 def load_backbone(keras_model: keras.Model, model: onnx.ModelProto) -> int:
@@ -88,11 +94,10 @@ def write_kernels(keras_model: keras.Model, model: onnx.ModelProto) -> int:
         if not isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
             continue
         name = found[layer.name]["kernel"]
-        kernel = np.asarray(layer.get_weights()[0], np.float32)
-        value = kernel.transpose(2, 3, 0, 1) if isinstance(layer, keras.layers.DepthwiseConv2D) \
-            else kernel.transpose(3, 2, 0, 1)
+        value = _onnx_kernel(np.asarray(layer.get_weights()[0], np.float32),
+                             isinstance(layer, keras.layers.DepthwiseConv2D))
         if tuple(inits[name].dims) != value.shape:
             raise ValueError(f"{layer.name}: kernel {value.shape} does not fit the graph's {tuple(inits[name].dims)}")
-        inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
         done += 1
     return done

@@ -168,10 +168,9 @@ def distil(hd_onnx: Path, fit: Rows, held: Rows, out: Path, arch: str, grid: int
             state["best_epoch"] = epoch
             _save(net.get_weights(), out / "best.npz")
         atomic_write(state_file, json.dumps(state, indent=1))
-    net = student(hd, arch, head.output.shape[-1], grid, fraction)
-    if state["best_epoch"]:
+    if state["best_epoch"]:  # else no epoch beat the start: the graph's kernels stay as they are
         net.set_weights(_load(out / "best.npz"))
-    write_kernels(net, hd)
+        write_kernels(net, hd)
     meta = read_meta(hd, str(hd_onnx))
     done = {"from_sha256": file_sha256(hd_onnx), "grid": grid, **state}
     attach(hd, dataclasses.replace(meta, provenance={**meta.provenance, "one_pass_distilled": done}))

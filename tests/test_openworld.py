@@ -3,16 +3,22 @@ ONNX graph (scores as the head says), the splits it reproduces, and its quick ch
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from head_graphs import head_graph, set_weight
 from onnx import TensorProto, helper, numpy_helper
 
+from convert.macs import graph_macs
 from training.eval.sets import ids_sha256
 from training.openworld import check
-from training.openworld.graft import graft, head_macs, head_tensors
+from training.openworld.extract import SetEvidence
+from training.openworld.graft import graft, head_tensors
 from training.openworld.head import OpenHead, fit_gate, fit_other
+from training.openworld.prune import hidden_layer, pay
 from training.openworld.splits import check_reproduced
 from training.openworld.synsets import AMBIGUOUS, other_mask, other_mass
 
@@ -104,7 +110,72 @@ def test_graft_computes_the_head_in_the_graph():
     z = np.log(before) - np.log1p(-before)
     expected = 1 / (1 + np.exp(-head.logits(z, pooled)))
     np.testing.assert_allclose(after, expected, atol=1e-5)
-    assert head_macs(head) == 4 + 12 + 6
+    assert graph_macs(graft(model, head)) - graph_macs(model) == 4 * 3  # folded: one (F, K) product
+    assert hidden_layer(model, "logits") is None  # no hidden layer to pay for it with
+
+
+def _hidden_hd(c: int = 4, h: int = 8, k: int = 3) -> onnx.ModelProto:
+    """`head_graph` (the HD head's shape) whose units 2 and 5 send nothing on and unit 6 is constant."""
+    model = head_graph(np.random.default_rng(4), c, h, k, spatial=2)
+    w = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
+    w["w2"][[2, 5]] = 0.0
+    w["w1"][:, 6] = 0.0
+    w["b1"][6] = 0.7
+    for name in ("w1", "b1", "w2"):
+        set_weight(model, name, w[name])
+    return model
+
+
+def _scores(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": x})[0]
+
+
+def _evidence(model: onnx.ModelProto, x: np.ndarray) -> SetEvidence:
+    """The cached evidence of images `x` taken as photos of two views each: pooled features and logits."""
+    s, photos = _scores(model, x), len(x) // 2
+    return SetEvidence("set", [str(i) for i in range(photos)], np.zeros((photos, 2, 3), np.float32),
+                       x.mean(axis=(1, 2)).reshape(photos, 2, -1), (np.log(s) - np.log1p(-s)).reshape(photos, 2, 3),
+                       np.zeros((photos, 2, 1000), np.float16))
+
+
+def test_pruned_units_pay_for_the_head_and_the_graph_computes_what_was_fitted():
+    model = _hidden_hd()
+    assert hidden_layer(model, "z") is not None
+    x = np.random.default_rng(5).normal(size=(10, 2, 2, 4)).astype(np.float32)
+    ev = _evidence(model, x)
+    z0 = ev.logits.copy()
+    # the (F, K) product costs 12 multiply-adds; a unit saves F + K = 7, so two go: of the three whose removal
+    # changes nothing (2 and 5 send nothing on, 6 is constant), the first two, ties kept in unit order
+    layer, units, means = pay(model, "pooled", "z", [ev], [np.array([False, False, True, False, True])], 12)
+    assert units.tolist() == [2, 5]
+    np.testing.assert_allclose(ev.logits, z0, atol=1e-6)  # their removal moves no logit
+    head = OpenHead(np.array([1.0, -1.0, 0.5, 0.0]), 0.25, np.array([1.0, 0.5, 2.0]),
+                    np.array([0.0, -1.0, -0.5]), np.array([0.1, 0.0, -0.2]),
+                    np.arange(12, dtype=float).reshape(4, 3) / 10)
+    grafted = graft(model, head, (layer, units, means))
+    assert graph_macs(grafted) - graph_macs(model) == 12 - 2 * 7
+    expected = 1 / (1 + np.exp(-head.logits(ev.logits.reshape(-1, 3), x.mean(axis=(1, 2)))))
+    np.testing.assert_allclose(_scores(grafted, x), expected, atol=1e-5)
+
+
+def test_pruned_units_are_replaced_by_their_means_and_the_cached_logits_follow_the_graph():
+    model = _hidden_hd()
+    w2 = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w2")).copy()
+    x = np.random.default_rng(6).normal(size=(8, 2, 2, 4)).astype(np.float32)
+    ev = _evidence(model, x)
+    z0 = ev.logits.copy()
+    layer, units, means = pay(model, "pooled", "z", [ev], [np.zeros(4, bool)], 22)  # four units of 7
+    assert units.size == 4 and {2, 5, 6} < set(units.tolist())  # the three that change nothing, and one more
+    np.testing.assert_allclose(means[units.tolist().index(6)], 0.35 * (1 + math.erf(0.7 / math.sqrt(2))),
+                               rtol=1e-5)  # the constant unit's mean is its value, GELU(0.7)
+    assert np.abs(ev.logits - z0).max() > 1e-3  # the fourth unit mattered: the cached logits moved ...
+    identity = OpenHead(np.zeros(4), 0.0, np.ones(3), np.zeros(3), np.zeros(3), np.zeros((4, 3)))
+    pruned = graft(model, identity, (layer, units, means))  # ... to what the pruned graph computes
+    np.testing.assert_allclose(_scores(pruned, x), 1 / (1 + np.exp(-ev.logits.reshape(-1, 3))), atol=1e-5)
+    assert graph_macs(pruned) - graph_macs(model) == 12 - 4 * 7
+    np.testing.assert_array_equal(numpy_helper.to_array(next(i for i in model.graph.initializer
+                                                             if i.name == "w2")), w2)  # the model is left as it was
 
 
 def test_check_reproduced_refuses_other_splits():

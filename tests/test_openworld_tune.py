@@ -6,36 +6,15 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 pytest.importorskip("tensorflow")
 ort = pytest.importorskip("onnxruntime")
 
+from head_graphs import head_graph  # noqa: E402
+
 from training.openworld.tune import head_weights, tune_head  # noqa: E402
 
 F, H, K = 8, 16, 2
-
-
-def head_graph(rng: np.random.Generator) -> onnx.ModelProto:
-    """images (N, 4, 4, F) -> GAP -> LayerNorm -> Dense -> GELU (erf) -> Dense -> Sigmoid, random weights."""
-    init = {"gamma": np.ones(F), "beta": np.zeros(F), "w1": rng.normal(0, 0.3, (F, H)), "b1": np.zeros(H),
-            "w2": rng.normal(0, 0.3, (H, K)), "b2": np.zeros(K), "sqrt2": np.array(np.sqrt(2)),
-            "one": np.array(1.0), "half": np.array(0.5)}
-    n = helper.make_node
-    nodes = [n("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]), n("GlobalAveragePool", ["nchw"], ["gap"]),
-             n("Flatten", ["gap"], ["pooled"]),
-             n("LayerNormalization", ["pooled", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-3),
-             n("MatMul", ["ln", "w1"], ["mm1"]), n("Add", ["mm1", "b1"], ["h"]), n("Div", ["h", "sqrt2"], ["hd"]),
-             n("Erf", ["hd"], ["he"]), n("Add", ["he", "one"], ["h1"]), n("Mul", ["h", "h1"], ["hm"]),
-             n("Mul", ["hm", "half"], ["g"]), n("MatMul", ["g", "w2"], ["mm2"]), n("Add", ["mm2", "b2"], ["z"]),
-             n("Sigmoid", ["z"], ["scores"])]
-    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
-                                                                            ["N", 4, 4, F])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", K])],
-                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in init.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def evidence(rng: np.random.Generator, photos: int) -> dict[str, np.ndarray]:
@@ -49,7 +28,7 @@ def evidence(rng: np.random.Generator, photos: int) -> dict[str, np.ndarray]:
 
 def test_tuning_lowers_the_held_out_loss_and_the_graph_computes_the_tuned_head(tmp_path):
     rng = np.random.default_rng(0)
-    onnx.save(head_graph(rng), str(tmp_path / "hd.onnx"))
+    onnx.save(head_graph(rng, F, H, K), str(tmp_path / "hd.onnx"))
     names, eps = head_weights(onnx.load(str(tmp_path / "hd.onnx")))
     assert names == ["gamma", "beta", "w1", "b1", "w2", "b2"] and eps == pytest.approx(1e-3)
     fit, held = evidence(rng, 600), evidence(rng, 200)
@@ -64,7 +43,7 @@ def test_tuning_lowers_the_held_out_loss_and_the_graph_computes_the_tuned_head(t
 
 
 def test_a_head_of_another_shape_is_refused():
-    model = head_graph(np.random.default_rng(0))
+    model = head_graph(np.random.default_rng(0), F, H, K)
     ln = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
     model.graph.node.remove(ln)
     for node in model.graph.node:

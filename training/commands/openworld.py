@@ -66,4 +66,8 @@ def openworld(hd_onnx: Path, data: tuple[str, ...], new_report: float, fit_share
         b, a = fig["before"], fig["after"]
         click.echo(f"{name}: label-free labelled {b['labelled_free']:.3f} -> {a['labelled_free']:.3f}, "
                    f"recall {b['recall']:.3f} -> {a['recall']:.3f} (held-out photos, thresholds of best F1 over them)")
+    moved = report["held_logit_change"]
+    click.echo(f"the head adds {report['macs_per_view']:+,} multiply-adds a view "
+               f"({len(report['pruned_units'] or [])} hidden units of the HD head pruned to pay for it; held-out "
+               f"logits moved {moved['mean']:.4f} on average, {moved['max']:.3f} at most)")
     click.echo(f"wrote {out / 'onnx'}")

@@ -1,14 +1,15 @@
 """Writing the open-world head into the HD graph: one graph, one output, the same decision rule.
 
-The head's two linear maps become five nodes between the HD model's pooled features, its
-logits and its final Sigmoid (`head_tensors`):
+The head's logits, `a * z + b * other + features @ u + d` with `other = features @ other_w + other_b`,
+are folded into the HD head's own last Dense layer (`z = h @ w2 + b2`) and one product of the features:
 
-    other  = features @ other_w + other_b                 (N, 1)
-    logits = a * logits + b * other + features @ u + d    (N, K)
-    scores = Sigmoid(logits)                              the graph's output, as before
+    w2' = w2 * a,   b2' = a * b2 + b * other_b + d,   u' = u + other_w (x) b
+    logits = h @ w2' + b2' + features @ u'           (two nodes: MatMul, Add)
+    scores = Sigmoid(logits)                          the graph's output, as before
 
-so every backend runs it unchanged, and the runtime's decision (merge, thresholds) applies to
-the new scores. The metadata keeps the model's, with the head's provenance added and the
+so every backend runs it unchanged, and the runtime's decision (merge, thresholds) applies to the
+new scores. With `pruned` (`prune.pay`), the hidden units that pay for the product's multiply-adds
+are removed first. The metadata keeps the model's, with the head's provenance added and the
 thresholds, merge and presence threshold reset to the defaults: they were chosen for the old
 scores, and `sixview eval --calibrate --fit-merge` chooses them again on held-out photos.
 """
@@ -26,6 +27,7 @@ from convert.fp16 import write_pair
 from convert.metadata import fresh_decision, read_meta
 from convert.onepass import FEATURES, pooled_head
 from training.openworld.head import OpenHead
+from training.openworld.prune import Hidden, dense, prune
 
 PREFIX = "sixview_open/"
 
@@ -42,26 +44,31 @@ def head_tensors(model: onnx.ModelProto) -> tuple[str, str]:
     return pooled_head(nodes)[1].output[0], sig.input[0]
 
 
-def graft(model: onnx.ModelProto, head: OpenHead) -> onnx.ModelProto:
-    """A copy of the HD graph with `head` between its features, logits and Sigmoid."""
+def graft(model: onnx.ModelProto, head: OpenHead,
+          pruned: tuple[Hidden, np.ndarray, np.ndarray] | None = None) -> onnx.ModelProto:
+    """A copy of the HD graph whose logits are `head`'s, folded as the module says; a ValueError when the
+    logits are not a Dense layer's."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     features, logits = head_tensors(out)
-    consts = {"other_w": head.other_w.reshape(-1, 1), "other_b": np.array([head.other_b]),
-              "a": head.a, "b": head.b, "d": head.d, "u": head.u}
-    out.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), PREFIX + k)
-                                 for k, v in consts.items())
-    p = PREFIX
-    nodes = [helper.make_node("MatMul", [features, p + "other_w"], [p + "other_mm"], name=p + "OtherMatMul"),
-             helper.make_node("Add", [p + "other_mm", p + "other_b"], [p + "other"], name=p + "OtherAdd"),
-             helper.make_node("Mul", [logits, p + "a"], [p + "za"], name=p + "ScaleLogits"),
-             helper.make_node("Mul", [p + "other", p + "b"], [p + "ob"], name=p + "ScaleOther"),
-             helper.make_node("Add", [p + "za", p + "ob"], [p + "zo"], name=p + "AddOther"),
-             helper.make_node("MatMul", [features, p + "u"], [p + "fu"], name=p + "FeatureMatMul"),
-             helper.make_node("Add", [p + "zo", p + "fu"], [p + "zf"], name=p + "AddFeatures"),
-             helper.make_node("Add", [p + "zf", p + "d"], [p + "logits"], name=p + "AddBias")]
+    if pruned:
+        prune(out, *pruned)
+    inits = {i.name: i for i in out.graph.initializer}
+    top = dense(list(out.graph.node), inits, logits)
+    if top is None:
+        raise ValueError("the HD logits are not a Dense layer's (MatMul, Add): the head cannot be folded in")
+    _, w2, b2 = top
+    a, b = np.asarray(head.a, np.float64), np.asarray(head.b, np.float64)
+    new = {w2: numpy_helper.to_array(inits[w2]) * a,
+           b2: a * numpy_helper.to_array(inits[b2]) + b * head.other_b + head.d}
+    for name, value in new.items():
+        inits[name].CopyFrom(numpy_helper.from_array(np.asarray(value, np.float32), name))
+    u = head.u + np.outer(head.other_w, b)
+    out.graph.initializer.append(numpy_helper.from_array(np.asarray(u, np.float32), PREFIX + "u"))
+    nodes = [helper.make_node("MatMul", [features, PREFIX + "u"], [PREFIX + "fu"], name=PREFIX + "FeatureMatMul"),
+             helper.make_node("Add", [logits, PREFIX + "fu"], [PREFIX + "logits"], name=PREFIX + "AddFeatures")]
     sig = next(n for n in out.graph.node if n.op_type == "Sigmoid" and n.input[0] == logits)
-    sig.input[0] = p + "logits"
+    sig.input[0] = PREFIX + "logits"
     index = list(out.graph.node).index(sig)
     for k, node in enumerate(nodes):
         out.graph.node.insert(index + k, node)
@@ -69,15 +76,11 @@ def graft(model: onnx.ModelProto, head: OpenHead) -> onnx.ModelProto:
     return out
 
 
-def head_macs(head: OpenHead) -> int:
-    """Multiply-adds the head adds per view (its two products with the features, the per-class scaling)."""
-    return int(head.other_w.size + head.u.size + 2 * head.a.size)
-
-
-def write_models(hd_onnx: Path, head: OpenHead, provenance: dict[str, Any], out: Path) -> list[Path]:
+def write_models(hd_onnx: Path, head: OpenHead, provenance: dict[str, Any], out: Path,
+                 pruned: tuple[Hidden, np.ndarray, np.ndarray] | None = None) -> list[Path]:
     """`out/hd.onnx` (FP32) and `out/hd.fp16.onnx` with the head grafted and the metadata updated."""
     model = onnx.load(str(hd_onnx))
     meta = read_meta(model, str(hd_onnx))
     prov = {**meta.provenance, "open_world": provenance}
     prov["training_data"] = sorted({*prov.get("training_data", []), *provenance.get("sets", [])})
-    return write_pair(graft(model, head), fresh_decision(meta, prov), out)
+    return write_pair(graft(model, head, pruned), fresh_decision(meta, prov), out)

@@ -5,13 +5,14 @@ Two small, convex fits (L-BFGS on float64, deterministic):
 1. `fit_other`: a logistic regression from a view's pooled backbone features to the ImageNet
    teacher's probability mass on synsets that are none of the classes (`synsets.other_mass`),
    fitted to those soft targets (distillation): its logit `l` says "this view shows something
-   the backbone knows as another thing" (a fox, a whale, a starfish) for 1,281 multiply-adds.
+   the backbone knows as another thing" (a fox, a whale, a starfish).
 2. `fit_gate`: per class, the view's new logit `a * z + b * l + u . f + d` (z: the HD model's
    logit, f: the view's features; a >= 0, b <= 0, u L2-penalised), a logistic regression on the
    views whose target for the class is known, every set weighted equally, photos of other
    animals as hard negatives.
 
-Both are linear in the features, so the exported graph computes them exactly (`graft`).
+Both are linear in the features, so the exported graph computes them exactly, folded into the HD
+head's last Dense layer and one product of the features (`graft`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 1. splits (`splits.json`): the HD adaptation's own, reproduced and checked against the
    held-out photos its calibration names, then every new set split after them;
 2. evidence (`evidence-<hd hash>/`): per view, HD features and logits, teacher probabilities;
-3. the head (`head.json`): distilled other-mass logit and per-class gate, fitted on fit parts;
-   a quick held-out check of the model before and after;
-4. `onnx/hd.onnx`, `onnx/hd.fp16.onnx`: the HD graph with the head grafted in, thresholds reset
+3. the head (`head.json`): the HD head's hidden units that pay for the head's multiply-adds chosen
+   (`prune.pay`, the cached logits corrected to the pruned graph's), then the distilled other-mass
+   logit and per-class gate fitted on fit parts; a quick held-out check of the model before and after;
+4. `onnx/hd.onnx`, `onnx/hd.fp16.onnx`: the HD graph pruned, with the head folded in, thresholds reset
    (then `sixview eval RUN/onnx --heldout-of RUN --calibrate --fit-merge` chooses them).
 
 With `one_pass` (a grid), the HD graph is first rewritten to see each frame once (`convert.onepass`,
@@ -26,15 +27,17 @@ from typing import Any
 import numpy as np
 import onnx
 
+from convert.macs import graph_macs
 from convert.metadata import read_meta
 from convert.onepass import STRIDE, write_one_pass
 from edge.atomic import atomic_write
 from training.openworld import check
 from training.openworld.distill import distil, distil_rows
 from training.openworld.extract import SetEvidence, evidence, file_hash
-from training.openworld.graft import head_macs, write_models
+from training.openworld.graft import graft, head_tensors, write_models
 from training.openworld.head import OpenHead, fit_gate, fit_other
 from training.openworld.plan import SetPlan, parts
+from training.openworld.prune import pay
 from training.openworld.splits import check_reproduced, heldout_digests, make_splits, write_splits
 from training.openworld.synsets import other_mask, other_mass
 from training.openworld.tune import tune_head
@@ -75,13 +78,20 @@ def fit_head(fit: dict[str, np.ndarray], classes: list[str], l2_other: float, l2
 
 
 def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) -> dict[str, Any]:
-    """Per set, the quick check's figures before and after the head (held-out photos; thresholds of best F1
-    over all sets' held-out photos, chosen for each model)."""
+    """Per set, the quick check's figures before (the HD logits as they were, `original` where pruning moved
+    them) and after the head (held-out photos; thresholds of best F1 over all sets' held-out photos, chosen
+    for each model)."""
     z, f, y = held["logits"], held["features"], held["targets"][:, 0]
-    scores = {"before": check.photo_scores(z), "after": check.photo_scores(head.logits(z, f))}
+    scores = {"before": check.photo_scores(held.get("original", z)), "after": check.photo_scores(head.logits(z, f))}
     thr = {k: check.thresholds(s, y) for k, s in scores.items()}
     return {name: {k: check.figures(s[held["set"] == i], y[held["set"] == i], thr[k]) for k, s in scores.items()}
             for i, name in enumerate(names)}
+
+
+def _change(evs: list[SetEvidence], held: list[np.ndarray], before: dict[int, np.ndarray]) -> dict[str, float]:
+    """How far pruning moved the held-out views' HD logits (mean and largest absolute change)."""
+    d = np.concatenate([np.abs(e.logits - before[id(e)])[m].ravel() for e, m in zip(evs, held, strict=True)])
+    return {"mean": round(float(d.mean()), 5), "max": round(float(d.max()), 4)}
 
 
 def _distilled(hd_onnx: Path, meta, plans: list[SetPlan], chosen: dict, held: list[np.ndarray], out: Path,
@@ -117,23 +127,29 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
         graph = out / "tuned" / "hd.onnx"
         for e in evs:
             e.logits = logits(e.features.reshape(-1, e.features.shape[-1])).reshape(e.logits.shape)
+    model, width = onnx.load(str(graph)), evs[0].features.shape[-1]
+    before = {id(e): e.logits.copy() for e in evs}
+    pruned = pay(model, *head_tensors(model), evs, held, width * len(meta.classes))
     fit, names = _stack(evs, held, False), [Path(p.path).name for p in plans]
     heads = {k: fit_head(fit, list(meta.classes), l2_other, l2_gate, use) for k, use in VARIANTS.items()}
     head, held_views = heads["both"], _stack(evs, held, True)
+    held_views["original"] = np.concatenate([before[id(e)][m] for e, m in zip(evs, held, strict=True)])
     report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "one_pass_grid": one_pass,
               "distilled": distilled and {k: distilled[k] for k in ("held", "best_epoch", "epochs", "lr")},
               "tuned_head": tuned,
               "teacher": f"{TEACHER} ImageNet-1k",
-              "other_synsets": int(other_mask(list(meta.classes)).sum()), "macs_per_view": head_macs(head),
+              "other_synsets": int(other_mask(list(meta.classes)).sum()),
+              "pruned_units": pruned and pruned[1].tolist(), "held_logit_change": _change(evs, held, before),
               "sets": [str(Path(p.path).resolve()) for p in plans], "l2_other": l2_other, "l2_gate": l2_gate,
               "teach_every": teach_every,
               "gate": {c: {"a": round(float(head.a[k]), 4), "b": round(float(head.b[k]), 4),
                            "d": round(float(head.d[k]), 4)} for k, c in enumerate(meta.classes)},
               "heldout_check": {k: held_check(held_views, h, names) for k, h in heads.items()}}
+    report["macs_per_view"] = graph_macs(graft(model, head, pruned)) - graph_macs(model)
+    prov = {k: report[k] for k in ("teacher", "other_synsets", "macs_per_view", "sets", "gate")}
+    write_models(graph, head, {**prov, "fitted_on": "fit parts of splits.json"}, out / "onnx", pruned)
     with atomic_write(out / "head.json") as fh:
         fh.write(json.dumps({**report, "other_w": head.other_w.tolist(), "other_b": head.other_b}, indent=1))
-    prov = {k: report[k] for k in ("teacher", "other_synsets", "macs_per_view", "sets", "gate")}
-    write_models(graph, head, {**prov, "fitted_on": "fit parts of splits.json"}, out / "onnx")
     for f in hd_onnx.parent.glob("standard*.onnx"):  # the Standard model is unchanged: the pair stays whole
         shutil.copy2(f, out / "onnx" / f.name)
     return report

@@ -1,7 +1,8 @@
 """One-pass HD against per-view HD: the work and the time of a six-view frame, interleaved in one run.
 
 --before holds a per-view hd.onnx (six 224-px views a frame), --after a one-pass one (the frame once,
-`convert.onepass`). For each backend, ONNX Runtime FP32, OpenVINO FP32 and OpenVINO INT8 (where both
+`convert.onepass`), or any other HD file to compare frame for frame (the same graph before and after a
+change of its head, say). For each backend, ONNX Runtime FP32, OpenVINO FP32 and OpenVINO INT8 (where both
 folders hold an INT8 IR), both files are opened and one frame each (random pixels of each model's
 input) is timed in turn, in a rotating order (`time_interleaved`), so that load hits both alike;
 the figure is after's p50 / before's p50. Multiply-adds per frame come from `convert.macs.frame_macs`.
@@ -14,6 +15,7 @@ Writes one_pass.json and one_pass.md to --out (default benchmarks/results/<machi
 
     python -m benchmarks.one_pass --before models --after runs/onepass/calibrated
     python -m benchmarks.one_pass --before A --after B --caps native,AVX2 --runs 60
+    python -m benchmarks.one_pass --before OLD --after models --out benchmarks/results/<machine>/open_head
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def markdown(result: dict[str, Any]) -> str:
             for cap, per in result["caps"].items() if "failed" not in per for label, r in per.items() if "p50_ms" in r]
     s = result["settings"]
     return "".join([
-        "# One-pass HD against per-view HD\n\n", machine_md(result["machine"]),
+        "# HD frame for frame: before -> after (a per-view graph -> its one-pass rewrite, or any other change)\n\n",
+        machine_md(result["machine"]),
         f"\nGMAC per six-view frame: before {g['before']:.3f}, after {g['after']:.3f}"
         f" (x{g['after'] / g['before']:.2f})."
         f" {s['threads']} threads; {s['warmup']} warm-up and {s['runs']} timed frames per file, interleaved. p50 ms per"
@@ -102,7 +105,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = parser("benchmarks.one_pass", __doc__)
     p.add_argument("--before", type=Path, default=Path("models"), help="folder with the per-view hd.onnx")
-    p.add_argument("--after", type=Path, required=True, help="folder with the one-pass hd.onnx")
+    p.add_argument("--after", type=Path, required=True,
+                   help="folder with the hd.onnx to compare (the one-pass one, or another)")
     p.add_argument("--caps", default="native", help="comma-separated: native, AVX2, AVX512_CORE, ...")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=5)

@@ -24,8 +24,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from convert.fp16 import write_pair
-from convert.metadata import fresh_decision, read_meta
+from convert.metadata import fresh_decision
 from convert.onepass import FEATURES, pooled_head
+from edge.metadata import ModelMeta
 from training.openworld.head import OpenHead
 from training.openworld.prune import Hidden, dense, prune
 
@@ -76,11 +77,9 @@ def graft(model: onnx.ModelProto, head: OpenHead,
     return out
 
 
-def write_models(hd_onnx: Path, head: OpenHead, provenance: dict[str, Any], out: Path,
-                 pruned: tuple[Hidden, np.ndarray, np.ndarray] | None = None) -> list[Path]:
-    """`out/hd.onnx` (FP32) and `out/hd.fp16.onnx` with the head grafted and the metadata updated."""
-    model = onnx.load(str(hd_onnx))
-    meta = read_meta(model, str(hd_onnx))
+def write_models(meta: ModelMeta, grafted: onnx.ModelProto, provenance: dict[str, Any], out: Path) -> list[Path]:
+    """`out/hd.onnx` (FP32) and `out/hd.fp16.onnx`: `grafted` (`graft` of the HD file whose metadata is
+    `meta`) with that metadata updated."""
     prov = {**meta.provenance, "open_world": provenance}
     prov["training_data"] = sorted({*prov.get("training_data", []), *provenance.get("sets", [])})
-    return write_pair(graft(model, head, pruned), fresh_decision(meta, prov), out)
+    return write_pair(grafted, fresh_decision(meta, prov), out)

@@ -87,14 +87,15 @@ def units_to_pay(width_in: int, k: int, macs: int) -> int:
     return math.ceil(macs / (width_in + k))
 
 
-def activations(model: onnx.ModelProto, features: str, layer: Hidden, rows: np.ndarray,
-                batch: int = 4096) -> np.ndarray:
-    """(n, H) float32 hidden activations of (n, F) pooled-feature rows, by the graph's own ops."""
+def activations(model: onnx.ModelProto, features: str, layer: Hidden, parts: list[np.ndarray],
+                batch: int = 4096) -> list[np.ndarray]:
+    """Per (n, F) array of pooled-feature rows in `parts`, its (n, H) float32 hidden activations, by the
+    graph's own ops."""
     sub = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model([features], [layer.output])
     session = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: rows[i:i + batch].astype(np.float32)})[0]
-                           for i in range(0, len(rows), batch)])
+    return [np.concatenate([session.run(None, {name: rows[i:i + batch].astype(np.float32)})[0]
+                            for i in range(0, len(rows), batch)]) for rows in parts]
 
 
 def choose(h: np.ndarray, w2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +133,7 @@ def pay(model: onnx.ModelProto, features: str, logits: str, evs: list, held: lis
     if layer is None:
         return None
     w = weights(model, layer)
-    hs = [activations(model, features, layer, e.features.reshape(-1, e.features.shape[-1])) for e in evs]
+    hs = activations(model, features, layer, [e.features.reshape(-1, e.features.shape[-1]) for e in evs])
     fit = np.concatenate([h.reshape(len(m), -1, h.shape[-1])[~m].reshape(-1, h.shape[-1])
                           for h, m in zip(hs, held, strict=True)])
     units, means = choose(fit, w["w2"], units_to_pay(w["w1"].shape[0], w["w2"].shape[1], macs))

@@ -145,9 +145,11 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
               "gate": {c: {"a": round(float(head.a[k]), 4), "b": round(float(head.b[k]), 4),
                            "d": round(float(head.d[k]), 4)} for k, c in enumerate(meta.classes)},
               "heldout_check": {k: held_check(held_views, h, names) for k, h in heads.items()}}
-    report["macs_per_view"] = graph_macs(graft(model, head, pruned)) - graph_macs(model)
+    grafted = graft(model, head, pruned)
+    report["macs_per_view"] = graph_macs(grafted) - graph_macs(model)
     prov = {k: report[k] for k in ("teacher", "other_synsets", "macs_per_view", "sets", "gate")}
-    write_models(graph, head, {**prov, "fitted_on": "fit parts of splits.json"}, out / "onnx", pruned)
+    write_models(read_meta(model, str(graph)), grafted, {**prov, "fitted_on": "fit parts of splits.json"},
+                 out / "onnx")  # the metadata of the graph grafted (a one-pass one's differs from hd_onnx's)
     with atomic_write(out / "head.json") as fh:
         fh.write(json.dumps({**report, "other_w": head.other_w.tolist(), "other_b": head.other_b}, indent=1))
     for f in hd_onnx.parent.glob("standard*.onnx"):  # the Standard model is unchanged: the pair stays whole

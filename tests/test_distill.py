@@ -1,6 +1,6 @@
 """The backbone read back from its exported graph (`training.models.from_onnx`) and distilled for one pass
-(`training.openworld.distill`): a real EfficientNet-Lite0 with random batch-norm statistics, exported as the
-shipped HD file is."""
+(`training.openworld.distill`), and the open-world run (`training.openworld.run`) on it: a real
+EfficientNet-Lite0 with random batch-norm statistics, exported as the shipped HD file is."""
 
 from __future__ import annotations
 
@@ -123,6 +123,39 @@ def test_distillation_learns_the_views_features_and_the_one_pass_graph_computes_
     head = keras.Model(model.get_layer("head_layernorm").input, model.get_layer("predictions").output)
     np.testing.assert_allclose(got, np.asarray(head(pooled)), atol=1e-4)
 
+
+
+class _Teacher:
+    """Stands in for the ImageNet teacher (its weights are not needed to test the run): random probabilities."""
+
+    def __init__(self):
+        self.rng = np.random.default_rng(7)
+
+    def predict_on_batch(self, views: np.ndarray) -> np.ndarray:
+        return self.rng.dirichlet(np.ones(1000), len(views)).astype(np.float32)
+
+
+def test_the_open_world_run_pays_for_its_head_with_hidden_units_and_reruns_the_same(exported, colour_set,
+                                                                                     tmp_path, monkeypatch):
+    from convert.macs import graph_macs
+    from convert.metadata import read_meta
+    from training.openworld.plan import SetPlan
+    from training.openworld.run import run_open
+
+    monkeypatch.setattr("training.openworld.extract.imagenet_teacher", lambda arch, size: _Teacher())
+    hd = tmp_path / "hd.onnx"  # the colour set labels blue and red; green is unknown there
+    hd.write_bytes(attach(exported[1], build_meta(["blue", "green", "red"], "hd", (SIZE, SIZE), "fp32"))
+                   .SerializeToString())
+    report = run_open(hd, [SetPlan(str(colour_set), 0.25, 0.25)], tmp_path / "run")
+    written = onnx.load(str(tmp_path / "run" / "onnx" / "hd.onnx"))
+    units, width = len(report["pruned_units"]), 1280  # Lite0's pooled features; its LayerNorm keeps the width
+    assert units == -(-width * K // (width + K))  # the fewest units that pay for the (F, K) product
+    added = graph_macs(written) - graph_macs(onnx.load(str(hd)))
+    assert report["macs_per_view"] == added == width * K - units * (width + K) <= 0
+    assert read_meta(written).provenance["open_world"]["macs_per_view"] == report["macs_per_view"]
+    first = (tmp_path / "run" / "onnx" / "hd.onnx").read_bytes()
+    run_open(hd, [SetPlan(str(colour_set), 0.25, 0.25)], tmp_path / "run")  # from the cached evidence
+    assert (tmp_path / "run" / "onnx" / "hd.onnx").read_bytes() == first  # the same graph, from the cache
 
 
 def test_a_graph_that_names_no_keras_layers_is_refused_in_one_line():

@@ -92,7 +92,7 @@ def test_distillation_learns_the_views_features_and_the_one_pass_graph_computes_
     from edge.preprocess import render_views
     from edge.tiling import view_boxes
     from training.openworld.distill import Rows, distil, student
-    from training.openworld.graft import head_tensors
+    from training.openworld.head_graph import head_tensors
 
     model, graph = exported
     graph = attach(graph, build_meta(["a", "b", "c"], "hd", (SIZE, SIZE), "fp32"))

@@ -16,8 +16,9 @@ from convert.macs import graph_macs
 from training.eval.sets import ids_sha256
 from training.openworld import check
 from training.openworld.extract import SetEvidence
-from training.openworld.graft import graft, head_tensors
+from training.openworld.graft import graft
 from training.openworld.head import OpenHead, fit_gate, fit_other
+from training.openworld.head_graph import head_tensors
 from training.openworld.prune import hidden_layer, pay
 from training.openworld.splits import check_reproduced
 from training.openworld.synsets import AMBIGUOUS, other_mask, other_mass
@@ -111,7 +112,7 @@ def test_graft_computes_the_head_in_the_graph():
     expected = 1 / (1 + np.exp(-head.logits(z, pooled)))
     np.testing.assert_allclose(after, expected, atol=1e-5)
     assert graph_macs(graft(model, head)) - graph_macs(model) == 4 * 3  # folded: one (F, K) product
-    assert hidden_layer(model, "logits") is None  # no hidden layer to pay for it with
+    assert hidden_layer(model) is None  # no hidden layer to pay for it with
 
 
 def _hidden_hd(c: int = 4, h: int = 8, k: int = 3) -> onnx.ModelProto:
@@ -141,13 +142,13 @@ def _evidence(model: onnx.ModelProto, x: np.ndarray) -> SetEvidence:
 
 def test_pruned_units_pay_for_the_head_and_the_graph_computes_what_was_fitted():
     model = _hidden_hd()
-    assert hidden_layer(model, "z") is not None
+    assert hidden_layer(model) is not None
     x = np.random.default_rng(5).normal(size=(10, 2, 2, 4)).astype(np.float32)
     ev = _evidence(model, x)
     z0 = ev.logits.copy()
     # the (F, K) product costs 12 multiply-adds; a unit saves F + K = 7, so two go: of the three whose removal
     # changes nothing (2 and 5 send nothing on, 6 is constant), the first two, ties kept in unit order
-    layer, units, means = pay(model, "pooled", "z", [ev], [np.array([False, False, True, False, True])], 12)
+    layer, units, means = pay(model, [ev], [np.array([False, False, True, False, True])], 12)
     assert units.tolist() == [2, 5]
     np.testing.assert_allclose(ev.logits, z0, atol=1e-6)  # their removal moves no logit
     head = OpenHead(np.array([1.0, -1.0, 0.5, 0.0]), 0.25, np.array([1.0, 0.5, 2.0]),
@@ -165,7 +166,7 @@ def test_pruned_units_are_replaced_by_their_means_and_the_cached_logits_follow_t
     x = np.random.default_rng(6).normal(size=(8, 2, 2, 4)).astype(np.float32)
     ev = _evidence(model, x)
     z0 = ev.logits.copy()
-    layer, units, means = pay(model, "pooled", "z", [ev], [np.zeros(4, bool)], 22)  # four units of 7
+    layer, units, means = pay(model, [ev], [np.zeros(4, bool)], 22)  # four units of 7
     assert units.size == 4 and {2, 5, 6} < set(units.tolist())  # the three that change nothing, and one more
     np.testing.assert_allclose(means[units.tolist().index(6)], 0.35 * (1 + math.erf(0.7 / math.sqrt(2))),
                                rtol=1e-5)  # the constant unit's mean is its value, GELU(0.7)

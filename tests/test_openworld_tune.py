@@ -12,7 +12,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from head_graphs import head_graph  # noqa: E402
 
-from training.openworld.tune import head_weights, tune_head  # noqa: E402
+from training.openworld.head_graph import head_weights  # noqa: E402
+from training.openworld.tune import tune_head  # noqa: E402
 
 F, H, K = 8, 16, 2
 

@@ -34,7 +34,8 @@ from convert.onepass import STRIDE, windows
 from edge.atomic import atomic_path, atomic_write
 from edge.inputs import file_sha256
 from training.openworld.extract import SetEvidence, frames, set_targets
-from training.openworld.tune import head_weights, keras_head
+from training.openworld.head_graph import head_weights
+from training.openworld.tune import keras_head
 
 
 @dataclass

@@ -38,7 +38,7 @@ from training.data.cache import load_split
 from training.data.datasets import open_source
 from training.data.labels import align_labels
 from training.data.photos import UNKNOWN, crop_targets, six_views
-from training.openworld.graft import head_tensors
+from training.openworld.head_graph import head_tensors
 
 BATCH = 32  # photos per step (x 6 views)
 

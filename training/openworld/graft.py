@@ -25,24 +25,12 @@ from onnx import helper, numpy_helper
 
 from convert.fp16 import write_pair
 from convert.metadata import fresh_decision
-from convert.onepass import FEATURES, pooled_head
 from edge.metadata import ModelMeta
 from training.openworld.head import OpenHead
-from training.openworld.prune import Hidden, dense, prune
+from training.openworld.head_graph import head_tensors, logits_dense
+from training.openworld.prune import Hidden, prune
 
 PREFIX = "sixview_open/"
-
-
-def head_tensors(model: onnx.ModelProto) -> tuple[str, str]:
-    """The names of the pooled-features tensor (the head's input, after the global average pool, or a
-    one-pass graph's window means) and of the logits (the input of the final Sigmoid, the graph's output)
-    in an HD graph."""
-    nodes = list(model.graph.node)
-    outputs = {o.name for o in model.graph.output}
-    sig = next(n for n in reversed(nodes) if n.op_type == "Sigmoid" and n.output[0] in outputs)
-    if any(FEATURES in n.input for n in nodes):  # a one-pass graph: its views' pooled rows
-        return FEATURES, sig.input[0]
-    return pooled_head(nodes)[1].output[0], sig.input[0]
 
 
 def graft(model: onnx.ModelProto, head: OpenHead,
@@ -55,10 +43,8 @@ def graft(model: onnx.ModelProto, head: OpenHead,
     if pruned:
         prune(out, *pruned)
     inits = {i.name: i for i in out.graph.initializer}
-    top = dense(list(out.graph.node), inits, logits)
-    if top is None:
-        raise ValueError("the HD logits are not a Dense layer's (MatMul, Add): the head cannot be folded in")
-    _, w2, b2 = top
+    mm, b2 = logits_dense(out)
+    w2 = mm.input[1]
     a, b = np.asarray(head.a, np.float64), np.asarray(head.b, np.float64)
     new = {w2: numpy_helper.to_array(inits[w2]) * a,
            b2: a * numpy_helper.to_array(inits[b2]) + b * head.other_b + head.d}

@@ -34,7 +34,7 @@ from edge.atomic import atomic_write
 from training.openworld import check
 from training.openworld.distill import distil, distil_rows
 from training.openworld.extract import SetEvidence, evidence, file_hash
-from training.openworld.graft import graft, head_tensors, write_models
+from training.openworld.graft import graft, write_models
 from training.openworld.head import OpenHead, fit_gate, fit_other
 from training.openworld.plan import SetPlan, parts
 from training.openworld.prune import pay
@@ -77,20 +77,22 @@ def fit_head(fit: dict[str, np.ndarray], classes: list[str], l2_other: float, l2
     return OpenHead(w, b, a, bb, d, u if use[1] else np.zeros((f.shape[1], len(classes))))
 
 
-def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str]) -> dict[str, Any]:
-    """Per set, the quick check's figures before (the HD logits as they were, `original` where pruning moved
-    them) and after the head (held-out photos; thresholds of best F1 over all sets' held-out photos, chosen
-    for each model)."""
+def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str],
+               original: np.ndarray | None = None) -> dict[str, Any]:
+    """Per set, the quick check's figures before (the HD logits, or `original` ones where pruning moved them)
+    and after the head (held-out photos; thresholds of best F1 over all sets' held-out photos, chosen for
+    each model)."""
     z, f, y = held["logits"], held["features"], held["targets"][:, 0]
-    scores = {"before": check.photo_scores(held.get("original", z)), "after": check.photo_scores(head.logits(z, f))}
+    scores = {"before": check.photo_scores(z if original is None else original),
+              "after": check.photo_scores(head.logits(z, f))}
     thr = {k: check.thresholds(s, y) for k, s in scores.items()}
     return {name: {k: check.figures(s[held["set"] == i], y[held["set"] == i], thr[k]) for k, s in scores.items()}
             for i, name in enumerate(names)}
 
 
-def _change(evs: list[SetEvidence], held: list[np.ndarray], before: dict[int, np.ndarray]) -> dict[str, float]:
+def _change(after: np.ndarray, before: np.ndarray) -> dict[str, float]:
     """How far pruning moved the held-out views' HD logits (mean and largest absolute change)."""
-    d = np.concatenate([np.abs(e.logits - before[id(e)])[m].ravel() for e, m in zip(evs, held, strict=True)])
+    d = np.abs(after - before)
     return {"mean": round(float(d.mean()), 5), "max": round(float(d.max()), 4)}
 
 
@@ -128,23 +130,23 @@ def run_open(hd_onnx: Path, plans: list[SetPlan], out: Path, teach_every: int = 
         for e in evs:
             e.logits = logits(e.features.reshape(-1, e.features.shape[-1])).reshape(e.logits.shape)
     model, width = onnx.load(str(graph)), evs[0].features.shape[-1]
-    before = {id(e): e.logits.copy() for e in evs}
-    pruned = pay(model, *head_tensors(model), evs, held, width * len(meta.classes))
+    original = np.concatenate([e.logits[m] for e, m in zip(evs, held, strict=True)])  # held-out, before pruning
+    pruned = pay(model, evs, held, width * len(meta.classes))
     fit, names = _stack(evs, held, False), [Path(p.path).name for p in plans]
     heads = {k: fit_head(fit, list(meta.classes), l2_other, l2_gate, use) for k, use in VARIANTS.items()}
     head, held_views = heads["both"], _stack(evs, held, True)
-    held_views["original"] = np.concatenate([before[id(e)][m] for e, m in zip(evs, held, strict=True)])
     report = {"hd": str(hd_onnx), "hd_sha256_12": file_hash(hd_onnx), "one_pass_grid": one_pass,
               "distilled": distilled and {k: distilled[k] for k in ("held", "best_epoch", "epochs", "lr")},
               "tuned_head": tuned,
               "teacher": f"{TEACHER} ImageNet-1k",
               "other_synsets": int(other_mask(list(meta.classes)).sum()),
-              "pruned_units": pruned and pruned[1].tolist(), "held_logit_change": _change(evs, held, before),
+              "pruned_units": pruned and pruned[1].tolist(),
+              "held_logit_change": _change(held_views["logits"], original),
               "sets": [str(Path(p.path).resolve()) for p in plans], "l2_other": l2_other, "l2_gate": l2_gate,
               "teach_every": teach_every,
               "gate": {c: {"a": round(float(head.a[k]), 4), "b": round(float(head.b[k]), 4),
                            "d": round(float(head.d[k]), 4)} for k, c in enumerate(meta.classes)},
-              "heldout_check": {k: held_check(held_views, h, names) for k, h in heads.items()}}
+              "heldout_check": {k: held_check(held_views, h, names, original) for k, h in heads.items()}}
     grafted = graft(model, head, pruned)
     report["macs_per_view"] = graph_macs(grafted) - graph_macs(model)
     prov = {k: report[k] for k in ("teacher", "other_synsets", "macs_per_view", "sets", "gate")}

@@ -22,33 +22,8 @@ from tqdm import tqdm
 
 from edge.atomic import atomic_path
 from training.data.photos import UNKNOWN
-from training.openworld.graft import head_tensors
 from training.openworld.head import set_weights
-
-
-def head_weights(model: onnx.ModelProto) -> tuple[list[str], float]:
-    """The initializer names of the head's LayerNorm scale and bias, Dense 1 kernel and bias, Dense 2 kernel
-    and bias (in that order), and the LayerNorm's epsilon; a ValueError for a head of another shape."""
-    features, logits = head_tensors(model)
-    inits = {t.name for t in model.graph.initializer}
-    nodes = list(model.graph.node)
-
-    def find(op: str, test) -> onnx.NodeProto:
-        found = next((n for n in nodes if n.op_type == op and test(n)), None)
-        if found is None:
-            raise ValueError("the HD head is not LayerNorm -> Dense -> GELU -> Dense: cannot fine-tune it")
-        return found
-
-    ln = find("LayerNormalization", lambda n: n.input[0] == features)
-    mm1 = find("MatMul", lambda n: n.input[0] == ln.output[0] and n.input[1] in inits)
-    add1 = find("Add", lambda n: mm1.output[0] in n.input)
-    add2 = find("Add", lambda n: logits in n.output)
-    mm2 = find("MatMul", lambda n: n.output[0] in add2.input and n.input[1] in inits)
-    b1, b2 = (next((i for i in a.input if i in inits), None) for a in (add1, add2))
-    if b1 is None or b2 is None or len(ln.input) < 3:
-        raise ValueError("the HD head is not LayerNorm -> Dense -> GELU -> Dense: cannot fine-tune it")
-    eps = next((a.f for a in ln.attribute if a.name == "epsilon"), 1e-5)
-    return [ln.input[1], ln.input[2], mm1.input[1], b1, mm2.input[1], b2], eps
+from training.openworld.head_graph import head_weights
 
 
 def keras_head(weights: list[np.ndarray], eps: float):

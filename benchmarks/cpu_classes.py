@@ -17,7 +17,7 @@ CPU class, not a measurement on one.
 Writes cpu_classes.json and cpu_classes.md to --out (default
 benchmarks/results/<machine>/): per cap and model the p50 ms per frame of each
 backend, the gates the model passed, what `--device auto --precision auto`
-chooses on that class (`edge.providers.auto_cpu_choice`) and the fastest
+chooses on that class (`edge.providers.auto_cpu_precision`) and the fastest
 backend the gates allow.
 
     python -m benchmarks.cpu_classes                              # the shipped models/, every cap
@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from benchmarks._cli import add_models, add_out_quick, failed, log, parser
 from benchmarks._common import REPO, md_table, out_dir, scratch_dir, shown, write_results, wrote
 from edge.gates import gate_status
-from edge.providers import CPU_CLASS_ENV, CPU_CLASSES, auto_cpu_choice, classify_cpu, cpu_class
+from edge.providers import CPU_CLASS_ENV, CPU_CLASSES, auto_cpu_precision, classify_cpu, cpu_class
 from edge.stats import cpu_flags, machine_info, usable_cores
 
 CAP_CLASS = {"AVX512_CORE_AMX": "amx", "AVX512_CORE_BF16": "avx512_bf16", "AVX512_CORE_VNNI": "avx512_vnni",
@@ -137,8 +137,7 @@ def summarize_cap(cap: str, cls: str, runs: list[dict[str, Any]], models: Path) 
     for file, times in sorted(got.items()):
         p50 = {k: statistics.median(v) for k, v in times.items()}
         passed = gated(models, file)
-        backend, precision = auto_cpu_choice(klass, passed)
-        auto = ("ONNX Runtime" if backend == "cpu" else "OpenVINO") + f" {precision}"
+        auto = f"OpenVINO {auto_cpu_precision(klass, passed)}"
         allowed = {k: v for k, v in p50.items() if k.endswith("fp32") or k.split()[-1] in passed}
         fastest = min(allowed, key=allowed.get) if allowed else None
         ratio = p50[auto] / p50[fastest] if auto in p50 and fastest else None

@@ -11,11 +11,11 @@ Every candidate on every backend (--backends: ONNX Runtime FP32 and OpenVINO FP3
 them; --int8 adds OpenVINO INT8, NNCF-quantised by `convert.int8_ov.quantize` on synthetic six-view batches)
 is timed in ONE run (`benchmarks._common.time_interleaved`): warm-up, then --runs rounds of one timed batch-6
 run per cell, the order rotating every round, so load changes hit them alike. A cell fits when its p50 <= budget.
-The machine may be shared (amd-epyc-2c: a training job): absolute times move with its load, so compare ratios.
+The machine may be shared (a training job): absolute times move with its load, so compare ratios.
 
 Writes frame_budget.json and frame_budget.md to --out (default benchmarks/results/<machine>/).
 
-    python -m benchmarks.frame_budget --out benchmarks/results/amd-epyc-2c
+    python -m benchmarks.frame_budget --out benchmarks/results/amd-epyc-avx512-bf16-2c
     python -m benchmarks.frame_budget --archs efficientnet-lite0 --sizes 160,192 --int8
     python -m benchmarks.frame_budget --quick     # smoke run: lite0 at 64 and 96 px, few runs
 """

@@ -21,7 +21,7 @@ import onnxruntime as ort
 from .errors import ModelInvalid
 from .metadata import PRECISIONS, MetadataError, ModelMeta
 from .onnx_props import PropsError, read_props
-from .providers import ProviderError, auto_cpu_choice, cpu_class, create_session, wants_gpu
+from .providers import ProviderError, create_session, wants_gpu
 
 PRECISION_SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
 COMPUTE_ONLY = ("bf16",)  # run-time precisions with no file of their own: the FP32 file computed in BF16
@@ -117,24 +117,6 @@ def auto_compute_precision(path: Path, meta: ModelMeta) -> str:
     return "bf16" if passed else "fp32"
 
 
-def auto_cpu_backend(path: Path, precision: str) -> str:
-    """`--device auto` on the CPU: `openvino` or `cpu` (ONNX Runtime) for this file, by this CPU's class
-    (`edge/providers.py: cpu_class, auto_cpu_choice`): where OpenVINO would compute in FP32, the class's
-    faster FP32 backend (ONNX Runtime on AVX2-only CPUs); any other precision runs on OpenVINO."""
-    cls = cpu_class()
-    if cls.fp32_backend == "openvino" or precision not in ("auto", "fp32"):
-        return "openvino"
-    if precision == "fp32":
-        return cls.fp32_backend
-    try:
-        meta = ModelMeta.from_props(read_props(path), str(path))
-    except (PropsError, MetadataError):
-        return "openvino"  # opening it there says what is wrong
-    if meta.precision != "fp32":
-        return "openvino"
-    return auto_cpu_choice(cls, {auto_compute_precision(path, meta)} - {"fp32"})[0]
-
-
 def _open_openvino(path: Path, threads: int, precision: str) -> Model:
     from .openvino_backend import compile_int8_ir, compile_onnx
 
@@ -188,16 +170,12 @@ def open_role(models_dir: Path, role: str, device: str = "auto", precision: str 
       one that does not start is an error;
     - `cpu`: ONNX Runtime's CPU provider; `openvino`: OpenVINO (an error if it does not start);
     - `auto`: a GPU when one starts, else OpenVINO when it is installed and starts, else ONNX
-      Runtime's CPU provider (no error: the record's `provider` says which ran); on the CPU, the
-      backend this CPU's class runs fastest at the precision the file's gates allow (`auto_cpu_backend`).
+      Runtime's CPU provider (no error: the record's `provider` says which ran).
     """
     check_request(device, precision)
     *tries, final = backends(device, precision, wants_gpu(device))
     for backend in tries:  # auto: a GPU that did not start (its session is on the CPU), OpenVINO that did not
         path = model_file(models_dir, role, backend, precision)
-        if backend == "openvino" and device == "auto" and auto_cpu_backend(path, precision) == "cpu":
-            log.info("%s: ONNX Runtime, faster in fp32 than OpenVINO on a %s CPU", path.name, cpu_class().name)
-            continue
         try:
             m = open_model(path, backend, threads, precision)
         except ProviderError as e:

@@ -5,8 +5,8 @@ module); `openvino` is the OpenVINO backend (`edge/openvino_backend.py`);
 `auto` is a GPU provider when one starts, else OpenVINO when it is installed
 and starts, else ONNX Runtime's CPU provider (`edge/model.py: open_role`); on
 the CPU, within that order, the backend and precision this CPU's class runs
-fastest among those the model's accuracy gates allow (`CPU_CLASSES`,
-`auto_cpu_choice`: ONNX Runtime for FP32 on AVX2-only CPUs).
+the precision the model's accuracy gates allow on this CPU's class (`CPU_CLASSES`,
+`auto_cpu_precision`: BF16 only where it is native).
 
 ONNX Runtime falls back to the CPU silently when a GPU provider cannot start
 (onnxruntime-gpu lists CUDA and TensorRT as available even on a machine
@@ -51,28 +51,26 @@ CPU_CLASS_ENV = "SIXVIEW_CPU_CLASS"  # names a class of CPU_CLASSES instead of t
 
 @dataclass(frozen=True)
 class CpuClass:
-    """A class of CPU and what `--device auto --precision auto` runs on it: OpenVINO INT8 where the file's
-    int8 gate passed, else OpenVINO BF16 where the CPU has native BF16 and the bf16 gate passed, else FP32
-    on `fp32_backend` (`openvino` or `cpu`: ONNX Runtime), the faster of the two measured on that class
-    (`python -m benchmarks.cpu_classes`, docs/devices.md)."""
+    """A class of CPU and what `--device auto --precision auto` runs on it, on OpenVINO: INT8 where the
+    file's int8 gate passed, else BF16 where the CPU has native BF16 and the bf16 gate passed, else FP32
+    (`python -m benchmarks.cpu_classes` measures each against ONNX Runtime, docs/devices.md)."""
 
     name: str
     flags: tuple[str, ...]  # /proc/cpuinfo flags that all must be present
     bf16: bool  # native BF16: OpenVINO may compute in BF16
-    fp32_backend: str
 
 
-# fp32_backend, measured (docs/devices.md): on a real 2-core AVX2-only AMD EPYC, HD's frame took 65.9 ms on ONNX
-# Runtime FP32 against 87.2 on OpenVINO FP32 (44.5 on OpenVINO INT8); on AVX-512 (Zen 4, and oneDNN capped at
-# AVX512_CORE_VNNI and AVX512_CORE) OpenVINO FP32 was as fast as ONNX Runtime or faster (x1.01-1.47); AMX, ARM
-# and real AVX-512 CPUs without BF16 were not measured.
+# OpenVINO FP32 against ONNX Runtime FP32 (docs/devices.md): as fast or faster on AVX-512 (Zen 4, and oneDNN capped at
+# AVX512_CORE_VNNI and AVX512_CORE: x1.01-1.47) and on a real AVX2-only AMD EPYC (Zen 3: Standard x1.12-1.16, HD
+# x1.21-1.33, interleaved, 1 and 2 threads); one other real AVX2-only EPYC had ONNX Runtime ahead on HD (65.9 against
+# 87.2 ms), where HD runs INT8 anyway. AMX, ARM and real AVX-512 CPUs without BF16 were not measured.
 CPU_CLASSES = (  # best first: a CPU is the first class whose flags it has all
-    CpuClass("amx", ("amx_bf16", "amx_int8"), True, "openvino"),  # Intel Xeon since Sapphire Rapids
-    CpuClass("avx512_bf16", ("avx512_bf16",), True, "openvino"),  # AMD Zen 4/5, Intel Cooper Lake
-    CpuClass("avx512_vnni", ("avx512f", "avx512_vnni"), False, "openvino"),  # Intel Cascade Lake, Ice Lake
-    CpuClass("avx512", ("avx512f",), False, "openvino"),  # Intel Skylake-SP
-    CpuClass("avx2", ("avx2", "fma"), False, "cpu"),  # AMD Zen 1-3, Intel Haswell to Alder Lake
-    CpuClass("other", (), False, "openvino"),  # older x86, ARM, or flags that cannot be read: untested
+    CpuClass("amx", ("amx_bf16", "amx_int8"), True),  # Intel Xeon since Sapphire Rapids
+    CpuClass("avx512_bf16", ("avx512_bf16",), True),  # AMD Zen 4/5, Intel Cooper Lake
+    CpuClass("avx512_vnni", ("avx512f", "avx512_vnni"), False),  # Intel Cascade Lake, Ice Lake
+    CpuClass("avx512", ("avx512f",), False),  # Intel Skylake-SP
+    CpuClass("avx2", ("avx2", "fma"), False),  # AMD Zen 1-3, Intel Haswell to Alder Lake
+    CpuClass("other", (), False),  # older x86, ARM, or flags that cannot be read: untested
 )
 
 
@@ -94,14 +92,12 @@ def cpu_class() -> CpuClass:
     return classify_cpu(cpu_flags())
 
 
-def auto_cpu_choice(cls: CpuClass, gated: set[str] | frozenset[str]) -> tuple[str, str]:
-    """(backend, precision) for `--device auto --precision auto` on a CPU of class `cls`, for a file whose
-    passed gates are `gated` (int8, bf16): `openvino` or `cpu` (ONNX Runtime), and int8, bf16 or fp32."""
+def auto_cpu_precision(cls: CpuClass, gated: set[str] | frozenset[str]) -> str:
+    """What OpenVINO computes in under `--precision auto` on a CPU of class `cls`, for a file whose passed
+    gates are `gated` (int8, bf16): int8, bf16 or fp32 (`edge/model.py: auto_compute_precision` reads them)."""
     if "int8" in gated:
-        return "openvino", "int8"
-    if cls.bf16 and "bf16" in gated:
-        return "openvino", "bf16"
-    return cls.fp32_backend, "fp32"
+        return "int8"
+    return "bf16" if cls.bf16 and "bf16" in gated else "fp32"
 
 
 def default_trt_cache() -> Path:

@@ -101,12 +101,15 @@ def usable_cores() -> int:
 
 
 def machine_info() -> dict[str, object]:
-    """The machine a measurement was made on: CPU, cores, library versions, platform."""
-    cpu = cpu_model()
+    """The machine a measurement was made on: CPU, its class (from its flags), cores, library versions, platform."""
+    from edge.providers import classify_cpu  # here: providers imports this module (and ONNX Runtime)
+
+    cpu, cls = cpu_model(), classify_cpu(cpu_flags()).name
     cores = usable_cores()
     return {
-        "name": machine_name(cpu, cores),
+        "name": machine_name(cpu, cores, cls),
         "cpu": cpu,
+        "cpu_class": cls,
         "cpu_flags": _vector_flags(),
         "cores": cores,
         "logical_cpus": os.cpu_count(),
@@ -119,9 +122,11 @@ def machine_info() -> dict[str, object]:
     }
 
 
-def machine_name(cpu: str, cores: int) -> str:
-    """A file-name-safe slug of the CPU model and core count, e.g. 'amd-epyc-9r14-2c'."""
+def machine_name(cpu: str, cores: int, cpu_class: str = "") -> str:
+    """A file-name-safe slug of the CPU model, its class and core count, e.g. 'amd-epyc-avx2-2c'. Clouds
+    sell different CPUs under one model name ('AMD EPYC'): the class keeps their results apart."""
     text = re.sub(r"\((r|tm|c)\)", " ", cpu.lower())
     text = re.sub(r"\b(processor|cpu|\d+-core)\b|@.*$", " ", text)
     slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-") or "cpu"
-    return f"{slug[:48].rstrip('-')}-{cores}c"
+    cls = re.sub(r"[^a-z0-9]+", "-", cpu_class.lower()).strip("-")
+    return f"{slug[:48].rstrip('-')}{'-' + cls if cls else ''}-{cores}c"

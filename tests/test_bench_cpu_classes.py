@@ -22,7 +22,7 @@ def test_cpu_classes_quick(tmp_path):
         (row,) = c["models"]
         assert row["file"] == "hd.onnx" and row["p50_ms"]["ONNX Runtime fp32"] > 0
         assert row["gates_passed"] == [] and row["fastest_allowed"] in row["p50_ms"]
-    assert caps["AVX2"]["models"][0]["auto"] == "ONNX Runtime fp32"  # no gate on an AVX2-only CPU
+    assert caps["AVX2"]["models"][0]["auto"] == "OpenVINO fp32"  # no gate on an AVX2-only CPU
     assert "OpenVINO bf16" not in caps["AVX2"]["models"][0]["p50_ms"]  # BF16 is not native there
     text = (tmp_path / "cpu_classes.md").read_text(encoding="utf-8")
     assert text.startswith("# CPU classes") and "| AVX2 | avx2 | hd.onnx |" in text

@@ -77,11 +77,17 @@ def test_machine_name(cpu, cores, slug):
     assert machine_name(cpu, cores) == slug
 
 
+def test_machine_name_tells_cpu_classes_apart():
+    """Two CPUs sold as 'AMD EPYC' (Zen 4 with BF16, Zen 3 with AVX2 only) get their own results folders."""
+    assert machine_name("AMD EPYC", 2, "avx512_bf16") == "amd-epyc-avx512-bf16-2c"
+    assert machine_name("AMD EPYC", 2, "avx2") == "amd-epyc-avx2-2c"
+
+
 def test_machine_info_keys():
     m = machine_info()
     for k in ("name", "cpu", "cores", "onnxruntime", "numpy", "opencv", "python", "platform"):
         assert m[k], k
-    assert m["cores"] >= 1 and m["name"].endswith(f"-{m['cores']}c")
+    assert m["cores"] >= 1 and m["name"].endswith(f"-{m['cpu_class'].replace('_', '-')}-{m['cores']}c")
 
 
 def test_time_calls_runs_and_budget():

@@ -3,10 +3,9 @@
 `--device`: `cpu`, `cuda` and `tensorrt` are ONNX Runtime providers (this
 module); `openvino` is the OpenVINO backend (`edge/openvino_backend.py`);
 `auto` is a GPU provider when one starts, else OpenVINO when it is installed
-and starts, else ONNX Runtime's CPU provider (`edge/model.py: open_role`); on
-the CPU, within that order, the backend and precision this CPU's class runs
-the precision the model's accuracy gates allow on this CPU's class (`CPU_CLASSES`,
-`auto_cpu_precision`: BF16 only where it is native).
+and starts, else ONNX Runtime's CPU provider (`edge/model.py: open_role`);
+OpenVINO computes in the precision the model's accuracy gates allow on this
+CPU's class (`CPU_CLASSES`, `auto_cpu_precision`: BF16 only where it is native).
 
 ONNX Runtime falls back to the CPU silently when a GPU provider cannot start
 (onnxruntime-gpu lists CUDA and TensorRT as available even on a machine
@@ -63,7 +62,8 @@ class CpuClass:
 # OpenVINO FP32 against ONNX Runtime FP32 (docs/devices.md): as fast or faster on AVX-512 (Zen 4, and oneDNN capped at
 # AVX512_CORE_VNNI and AVX512_CORE: x1.01-1.47) and on a real AVX2-only AMD EPYC (Zen 3: Standard x1.12-1.16, HD
 # x1.21-1.33, interleaved, 1 and 2 threads); one other real AVX2-only EPYC had ONNX Runtime ahead on HD (65.9 against
-# 87.2 ms), where HD runs INT8 anyway. AMX, ARM and real AVX-512 CPUs without BF16 were not measured.
+# 87.2 ms), where HD runs INT8 anyway; a real AVX-512 VNNI Intel Xeon: HD x1.29-1.41, Standard x1.08-1.11. AMX, ARM
+# and AVX-512 CPUs without VNNI were not measured.
 CPU_CLASSES = (  # best first: a CPU is the first class whose flags it has all
     CpuClass("amx", ("amx_bf16", "amx_int8"), True),  # Intel Xeon since Sapphire Rapids
     CpuClass("avx512_bf16", ("avx512_bf16",), True),  # AMD Zen 4/5, Intel Cooper Lake

@@ -137,7 +137,7 @@ def summarize_cap(cap: str, cls: str, runs: list[dict[str, Any]], models: Path) 
     for file, times in sorted(got.items()):
         p50 = {k: statistics.median(v) for k, v in times.items()}
         passed = gated(models, file)
-        auto = f"OpenVINO {auto_cpu_precision(klass, passed)}"
+        auto = f"OpenVINO {auto_cpu_precision(passed, klass.bf16)}"
         allowed = {k: v for k, v in p50.items() if k.endswith("fp32") or k.split()[-1] in passed}
         fastest = min(allowed, key=allowed.get) if allowed else None
         ratio = p50[auto] / p50[fastest] if auto in p50 and fastest else None

@@ -21,7 +21,7 @@ import onnxruntime as ort
 from .errors import ModelInvalid
 from .metadata import PRECISIONS, MetadataError, ModelMeta
 from .onnx_props import PropsError, read_props
-from .providers import ProviderError, create_session, wants_gpu
+from .providers import ProviderError, auto_cpu_precision, create_session, wants_gpu
 
 PRECISION_SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
 COMPUTE_ONLY = ("bf16",)  # run-time precisions with no file of their own: the FP32 file computed in BF16
@@ -105,16 +105,14 @@ def auto_compute_precision(path: Path, meta: ModelMeta) -> str:
 
     if meta.precision != "fp32":
         return "fp32"
-    if ir_path(path).is_file():
-        passed, why = gate_status(path, "int8")
-        log.info("%s: %s", path.name, why)
-        if passed:
-            return "int8"
-    if not native_bf16():
-        return "fp32"
-    passed, why = gate_status(path, "bf16")
-    log.info("%s: %s", path.name, why)
-    return "bf16" if passed else "fp32"
+    gated: set[str] = set()
+    for precision, applies in (("int8", ir_path(path).is_file()), ("bf16", native_bf16())):
+        if applies and not gated:  # the first that passed is the fastest: the rest need not be read
+            passed, why = gate_status(path, precision)
+            log.info("%s: %s", path.name, why)
+            if passed:
+                gated.add(precision)
+    return auto_cpu_precision(gated, native_bf16())
 
 
 def _open_openvino(path: Path, threads: int, precision: str) -> Model:

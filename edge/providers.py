@@ -92,12 +92,13 @@ def cpu_class() -> CpuClass:
     return classify_cpu(cpu_flags())
 
 
-def auto_cpu_precision(cls: CpuClass, gated: set[str] | frozenset[str]) -> str:
-    """What OpenVINO computes in under `--precision auto` on a CPU of class `cls`, for a file whose passed
-    gates are `gated` (int8, bf16): int8, bf16 or fp32 (`edge/model.py: auto_compute_precision` reads them)."""
+def auto_cpu_precision(gated: set[str] | frozenset[str], native_bf16: bool) -> str:
+    """What OpenVINO computes in under `--precision auto`, for a file whose passed gates are `gated` (int8,
+    bf16), on a CPU with or without native BF16: int8, bf16 or fp32 (`edge/model.py: auto_compute_precision`
+    reads the gates; `benchmarks/cpu_classes.py` asks it for each class)."""
     if "int8" in gated:
         return "int8"
-    return "bf16" if cls.bf16 and "bf16" in gated else "fp32"
+    return "bf16" if native_bf16 and "bf16" in gated else "fp32"
 
 
 def default_trt_cache() -> Path:

@@ -35,7 +35,7 @@ def test_the_class_comes_from_the_flags(flags, name):
 ])
 def test_auto_precision_per_class_and_gates(name, gates, want):
     klass = next(c for c in providers.CPU_CLASSES if c.name == name)
-    assert auto_cpu_precision(klass, gates) == want
+    assert auto_cpu_precision(gates, klass.bf16) == want
 
 
 def test_only_classes_with_native_bf16_take_bf16():

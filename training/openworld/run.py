@@ -78,12 +78,12 @@ def fit_head(fit: dict[str, np.ndarray], classes: list[str], l2_other: float, l2
 
 
 def held_check(held: dict[str, np.ndarray], head: OpenHead, names: list[str],
-               original: np.ndarray | None = None) -> dict[str, Any]:
-    """Per set, the quick check's figures before (the HD logits, or `original` ones where pruning moved them)
-    and after the head (held-out photos; thresholds of best F1 over all sets' held-out photos, chosen for
-    each model)."""
+               original: np.ndarray) -> dict[str, Any]:
+    """Per set, the quick check's figures before (`original`: the HD logits before pruning moved them) and
+    after the head (held-out photos; thresholds of best F1 over all sets' held-out photos, chosen for each
+    model)."""
     z, f, y = held["logits"], held["features"], held["targets"][:, 0]
-    scores = {"before": check.photo_scores(z if original is None else original),
+    scores = {"before": check.photo_scores(original),
               "after": check.photo_scores(head.logits(z, f))}
     thr = {k: check.thresholds(s, y) for k, s in scores.items()}
     return {name: {k: check.figures(s[held["set"] == i], y[held["set"] == i], thr[k]) for k, s in scores.items()}
